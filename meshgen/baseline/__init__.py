@@ -1,0 +1,1 @@
+"""The baseline: what already runs, read from manifests or a cluster."""

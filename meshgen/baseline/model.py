@@ -1,0 +1,169 @@
+"""What already runs: the baseline's Deployments, Services, VirtualServices and DestinationRules.
+
+Objects keep their raw Kubernetes bodies (never mutated; anything derived is a copy) because meshgen must emit a
+user's VirtualService with nothing changed but its own routes. The model knows Kubernetes semantics that the
+planner needs — which Services select a workload, how Istio resolves short host names — and nothing about
+sandboxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshgen.documents import JsonObject
+from meshgen.errors import Location
+
+DEPLOYMENT = "Deployment"
+SERVICE = "Service"
+VIRTUAL_SERVICE = "VirtualService"
+DESTINATION_RULE = "DestinationRule"
+KINDS = (DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE)
+MESH_GATEWAY = "mesh"
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """Identity of a namespaced object."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A baseline object: its identity, its raw body, and where it was read from (file or cluster)."""
+
+    key: ObjectKey
+    body: JsonObject = field(compare=False, hash=False)
+    location: Location | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        spec = self.body.get("spec")
+        return spec if isinstance(spec, dict) else {}
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        meta = self.body.get("metadata")
+        return meta if isinstance(meta, dict) else {}
+
+    def at(self, *path: str | int) -> Location | None:
+        """The location of a field of this object, for error messages."""
+        return self.location.at(*path) if self.location else None
+
+
+def pod_labels(deployment: Resource) -> dict[str, str]:
+    """The labels a Deployment's pods carry."""
+    template = deployment.spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    return dict(labels)
+
+
+def service_selector(service: Resource) -> dict[str, str]:
+    """A Service's selector; empty when it has none (such Services select no pods)."""
+    return dict(service.spec.get("selector") or {})
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Kubernetes Service semantics: a non-empty selector whose every pair is in ``labels``."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def service_fqdn(namespace: str, name: str, cluster_domain: str) -> str:
+    """The mesh host of a Service."""
+    return f"{name}.{namespace}.svc.{cluster_domain}"
+
+
+def resolve_host(host: str, namespace: str, cluster_domain: str) -> str:
+    """Istio's reading of a host in a VirtualService or DestinationRule in ``namespace``: a short name
+    (``reviews``) or ``name.namespace`` is a Service; anything with more dots (or a wildcard) stays as is."""
+    if host.startswith("*") or host.endswith(f".svc.{cluster_domain}"):
+        return host
+    parts = host.split(".")
+    if len(parts) == 1:
+        return service_fqdn(namespace, host, cluster_domain)
+    if len(parts) == 2:
+        return service_fqdn(parts[1], parts[0], cluster_domain)
+    return host
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Whether a VirtualService host (possibly ``*.suffix`` or ``*``) covers ``host``."""
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return pattern == host
+
+
+def gateways(virtual_service: Resource) -> tuple[str, ...]:
+    """The gateways a VirtualService binds to; no list means the mesh only."""
+    listed = virtual_service.spec.get("gateways")
+    return tuple(listed) if listed else (MESH_GATEWAY,)
+
+
+def is_mesh_bound(virtual_service: Resource) -> bool:
+    """Whether a VirtualService applies to sidecars (mesh traffic)."""
+    return MESH_GATEWAY in gateways(virtual_service)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The baseline, indexed for the planner. Build with :meth:`of`."""
+
+    resources: tuple[Resource, ...]
+    by_key: Mapping[ObjectKey, Resource] = field(compare=False, repr=False)
+    by_kind: Mapping[str, tuple[Resource, ...]] = field(compare=False, repr=False)
+    by_kind_namespace: Mapping[tuple[str, str], tuple[Resource, ...]] = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, resources: Iterable[Resource]) -> Baseline:
+        """Index resources; the caller has already rejected duplicates."""
+        ordered = tuple(sorted(resources, key=lambda r: r.key))
+        by_kind: dict[str, list[Resource]] = {}
+        by_kind_ns: dict[tuple[str, str], list[Resource]] = {}
+        for r in ordered:
+            by_kind.setdefault(r.key.kind, []).append(r)
+            by_kind_ns.setdefault((r.key.kind, r.namespace), []).append(r)
+        return cls(
+            ordered,
+            {r.key: r for r in ordered},
+            {k: tuple(v) for k, v in by_kind.items()},
+            {k: tuple(v) for k, v in by_kind_ns.items()},
+        )
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        """One object by identity."""
+        return self.by_key.get(ObjectKey(kind, namespace, name))
+
+    def of_kind(self, kind: str, namespace: str | None = None) -> tuple[Resource, ...]:
+        """Every object of ``kind`` (in ``namespace`` if given), sorted by namespace and name."""
+        if namespace is None:
+            return self.by_kind.get(kind, ())
+        return self.by_kind_namespace.get((kind, namespace), ())
+
+    def names_of(self, kind: str, namespace: str) -> list[str]:
+        """Names of ``kind`` in ``namespace`` (for 'did you mean')."""
+        return [r.name for r in self.of_kind(kind, namespace)]
+
+    def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> tuple[Resource, ...]:
+        """The Services in ``namespace`` whose selector selects pods with ``labels``."""
+        return tuple(s for s in self.of_kind(SERVICE, namespace) if selects(service_selector(s), labels))
+
+    def selector_keys(self, namespace: str) -> frozenset[str]:
+        """Every label key any Service in ``namespace`` selects on."""
+        return frozenset(k for s in self.of_kind(SERVICE, namespace) for k in service_selector(s))

@@ -1,0 +1,141 @@
+"""The whole compile, end to end: read inputs -> specs, baseline, policy -> Plan -> backend objects -> text.
+
+Reading is the only I/O and happens first (:func:`read_inputs`); everything after it is a pure function of what
+was read. Errors raised anywhere carry locations; :func:`locate_all` adds line numbers using the texts that were
+read, so even stdin input gets ``file:line`` messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from meshgen import backends
+from meshgen.baseline.loading import load_baseline
+from meshgen.baseline.model import Baseline
+from meshgen.documents import (
+    DEFAULT_LIMITS,
+    JsonObject,
+    Limits,
+    dump_json,
+    dump_yaml,
+    expand_paths,
+    locate_many,
+    read_documents,
+)
+from meshgen.errors import InvalidInput, Location, Problem
+from meshgen.plan.model import Plan
+from meshgen.plan.planning import build_plan
+from meshgen.spec.loading import Specs, load_policy, load_specs
+from meshgen.spec.models import MeshPolicy
+
+OutputFormat = Literal["yaml", "json"]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a compile reads, already validated."""
+
+    specs: Specs
+    baseline: Baseline
+    policy: MeshPolicy
+    texts: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def read_specs(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> tuple[Specs, dict[str, str]]:
+    """Read sandbox/route group files (and any MeshPolicy among them). An empty input is an error."""
+    sources = expand_paths(paths, "spec")
+    if not sources:
+        raise InvalidInput.one(Location(", ".join(paths) or "-f"), "no spec files found",
+                               "pass files or directories of .yaml/.yml/.json with -f")
+    documents, texts = read_documents(sources, limits)
+    if not documents:
+        raise InvalidInput.one(Location(", ".join(sources)), "the input holds no documents",
+                               "add a Sandbox or RouteGroup (see: meshgen schema Sandbox)")
+    try:
+        return load_specs(documents), texts
+    except InvalidInput as exc:
+        raise locate_all(exc, texts) from None
+
+
+def read_baseline(paths: Sequence[str], namespace: str = "default",
+                  limits: Limits = DEFAULT_LIMITS) -> tuple[Baseline, dict[str, str]]:
+    """Read baseline manifests (files or directories, recursively)."""
+    sources = expand_paths(paths, "baseline")
+    documents, texts = read_documents(sources, limits)
+    try:
+        return load_baseline(documents, namespace), texts
+    except InvalidInput as exc:
+        raise locate_all(exc, texts) from None
+
+
+def read_policy(path: str | None, specs: Specs, limits: Limits = DEFAULT_LIMITS) -> tuple[MeshPolicy, dict[str, str]]:
+    """The policy from ``path``, or one given among the specs, or the built-in default."""
+    if path is None:
+        return load_policy([specs]), {}
+    documents, texts = read_documents([path], limits)
+    try:
+        policy_specs = load_specs(documents)
+        if policy_specs.sandboxes or policy_specs.route_groups or not policy_specs.policies:
+            raise InvalidInput.one(Location(path), "a --policy file must hold exactly one MeshPolicy")
+        return load_policy([policy_specs, specs]), texts
+    except InvalidInput as exc:
+        raise locate_all(exc, texts) from None
+
+
+def read_inputs(
+    spec_paths: Sequence[str],
+    baseline_paths: Sequence[str],
+    policy_path: str | None = None,
+    namespace: str = "default",
+    limits: Limits = DEFAULT_LIMITS,
+) -> Inputs:
+    """Read and validate everything a compile needs; all problems in all inputs are reported together."""
+    problems: list[Problem] = []
+    texts: dict[str, str] = {}
+    specs, baseline, policy = Specs(), Baseline.of(()), None
+    try:
+        specs, found = read_specs(spec_paths, limits)
+        texts.update(found)
+    except InvalidInput as exc:
+        problems.extend(exc.problems)
+    try:
+        baseline, found = read_baseline(baseline_paths, namespace, limits)
+        texts.update(found)
+    except InvalidInput as exc:
+        problems.extend(exc.problems)
+    try:
+        policy, found = read_policy(policy_path, specs, limits)
+        texts.update(found)
+    except InvalidInput as exc:
+        problems.extend(exc.problems)
+    if problems or policy is None:
+        raise InvalidInput(problems)
+    return Inputs(specs, baseline, policy, texts)
+
+
+def plan_of(inputs: Inputs) -> Plan:
+    """Plan the inputs; errors come back with line numbers."""
+    try:
+        return build_plan(inputs.specs, inputs.baseline, inputs.policy)
+    except InvalidInput as exc:
+        raise locate_all(exc, inputs.texts) from None
+
+
+def render(plan: Plan, backend: str = "istio") -> list[JsonObject]:
+    """The backend's objects for ``plan``."""
+    return backends.render(plan, backend)
+
+
+def dump(objects: list[JsonObject], output: OutputFormat = "yaml") -> str:
+    """Objects as text in the chosen format."""
+    return dump_json(objects) if output == "json" else dump_yaml(objects)
+
+
+def locate_all(exc: InvalidInput, texts: Mapping[str, str]) -> InvalidInput:
+    """The same problems with line numbers filled in from the sources' texts."""
+    located = iter(locate_many([p.location for p in exc.problems if p.location], texts))
+    return InvalidInput(
+        Problem(next(located) if p.location else None, p.message, p.fix) for p in exc.problems
+    )

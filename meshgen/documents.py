@@ -1,0 +1,338 @@
+"""Reading and writing YAML/JSON documents: the only place meshgen touches the YAML library.
+
+Loading is two-speed on purpose. The fast path parses with the C loader and records no positions, because a
+large input (thousands of sandboxes) must load in well under a second. When something is wrong, :func:`locate`
+re-reads just that file with the round-trip loader and finds the line of a field path, so errors still say
+``file:line``. Input limits (file size, document count, alias expansion, string length) are enforced here, before
+any validation sees the data.
+
+Output is deterministic: mapping keys sorted at every level, multi-line strings as literal blocks, no anchors.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.representer import SafeRepresenter
+
+from meshgen.errors import InvalidInput, Location, Problem
+
+JsonObject = dict[str, Any]
+T = TypeVar("T")
+
+MAX_FILE_BYTES = 1 << 20
+MAX_DOCUMENTS_PER_FILE = 5_000
+MAX_NODES_PER_DOCUMENT = 100_000
+MAX_STRING_BYTES = 256 << 10
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "-"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One parsed YAML/JSON document and where it came from."""
+
+    location: Location
+    body: JsonObject
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits; the defaults protect a CI job from a hostile or broken input."""
+
+    file_bytes: int = MAX_FILE_BYTES
+    documents: int = MAX_DOCUMENTS_PER_FILE
+    nodes: int = MAX_NODES_PER_DOCUMENT
+    string_bytes: int = MAX_STRING_BYTES
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def expand_paths(paths: Iterable[str], what: str = "input") -> list[str]:
+    """Expand files and directories (recursively, ``*.yaml|*.yml|*.json``) into a sorted, de-duplicated list.
+
+    ``-`` stands for standard input and is kept in place.
+    """
+    out: list[str] = []
+    for raw in paths:
+        if raw == STDIN:
+            out.append(raw)
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                str(p) for p in path.rglob("*") if p.is_file() and p.suffix in MANIFEST_SUFFIXES
+            )
+            out.extend(found)
+        elif path.is_file():
+            out.append(raw)
+        else:
+            raise InvalidInput.one(
+                Location(raw), f"{what} file or directory does not exist", "check the path passed to -f"
+            )
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+
+
+def read_text(source: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Read a file (or stdin for ``-``) as UTF-8, refusing anything over ``limits.file_bytes``."""
+    try:
+        if source == STDIN:
+            data = sys.stdin.buffer.read(limits.file_bytes + 1)
+        else:
+            with open(source, "rb") as fh:
+                data = fh.read(limits.file_bytes + 1)
+    except OSError as exc:
+        raise InvalidInput.one(Location(source), f"cannot read: {exc.strerror}") from exc
+    if len(data) > limits.file_bytes:
+        raise InvalidInput.one(
+            Location(source),
+            f"file is larger than {limits.file_bytes // 1024} KiB",
+            "split it into several files (meshgen accepts directories and repeated -f)",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput.one(Location(source), f"not UTF-8 text (byte {exc.start})") from exc
+
+
+def parse_documents(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
+    """Parse multi-document YAML (JSON is YAML) into plain, alias-free documents.
+
+    Empty documents (``---`` with nothing after it) are skipped. Every non-empty document must be a mapping.
+    """
+    loader = YAML(typ="safe", pure=False)
+    docs: list[Document] = []
+    try:
+        for index, raw in enumerate(loader.load_all(text)):
+            if index >= limits.documents:
+                raise InvalidInput.one(
+                    Location(source, index),
+                    f"more than {limits.documents} documents in one file",
+                    "split the input into several files",
+                )
+            if raw is None:
+                continue
+            location = Location(source, index)
+            if not isinstance(raw, dict):
+                raise InvalidInput.one(
+                    locate(location, text),
+                    f"a document must be a mapping (a Kubernetes-style object), got {_type_name(raw)}",
+                )
+            body = _plain(raw, location, limits, text)
+            docs.append(Document(location, body))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise InvalidInput.one(Location(source, line=line), f"invalid YAML: {reason}") from exc
+    except YAMLError as exc:
+        raise InvalidInput.one(Location(source), f"invalid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInput.one(Location(source), "invalid YAML: nesting is too deep") from exc
+    return docs
+
+
+def read_documents(sources: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> tuple[list[Document], dict[str, str]]:
+    """Read and parse every source. Returns the documents and the texts read (kept so errors can be located,
+    even for stdin, without reading again)."""
+    documents: list[Document] = []
+    texts: dict[str, str] = {}
+    problems: list[Problem] = []
+    for source in sources:
+        try:
+            text = read_text(source, limits)
+            texts[source] = text
+            documents.extend(parse_documents(text, source, limits))
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InvalidInput(problems)
+    return documents, texts
+
+
+def _type_name(value: object) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _plain(raw: Any, location: Location, limits: Limits, text: str) -> Any:
+    """Copy a loaded YAML tree into plain JSON types, counting nodes so that alias expansion ("billion
+    laughs") and self-referencing aliases fail fast with a clear message instead of eating memory."""
+    budget = [limits.nodes]
+
+    def copy(node: Any, path: tuple[str | int, ...]) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise InvalidInput.one(
+                location,
+                f"document expands to more than {limits.nodes} values (YAML aliases or a very large object)",
+                "remove YAML anchors/aliases (&x / *x) or split the document",
+            )
+        if isinstance(node, dict):
+            out: dict[Any, Any] = {}
+            for raw_key, value in node.items():
+                key = raw_key if isinstance(raw_key, str) else _scalar_key(raw_key)
+                out[key] = copy(value, (*path, key))
+            return out
+        if isinstance(node, list):
+            return [copy(item, (*path, i)) for i, item in enumerate(node)]
+        if isinstance(node, str):
+            if len(node) > limits.string_bytes:
+                raise InvalidInput.one(
+                    locate(location.at(*path), text),
+                    f"string is longer than {limits.string_bytes // 1024} KiB",
+                )
+            return node
+        if isinstance(node, datetime.datetime | datetime.date):
+            # Kubernetes fields are never YAML timestamps; keep what the user wrote, as a string.
+            return node.isoformat()
+        if isinstance(node, bytes):
+            return node.decode("utf-8", "replace")
+        return node
+
+    return copy(raw, ())
+
+
+def _scalar_key(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    return str(key)
+
+
+def locate(location: Location, text: str | None = None) -> Location:
+    """Fill in the line number of ``location`` by re-reading its source with positions.
+
+    Walks the field path as far as it exists; a missing leaf is reported at its parent. Never raises: a
+    location that cannot be resolved is returned unchanged.
+    """
+    texts = {location.source: text} if text is not None else {}
+    return locate_many([location], texts)[0]
+
+
+def locate_many(locations: Sequence[Location], texts: Mapping[str, str]) -> list[Location]:
+    """:func:`locate` for many locations, parsing each source once. ``texts`` holds sources already read
+    (stdin among them); other sources are read from disk."""
+    trees: dict[str, list[Any] | None] = {}
+    out = []
+    for location in locations:
+        if location.line is not None:
+            out.append(location)
+            continue
+        if location.source not in trees:
+            trees[location.source] = _position_trees(location.source, texts.get(location.source))
+        docs = trees[location.source]
+        if docs is None or location.document >= len(docs):
+            out.append(location)
+            continue
+        line = _line_of(docs[location.document], location.path)
+        out.append(Location(location.source, location.document, location.path, line))
+    return out
+
+
+def _position_trees(source: str, text: str | None) -> list[Any] | None:
+    try:
+        if text is None:
+            if source == STDIN:
+                return None
+            text = Path(source).read_text(encoding="utf-8")
+        return list(YAML(typ="rt").load_all(text))
+    except (OSError, YAMLError, ValueError, RecursionError):
+        return None
+
+
+def _line_of(node: Any, path: tuple[str | int, ...]) -> int | None:
+    line: int | None = getattr(getattr(node, "lc", None), "line", None)
+    for part in path:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+                pos = lc.item(part) if lc is not None else None
+                node = node[part]
+            elif isinstance(node, dict) and part in node:
+                pos = lc.key(part) if lc is not None else None
+                node = node[part]
+            else:
+                break
+        except (KeyError, IndexError, TypeError, AttributeError):
+            break
+        if pos is not None:
+            line = pos[0]
+    return None if line is None else line + 1
+
+
+# --- output ------------------------------------------------------------------------------------------------
+
+
+class _Representer(SafeRepresenter):
+    """Emits keys in the order given (callers pre-sort) and multi-line strings as literal blocks."""
+
+    sort_base_mapping_type_on_output = False
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+    def represent_str(self, data: str) -> Any:
+        style = "|" if "\n" in data and not _has_trailing_space(data) else None
+        return self.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+def _has_trailing_space(text: str) -> bool:
+    # Literal blocks cannot represent trailing spaces on a line faithfully in every emitter; fall back to quotes.
+    return any(line != line.rstrip(" \t") for line in text.split("\n"))
+
+
+_Representer.add_representer(str, _Representer.represent_str)
+
+
+def sorted_tree(value: Any) -> Any:
+    """A copy with every mapping's keys sorted; lists keep their order."""
+    if isinstance(value, Mapping):
+        return {k: sorted_tree(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [sorted_tree(v) for v in value]
+    return value
+
+
+def dump_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
+    """Multi-document YAML, ``---`` between documents, keys sorted, byte-identical for identical input."""
+    emitter = YAML(typ="safe", pure=False)
+    emitter.Representer = _Representer
+    emitter.default_flow_style = False
+    emitter.width = 1 << 16
+    emitter.allow_unicode = True
+    emitter.explicit_start = True
+    stream = io.StringIO()
+    emitter.dump_all([sorted_tree(o) for o in objects], stream)
+    return stream.getvalue()
+
+
+def dump_json(objects: Sequence[Mapping[str, Any]]) -> str:
+    """A Kubernetes ``List`` (what ``kubectl get -o json`` prints for several objects)."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=2, sort_keys=True) + "\n"
+
+
+def clone(value: T) -> T:
+    """A deep copy of a JSON-like tree (dicts, lists, scalars); several times faster than ``copy.deepcopy``."""
+    return cast(T, _clone(value))
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value

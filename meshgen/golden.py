@@ -1,0 +1,119 @@
+"""Golden cases: a directory per case holding inputs and the expected compile output (or error).
+
+``golden/<case>/`` holds ``sandboxes.yaml``, ``baseline/``, an optional ``policy.yaml``, and ``expected.yaml``
+(the exact compile output) or ``expected-error.txt`` (the exact error text, paths relative to the case). A case
+with neither must compile. ``update`` rewrites the expectation from the current output, for review in a diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshgen import compiler
+from meshgen.errors import InvalidInput
+
+SANDBOXES = "sandboxes.yaml"
+BASELINE = "baseline"
+POLICY = "policy.yaml"
+EXPECTED = "expected.yaml"
+EXPECTED_ERROR = "expected-error.txt"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One golden case directory."""
+
+    name: str
+    path: Path
+
+    @property
+    def policy(self) -> Path | None:
+        path = self.path / POLICY
+        return path if path.exists() else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What compiling a case produced: output text, or error text (never both)."""
+
+    output: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """The verdict on one case."""
+
+    case: Case
+    ok: bool
+    detail: str = ""
+
+
+def discover(root: Path, names: Sequence[str] = ()) -> list[Case]:
+    """Cases under ``root`` (every directory with a sandboxes.yaml), sorted; only ``names`` if given."""
+    found = sorted((Case(p.parent.name, p.parent) for p in root.glob(f"*/{SANDBOXES}")), key=lambda c: c.name)
+    if names:
+        known = {c.name: c for c in found}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise InvalidInput.one(None, f"no golden case named {', '.join(missing)} under {root}",
+                                   f"cases: {', '.join(sorted(known))}")
+        return [known[n] for n in names]
+    return found
+
+
+def compile_case(case: Case) -> Outcome:
+    """Compile a case the way ``meshgen compile`` would; errors are rendered with case-relative paths."""
+    baseline = case.path / BASELINE
+    try:
+        inputs = compiler.read_inputs(
+            [str(case.path / SANDBOXES)],
+            [str(baseline)] if baseline.exists() else [],
+            str(case.policy) if case.policy else None,
+        )
+        plan = compiler.plan_of(inputs)
+        return Outcome(compiler.dump(compiler.render(plan)), None)
+    except InvalidInput as exc:
+        return Outcome(None, exc.render().replace(f"{case.path}/", "") + "\n")
+
+
+def check(case: Case) -> Result:
+    """Compare a case's compile outcome with its expectation."""
+    outcome = compile_case(case)
+    expected_file = case.path / EXPECTED
+    error_file = case.path / EXPECTED_ERROR
+    if error_file.exists():
+        want = error_file.read_text(encoding="utf-8")
+        if outcome.error is None:
+            return Result(case, False, f"expected an error, but the case compiled:\n{want}")
+        return _compare(case, EXPECTED_ERROR, want, outcome.error)
+    if outcome.error is not None:
+        return Result(case, False, f"compile failed:\n{outcome.error}")
+    if expected_file.exists():
+        return _compare(case, EXPECTED, expected_file.read_text(encoding="utf-8"), outcome.output or "")
+    return Result(case, True)
+
+
+def update(case: Case) -> Result:
+    """Rewrite a case's expectation from its current outcome."""
+    outcome = compile_case(case)
+    keep, drop = (EXPECTED_ERROR, EXPECTED) if outcome.error is not None else (EXPECTED, EXPECTED_ERROR)
+    text = outcome.error if outcome.error is not None else outcome.output
+    target = case.path / keep
+    changed = not target.exists() or target.read_text(encoding="utf-8") != text
+    target.write_text(text or "", encoding="utf-8")
+    (case.path / drop).unlink(missing_ok=True)
+    return Result(case, True, "updated" if changed else "")
+
+
+def _compare(case: Case, name: str, want: str, got: str) -> Result:
+    if want == got:
+        return Result(case, True)
+    diff = difflib.unified_diff(
+        want.splitlines(keepends=True), got.splitlines(keepends=True),
+        fromfile=f"{case.name}/{name} (expected)", tofile=f"{case.name}/{name} (compiled)",
+    )
+    return Result(case, False, "".join(diff))

@@ -1,0 +1,1 @@
+"""Reconciling a Plan with a live cluster: diff, ordered apply, prune."""

@@ -1,0 +1,60 @@
+"""How meshgen marks what it owns. Shared by the planner (which creates), the backends (which render), the
+baseline reader (which must not mistake meshgen's output for the baseline) and the reconciler (which may delete
+only what carries these marks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MESHGEN = "meshgen"
+LABEL_SANDBOX = "meshgen.dev/sandbox"
+LABEL_FORK_OF = "meshgen.dev/fork-of"
+ANNOTATION_ROUTING_KEY = "meshgen.dev/routing-key"
+ANNOTATION_FORK_OF = "meshgen.dev/fork-of"
+ANNOTATION_SERVICE_OF = "meshgen.dev/service-of"
+# On every VirtualService meshgen writes: the names of the routes meshgen added, in order.
+ANNOTATION_ROUTES = "meshgen.dev/routes"
+ROUTE_PREFIX = "meshgen-"
+
+
+def owner_labels(sandbox: str) -> dict[str, str]:
+    """Labels on every object meshgen creates for one sandbox."""
+    return {MANAGED_BY: MESHGEN, LABEL_SANDBOX: sandbox}
+
+
+def is_owned(body: Mapping[str, Any]) -> bool:
+    """Whether meshgen created this object (and so may change or delete it)."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY) == MESHGEN
+
+
+def meshgen_route_names(body: Mapping[str, Any]) -> frozenset[str]:
+    """The names of the routes meshgen added to a VirtualService, from its annotation."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    listed = annotations.get(ANNOTATION_ROUTES) or ""
+    return frozenset(n for n in listed.split(",") if n)
+
+
+def without_meshgen_routes(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A user's VirtualService as it was before meshgen edited it: meshgen's routes and annotation removed.
+    Only routes both listed in the annotation and carrying the meshgen prefix are removed, so a user's own
+    route can never be taken for meshgen's."""
+    names = meshgen_route_names(body)
+    out = dict(body)
+    meta = dict(out.get("metadata") or {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ANNOTATION_ROUTES}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    out["metadata"] = meta
+    spec = dict(out.get("spec") or {})
+    if "http" in spec and names:
+        spec["http"] = [
+            r for r in spec["http"]
+            if not (isinstance(r, dict) and r.get("name") in names and str(r.get("name")).startswith(ROUTE_PREFIX))
+        ]
+    out["spec"] = spec
+    return out

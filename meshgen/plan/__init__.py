@@ -1,0 +1,1 @@
+"""The planning stage: specs + baseline + policy -> :class:`~meshgen.plan.model.Plan`."""

@@ -1,0 +1,204 @@
+"""The Plan: the routing IR every backend compiles from.
+
+A Plan says, independently of any mesh's resource format:
+- which forks exist (a derived Deployment and one Service per baseline Service that fronted the original);
+- which routing keys claim which baseline hosts, and where each claim sends the request (a fork host, or the
+  baseline itself for a virtual workload);
+- for every route table that reaches a claimed host (a user's VirtualService, or one meshgen will own), the final
+  order of routes: which baseline route each sandbox route copies, and where it sits.
+
+Backends render this; they never decide routing. A new backend needs no change here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshgen.baseline.model import Baseline, ObjectKey, Resource
+from meshgen.documents import JsonObject
+from meshgen.ownership import ROUTE_PREFIX
+from meshgen.spec.models import MeshPolicy, WorkloadRef
+
+
+class OwnerKind(enum.StrEnum):
+    """Who a routing key belongs to."""
+
+    SANDBOX = "Sandbox"
+    ROUTE_GROUP = "RouteGroup"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A routing key and the sandbox or route group it belongs to."""
+
+    kind: OwnerKind
+    name: str
+    routing_key: str
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Sandboxes before route groups, then by name: the order of an owner's routes in a table."""
+        return (0 if self.kind is OwnerKind.SANDBOX else 1, self.name)
+
+    @property
+    def route_prefix(self) -> str:
+        """Prefix of the names of routes this owner adds (``meshgen-<sandbox>`` / ``meshgen-rg-<group>``)."""
+        return f"{ROUTE_PREFIX}{self.name}" if self.kind is OwnerKind.SANDBOX else f"{ROUTE_PREFIX}rg-{self.name}"
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """A port of a Service, as the mesh sees it."""
+
+    name: str
+    port: int
+    protocol: str
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True)
+class Host:
+    """A Service and its mesh host name."""
+
+    namespace: str
+    name: str
+    fqdn: str
+    ports: tuple[ServicePort, ...]
+
+
+@dataclass(frozen=True)
+class ForkService:
+    """The Service that fronts a fork in place of one baseline Service: same ports, selects only the fork."""
+
+    baseline: Host
+    fork: Host
+    body: JsonObject = field(compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Fork:
+    """A modified copy of one baseline workload, owned by one sandbox."""
+
+    sandbox: str
+    routing_key: str
+    workload: WorkloadRef
+    name: str
+    deployment: JsonObject = field(compare=False, hash=False)
+    services: tuple[ForkService, ...] = ()
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("Deployment", self.workload.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A routing key claims a baseline host: requests for ``host`` carrying the key go to ``target``
+    (a fork host, or ``host`` itself for a virtual workload)."""
+
+    owner: Owner
+    host: str
+    target: str
+    sandbox: str
+
+    @property
+    def is_virtual(self) -> bool:
+        return self.target == self.host
+
+
+class RouteRole(enum.StrEnum):
+    """What a route in a planned table is."""
+
+    FAST_PATH = "fast-path"  # requests without a routing key go straight to the baseline
+    SANDBOX = "sandbox"  # a copy of a baseline route, AND-ed with one key match, redirected to forks
+    BASELINE = "baseline"  # the user's route (or the default route of a meshgen-owned table), unchanged
+
+
+@dataclass(frozen=True)
+class PlannedRoute:
+    """One entry of a route table, in final order.
+
+    ``baseline_index`` is the baseline route it copies or is. For sandbox routes, ``redirects`` maps each
+    claimed destination host to its target, and ``name`` is the route name meshgen gives it.
+    """
+
+    role: RouteRole
+    baseline_index: int
+    name: str | None = None
+    owner: Owner | None = None
+    redirects: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def redirect_map(self) -> Mapping[str, str]:
+        return dict(self.redirects)
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """The routes for one mesh VirtualService: the user's (edited in place) or one meshgen owns.
+
+    ``baseline_routes`` are the user's ``spec.http`` entries verbatim, or for an owned table one default route
+    to ``hosts[0]``. ``routes`` is the final order. ``namespace``/``name`` identify the VirtualService.
+    """
+
+    namespace: str
+    name: str
+    hosts: tuple[str, ...]
+    owned: bool
+    baseline_routes: tuple[JsonObject, ...] = field(compare=False, hash=False)
+    routes: tuple[PlannedRoute, ...]
+    source: Resource | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("VirtualService", self.namespace, self.name)
+
+    @property
+    def sandbox_routes(self) -> tuple[PlannedRoute, ...]:
+        return tuple(r for r in self.routes if r.role is RouteRole.SANDBOX)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A warning the user should see, with the object it is about."""
+
+    subject: str
+    message: str
+
+    def render(self) -> str:
+        return f"warning: {self.subject}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a backend needs, and nothing it must work out for itself."""
+
+    policy: MeshPolicy
+    baseline: Baseline = field(compare=False, repr=False)
+    owners: tuple[Owner, ...]
+    forks: tuple[Fork, ...]
+    claims: tuple[Claim, ...]
+    tables: tuple[RouteTable, ...]
+    warnings: tuple[Diagnostic, ...] = ()
+    hosts: Mapping[str, Host] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def routing_header(self) -> str:
+        return self.policy.spec.routing_header
+
+    def fork_services(self) -> tuple[ForkService, ...]:
+        """Every fork Service, in plan order."""
+        return tuple(s for f in self.forks for s in f.services)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.claims and not self.forks
+
+
+def route_destinations(route: Mapping[str, Any]) -> list[JsonObject]:
+    """The ``route`` (weighted destinations) list of an Istio HTTP route, or empty."""
+    dests = route.get("route")
+    return [d for d in dests if isinstance(d, dict)] if isinstance(dests, list) else []

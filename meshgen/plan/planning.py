@@ -1,0 +1,174 @@
+"""specs + baseline + policy -> Plan. Pure: no I/O, nothing global; every problem is collected and raised at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from meshgen.baseline.model import DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, Baseline, ObjectKey, pod_labels
+from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
+from meshgen.plan import forks as forking
+from meshgen.plan.model import Claim, Diagnostic, Fork, Owner, OwnerKind, Plan, RouteTable
+from meshgen.plan.routes import plan_tables
+from meshgen.spec.loading import Specs
+from meshgen.spec.models import MeshPolicy, RouteGroup, Sandbox
+
+Where = Callable[[str, str], Location]
+
+
+def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
+    """Compile sandboxes and route groups over a baseline into a Plan, or raise :class:`InvalidInput`."""
+    domain = policy.spec.cluster_domain
+    hosts = {h.fqdn: h for h in (forking.host_of(s, domain) for s in baseline.of_kind(SERVICE))}
+    problems: list[Problem] = []
+    warnings: list[Diagnostic] = []
+
+    def where(kind: str, name: str) -> Location:
+        return specs.origin(kind, name) or Location(f"<{kind} {name}>")
+
+    sandboxes = tuple(sorted(specs.sandboxes, key=lambda s: s.name))
+    groups = tuple(sorted(specs.route_groups, key=lambda g: g.name))
+    owners = {s.name: Owner(OwnerKind.SANDBOX, s.name, s.routing_key) for s in sandboxes}
+    group_owners = {g.name: Owner(OwnerKind.ROUTE_GROUP, g.name, g.routing_key) for g in groups}
+    problems.extend(_duplicate_keys(sandboxes, groups, where))
+
+    forks: list[Fork] = []
+    claims_by_sandbox: dict[str, list[Claim]] = {}
+    for sandbox in sandboxes:
+        origin = where("Sandbox", sandbox.name)
+        owner = owners[sandbox.name]
+        claims: list[Claim] = []
+        for i in range(len(sandbox.spec.forks)):
+            try:
+                fork = forking.build_fork(baseline, sandbox, i, origin.at("spec", "forks", i), domain)
+            except InvalidInput as exc:
+                problems.extend(exc.problems)
+                continue
+            forks.append(fork)
+            if not fork.services:
+                warnings.append(Diagnostic(
+                    f"Sandbox {sandbox.name}", f"no Service selects {fork.workload}; its fork runs but no "
+                    "request can be routed to it"))
+            claims.extend(Claim(owner, s.baseline.fqdn, s.fork.fqdn, sandbox.name) for s in fork.services)
+        for i, virtual in enumerate(sandbox.spec.virtual):
+            try:
+                workload = forking.find_workload(baseline, virtual.workload,
+                                                 origin.at("spec", "virtual", i, "workload"))
+            except InvalidInput as exc:
+                problems.extend(exc.problems)
+                continue
+            for service in baseline.services_selecting(workload.namespace, pod_labels(workload)):
+                fqdn = forking.host_of(service, domain).fqdn
+                claims.append(Claim(owner, fqdn, fqdn, sandbox.name))
+        problems.extend(_conflicting_claims(claims, origin, f"sandbox {sandbox.name}"))
+        claims_by_sandbox[sandbox.name] = claims
+
+    all_claims = [c for s in sandboxes for c in claims_by_sandbox.get(s.name, [])]
+    for group in groups:
+        owner = group_owners[group.name]
+        members = [s for s in sandboxes if group.spec.match.matches(s.metadata.labels)]
+        if not members:
+            warnings.append(Diagnostic(f"RouteGroup {group.name}", "matches no sandbox; its key routes to the "
+                                       "baseline everywhere"))
+        group_claims = [Claim(owner, c.host, c.target, c.sandbox) for s in members
+                        for c in claims_by_sandbox.get(s.name, [])]
+        problems.extend(_conflicting_claims(group_claims, where("RouteGroup", group.name).at("spec", "match"),
+                                            f"route group {group.name}"))
+        all_claims.extend(group_claims)
+
+    problems.extend(_name_collisions(forks, baseline, where))
+    tables, table_problems = plan_tables(baseline, all_claims, hosts, domain)
+    problems.extend(table_problems)
+    problems.extend(_owned_table_collisions(tables, baseline))
+    raise_if_any(problems)
+
+    all_claims.sort(key=lambda c: (c.host, c.owner.order))
+    return Plan(
+        policy=policy,
+        baseline=baseline,
+        owners=tuple(sorted([*owners.values(), *group_owners.values()], key=lambda o: o.order)),
+        forks=tuple(sorted(forks, key=lambda f: (f.sandbox, f.workload.namespace, f.workload.name))),
+        claims=tuple(all_claims),
+        tables=tables,
+        warnings=tuple(warnings),
+        hosts=hosts,
+    )
+
+
+def _duplicate_keys(
+    sandboxes: Iterable[Sandbox], groups: Iterable[RouteGroup], where: Where
+) -> list[Problem]:
+    seen: dict[str, tuple[str, str]] = {}
+    problems = []
+    named = [*(("Sandbox", s.name, s.routing_key) for s in sandboxes),
+             *(("RouteGroup", g.name, g.routing_key) for g in groups)]
+    for kind, name, key in named:
+        if key in seen:
+            other_kind, other = seen[key]
+            problems.append(Problem(
+                where(kind, name).at("spec", "routingKey"),
+                f"routing key {key!r} of {kind} {name} is already used by {other_kind} {other}",
+                "give each sandbox and route group its own routing key (or omit it to derive one from the name)",
+            ))
+        else:
+            seen[key] = (kind, name)
+    return problems
+
+
+def _conflicting_claims(claims: list[Claim], where: Location, what: str) -> list[Problem]:
+    """One key may send a host to one place only."""
+    first: dict[str, Claim] = {}
+    problems = []
+    for claim in claims:
+        other = first.setdefault(claim.host, claim)
+        if other.target != claim.target or other.sandbox != claim.sandbox:
+            problems.append(Problem(
+                where,
+                f"{what} routes {claim.host} to two places: {_describe(other)} and {_describe(claim)}",
+                "a routing key can reach one fork per host: fork one of these workloads, or narrow the "
+                "route group's match so it selects only one of these sandboxes",
+            ))
+    return problems
+
+
+def _describe(claim: Claim) -> str:
+    what = "its baseline (virtual)" if claim.is_virtual else claim.target
+    return f"{what} from sandbox {claim.sandbox}"
+
+
+def _name_collisions(forks: list[Fork], baseline: Baseline, where: Where) -> list[Problem]:
+    """Generated names must not collide with each other or with a baseline object."""
+    taken: dict[ObjectKey, str] = {}
+    problems = []
+    for fork in forks:
+        generated = [fork.key, *(ObjectKey(SERVICE, s.fork.namespace, s.fork.name) for s in fork.services)]
+        for key in generated:
+            existing = baseline.get(key.kind, key.namespace, key.name)
+            if existing is not None and existing.key.kind in (DEPLOYMENT, SERVICE):
+                problems.append(Problem(
+                    where("Sandbox", fork.sandbox).at("metadata", "name"),
+                    f"the fork's {key} would have the name of an existing baseline object",
+                    "rename the sandbox",
+                ))
+            elif key in taken and taken[key] != fork.sandbox:
+                problems.append(Problem(
+                    where("Sandbox", fork.sandbox).at("metadata", "name"),
+                    f"the fork's {key} has the same generated name as one of sandbox {taken[key]}",
+                    "rename one of the sandboxes",
+                ))
+            taken.setdefault(key, fork.sandbox)
+    return problems
+
+
+def _owned_table_collisions(tables: Iterable[RouteTable], baseline: Baseline) -> list[Problem]:
+    problems = []
+    for table in tables:
+        key = table.key
+        existing = baseline.get(VIRTUAL_SERVICE, key.namespace, key.name)
+        if table.owned and existing is not None:
+            problems.append(Problem(
+                existing.at("metadata", "name"),
+                f"meshgen needs the name {key} for the VirtualService it owns, and the baseline already has one "
+                "by that name that does not bind the same host",
+                "rename that VirtualService",
+            ))
+    return problems

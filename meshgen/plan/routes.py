@@ -1,0 +1,164 @@
+"""Route tables: where each sandbox route goes, in order (DESIGN invariants 1, 3 and 4).
+
+For every VirtualService that routes to a claimed host, each baseline route with such a destination gets one copy
+per routing key that claims it, placed directly before it; nothing else moves. A claimed host that no mesh
+VirtualService covers gets a table meshgen owns: a fast path for requests without a key, the key routes, then the
+default route to the baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from meshgen.baseline.model import (
+    VIRTUAL_SERVICE,
+    Baseline,
+    Resource,
+    gateways,
+    host_matches,
+    is_mesh_bound,
+    resolve_host,
+)
+from meshgen.documents import JsonObject
+from meshgen.errors import Problem
+from meshgen.plan.model import Claim, Host, Owner, PlannedRoute, RouteRole, RouteTable, route_destinations
+from meshgen.spec.names import fit_name
+
+FAST_PATH_ROUTE = "meshgen-no-key"
+DEFAULT_ROUTE = "meshgen-default"
+
+
+def owned_table_name(service: str) -> str:
+    """Name of the VirtualService meshgen owns for a Service's host."""
+    return fit_name("meshgen", service)
+
+
+def destination_hosts(route: Mapping[str, Any], namespace: str, cluster_domain: str) -> list[str]:
+    """The resolved hosts an HTTP route sends to, in order, without repeats."""
+    hosts: list[str] = []
+    for dest in route_destinations(route):
+        host = resolve_host(str(dest["destination"]["host"]), namespace, cluster_domain)
+        if host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def resolved_hosts(virtual_service: Resource, cluster_domain: str) -> tuple[str, ...]:
+    """A VirtualService's hosts, resolved the way Istio resolves them."""
+    return tuple(resolve_host(h, virtual_service.namespace, cluster_domain)
+                 for h in virtual_service.spec.get("hosts") or [])
+
+
+def plan_tables(
+    baseline: Baseline,
+    claims: Iterable[Claim],
+    hosts: Mapping[str, Host],
+    cluster_domain: str,
+) -> tuple[tuple[RouteTable, ...], list[Problem]]:
+    """Every route table that reaches a claimed host, with sandbox routes placed; plus problems found."""
+    by_key_host: dict[tuple[Owner, str], str] = {}
+    owners_of_host: dict[str, set[Owner]] = {}
+    for claim in claims:
+        by_key_host[(claim.owner, claim.host)] = claim.target
+        owners_of_host.setdefault(claim.host, set()).add(claim.owner)
+    problems: list[Problem] = []
+    tables: list[RouteTable] = []
+
+    user_services = baseline.of_kind(VIRTUAL_SERVICE)
+    for vs in user_services:
+        table = _user_table(vs, by_key_host, owners_of_host, cluster_domain)
+        if table is not None:
+            tables.append(table)
+
+    bound = {vs.key: resolved_hosts(vs, cluster_domain) for vs in user_services}
+    for host in sorted(owners_of_host):
+        covering = [vs for vs in user_services if any(host_matches(h, host) for h in bound[vs.key])]
+        if any(is_mesh_bound(vs) for vs in covering):
+            continue
+        gateway_only = [vs for vs in covering if host in bound[vs.key]]
+        if gateway_only:
+            vs = gateway_only[0]
+            problems.append(Problem(
+                vs.at("spec", "gateways"),
+                f"VirtualService {vs.namespace}/{vs.name} binds {host} only to gateways "
+                f"({', '.join(gateways(vs))}), so it does not route mesh traffic and meshgen cannot add sandbox "
+                "routes to it without a second VirtualService for the same host",
+                "add 'mesh' to spec.gateways so the routes also apply inside the mesh, or bind the gateway "
+                "VirtualService to an external host name instead of the Service host",
+            ))
+            continue
+        service = hosts.get(host)
+        if service is None:
+            continue  # claims come from baseline Services, so every claimed host is known
+        tables.append(_owned_table(service, by_key_host, owners_of_host[host]))
+    tables.sort(key=lambda t: (t.namespace, t.name))
+    return tuple(tables), problems
+
+
+def _copies(
+    route: Mapping[str, Any],
+    index: int,
+    dest_hosts: list[str],
+    by_key_host: Mapping[tuple[Owner, str], str],
+    owners_of_host: Mapping[str, set[Owner]],
+    counters: dict[Owner, int],
+) -> list[PlannedRoute]:
+    owners = sorted({o for h in dest_hosts for o in owners_of_host.get(h, ())}, key=lambda o: o.order)
+    out = []
+    for owner in owners:
+        redirects = tuple((h, by_key_host[(owner, h)]) for h in dest_hosts if (owner, h) in by_key_host)
+        n = counters.get(owner, 0)
+        counters[owner] = n + 1
+        out.append(PlannedRoute(RouteRole.SANDBOX, index, f"{owner.route_prefix}-{n}", owner, redirects))
+    return out
+
+
+def _user_table(
+    vs: Resource,
+    by_key_host: Mapping[tuple[Owner, str], str],
+    owners_of_host: Mapping[str, set[Owner]],
+    cluster_domain: str,
+) -> RouteTable | None:
+    http = vs.spec.get("http") or []
+    counters: dict[Owner, int] = {}
+    routes: list[PlannedRoute] = []
+    touched = False
+    for i, route in enumerate(http):
+        dests = [h for h in destination_hosts(route, vs.namespace, cluster_domain) if h in owners_of_host]
+        if dests:
+            copies = _copies(route, i, dests, by_key_host, owners_of_host, counters)
+            routes.extend(copies)
+            touched = touched or bool(copies)
+        routes.append(PlannedRoute(RouteRole.BASELINE, i, route.get("name")))
+    if not touched:
+        return None
+    return RouteTable(
+        namespace=vs.namespace,
+        name=vs.name,
+        hosts=resolved_hosts(vs, cluster_domain),
+        owned=False,
+        baseline_routes=tuple(http),
+        routes=tuple(routes),
+        source=vs,
+    )
+
+
+def _owned_table(
+    service: Host,
+    by_key_host: Mapping[tuple[Owner, str], str],
+    owners: set[Owner],
+) -> RouteTable:
+    default: JsonObject = {"name": DEFAULT_ROUTE, "route": [{"destination": {"host": service.fqdn}}]}
+    counters: dict[Owner, int] = {}
+    routes = [PlannedRoute(RouteRole.FAST_PATH, 0, FAST_PATH_ROUTE)]
+    routes.extend(_copies(default, 0, [service.fqdn], by_key_host, {service.fqdn: owners}, counters))
+    routes.append(PlannedRoute(RouteRole.BASELINE, 0, DEFAULT_ROUTE))
+    return RouteTable(
+        namespace=service.namespace,
+        name=owned_table_name(service.name),
+        hosts=(service.fqdn,),
+        owned=True,
+        baseline_routes=(default,),
+        routes=tuple(routes),
+    )

@@ -1,0 +1,1 @@
+"""The spec language users write: Sandbox, RouteGroup, MeshPolicy."""

@@ -1,0 +1,318 @@
+"""What users write: ``Sandbox``, ``RouteGroup`` and ``MeshPolicy`` (apiVersion ``meshgen.dev/v1alpha1``).
+
+Models are frozen and reject unknown fields. Field names are the camelCase the YAML uses. Validators return
+messages in the user's terms; :mod:`meshgen.spec.loading` attaches file, line and field path.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from meshgen.spec import names
+
+API_VERSION = "meshgen.dev/v1alpha1"
+SPEC_KINDS = ("Sandbox", "RouteGroup", "MeshPolicy")
+
+
+def _check(problem: Callable[[str], str | None]) -> AfterValidator:
+    def validate(value: str) -> str:
+        message = problem(value)
+        if message:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(validate)
+
+
+DnsLabel = Annotated[str, _check(names.dns_label_problem)]
+ObjectName = Annotated[str, _check(names.dns_subdomain_problem)]
+SandboxName = Annotated[str, _check(lambda v: names.dns_label_problem(v, names.SANDBOX_NAME_MAX))]
+HeaderName = Annotated[str, _check(names.header_name_problem)]
+RoutingKey = Annotated[str, _check(names.routing_key_problem)]
+BaggageKey = Annotated[str, _check(names.baggage_key_problem)]
+TracestateKey = Annotated[str, _check(names.tracestate_key_problem)]
+EnvName = Annotated[str, _check(names.env_name_problem)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Model(BaseModel):
+    """Base of every spec model: immutable, strict about unknown fields, camelCase in YAML."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False, str_strip_whitespace=False)
+
+
+class ObjectMeta(Model):
+    """The subset of Kubernetes ObjectMeta a spec may carry. Specs are cluster-scoped: no namespace."""
+
+    name: SandboxName
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkloadRef(Model):
+    """A baseline workload, by kind, namespace and name."""
+
+    kind: Literal["Deployment"] = "Deployment"
+    namespace: DnsLabel
+    name: ObjectName
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+class ImageCustomization(Model):
+    """Replace one container's image. ``container`` may be omitted when the pod has a single container."""
+
+    container: str | None = None
+    image: NonEmpty
+
+
+class EnvCustomization(Model):
+    """Set (add or replace) one environment variable in one container."""
+
+    container: str | None = None
+    name: EnvName
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(default=None, alias="valueFrom")
+
+    @model_validator(mode="after")
+    def _one_value(self) -> EnvCustomization:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError("set exactly one of 'value' and 'valueFrom'")
+        return self
+
+
+class PatchType(enum.StrEnum):
+    """How ``customizations.patch.value`` is applied to the forked Deployment."""
+
+    STRATEGIC = "strategic"
+    MERGE = "merge"
+    JSON = "json"
+
+
+class Patch(Model):
+    """A patch applied to the fork's Deployment after images and env (kubectl patch semantics)."""
+
+    type: PatchType = PatchType.STRATEGIC
+    value: dict[str, Any] | list[dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _shape(self) -> Patch:
+        if self.type is PatchType.JSON and not isinstance(self.value, list):
+            raise ValueError("a json patch is a list of operations ({op, path, value})")
+        if self.type is not PatchType.JSON and not isinstance(self.value, dict):
+            raise ValueError(f"a {self.type.value} patch is a mapping (a partial Deployment)")
+        return self
+
+
+class Customizations(Model):
+    """What makes the fork differ from the baseline workload."""
+
+    images: tuple[ImageCustomization, ...] = ()
+    env: tuple[EnvCustomization, ...] = ()
+    patch: Patch | None = None
+
+
+class Fork(Model):
+    """A baseline workload this sandbox runs a modified copy of."""
+
+    fork_of: WorkloadRef = Field(alias="forkOf")
+    customizations: Customizations = Customizations()
+
+
+class VirtualWorkload(Model):
+    """A workload the sandbox claims without forking it: the sandbox's key routes to its baseline, and no
+    other sandbox in the same route group may fork it."""
+
+    name: DnsLabel
+    workload: WorkloadRef
+
+
+class TTL(Model):
+    """How long a sandbox lives; ``meshgen gc`` deletes it afterwards."""
+
+    duration: str
+    offset_from: Literal["createdAt", "updatedAt"] = Field(default="createdAt", alias="offsetFrom")
+
+    @model_validator(mode="after")
+    def _duration(self) -> TTL:
+        if names.parse_duration(self.duration) is None:
+            raise ValueError(f"duration {self.duration!r} is not a positive duration like 30m, 2h, 1d12h, 1w")
+        return self
+
+    @property
+    def seconds(self) -> int:
+        """The duration in seconds."""
+        return names.parse_duration(self.duration) or 0
+
+
+class SandboxSpec(Model):
+    """The body of a Sandbox."""
+
+    description: str = ""
+    routing_key: RoutingKey | None = Field(default=None, alias="routingKey")
+    ttl: TTL | None = None
+    forks: tuple[Fork, ...] = ()
+    virtual: tuple[VirtualWorkload, ...] = ()
+
+    @model_validator(mode="after")
+    def _claims(self) -> SandboxSpec:
+        if not self.forks and not self.virtual:
+            raise ValueError("a sandbox needs at least one entry in 'forks' or 'virtual'")
+        seen: set[WorkloadRef] = set()
+        for ref in [f.fork_of for f in self.forks] + [v.workload for v in self.virtual]:
+            if ref in seen:
+                raise ValueError(f"{ref} appears more than once in forks/virtual; a sandbox claims it once")
+            seen.add(ref)
+        virtual_names = [v.name for v in self.virtual]
+        if len(set(virtual_names)) != len(virtual_names):
+            raise ValueError("virtual workload names must be unique within a sandbox")
+        return self
+
+
+class Sandbox(Model):
+    """A change under test: forks of some baseline workloads, reachable with one routing key."""
+
+    api_version: Literal["meshgen.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Sandbox"]
+    metadata: ObjectMeta
+    spec: SandboxSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def routing_key(self) -> str:
+        """The explicit routing key, or the one derived from the name."""
+        return self.spec.routing_key or names.derive_routing_key("Sandbox", self.name)
+
+
+class LabelMatch(Model):
+    """Matches a sandbox label; ``value`` is a glob (``*``, ``?``, ``[...]``)."""
+
+    key: NonEmpty
+    value: str
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return self.key in labels and fnmatch.fnmatchcase(labels[self.key], self.value)
+
+
+class MatchTerm(Model):
+    """One condition of a route group's match."""
+
+    label: LabelMatch
+
+
+class GroupMatch(Model):
+    """Which sandboxes a route group joins: all terms must hold, or any one of them."""
+
+    all: tuple[MatchTerm, ...] | None = None
+    any: tuple[MatchTerm, ...] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> GroupMatch:
+        if (self.all is None) == (self.any is None):
+            raise ValueError("set exactly one of 'all' and 'any'")
+        if not (self.all or self.any):
+            raise ValueError("a match needs at least one term")
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether a sandbox with ``labels`` belongs to the group."""
+        if self.all is not None:
+            return all(term.label.matches(labels) for term in self.all)
+        return any(term.label.matches(labels) for term in self.any or ())
+
+
+class RouteGroupSpec(Model):
+    """The body of a RouteGroup."""
+
+    description: str = ""
+    routing_key: RoutingKey | None = Field(default=None, alias="routingKey")
+    match: GroupMatch
+
+
+class RouteGroup(Model):
+    """One routing key that reaches the forks of every sandbox it matches."""
+
+    api_version: Literal["meshgen.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["RouteGroup"]
+    metadata: ObjectMeta
+    spec: RouteGroupSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def routing_key(self) -> str:
+        """The explicit routing key, or the one derived from the name."""
+        return self.spec.routing_key or names.derive_routing_key("RouteGroup", self.name)
+
+
+class PropagationSource(Model):
+    """One place a routing key may arrive: a plain header, a W3C baggage member, or a tracestate member."""
+
+    header: HeaderName | None = None
+    baggage: BaggageKey | None = None
+    tracestate: TracestateKey | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PropagationSource:
+        if sum(x is not None for x in (self.header, self.baggage, self.tracestate)) != 1:
+            raise ValueError("set exactly one of 'header', 'baggage' and 'tracestate'")
+        return self
+
+    @property
+    def kind(self) -> Literal["header", "baggage", "tracestate"]:
+        if self.header is not None:
+            return "header"
+        return "baggage" if self.baggage is not None else "tracestate"
+
+    @property
+    def key(self) -> str:
+        return self.header or self.baggage or self.tracestate or ""
+
+
+DEFAULT_ROUTING_HEADER = "x-meshgen-routing-key"
+DEFAULT_PROPAGATION = (
+    PropagationSource(header=DEFAULT_ROUTING_HEADER),
+    PropagationSource(baggage="meshgen-routing-key"),
+    PropagationSource(tracestate="meshgen-routing-key"),
+)
+
+
+class MeshPolicySpec(Model):
+    """How routing keys travel and where meshgen's shared objects live."""
+
+    routing_header: HeaderName = Field(default=DEFAULT_ROUTING_HEADER, alias="routingHeader")
+    propagation: tuple[PropagationSource, ...] = Field(default=DEFAULT_PROPAGATION, min_length=1)
+    filter_namespace: DnsLabel = Field(default="istio-system", alias="filterNamespace")
+    cluster_domain: ObjectName = Field(default="cluster.local", alias="clusterDomain")
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> MeshPolicySpec:
+        seen = [(s.kind, s.key) for s in self.propagation]
+        if len(set(seen)) != len(seen):
+            raise ValueError("propagation lists the same source twice")
+        return self
+
+
+class MeshPolicy(Model):
+    """Mesh-wide settings: the routing header and the propagation formats. One per compile."""
+
+    api_version: Literal["meshgen.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["MeshPolicy"]
+    metadata: ObjectMeta
+    spec: MeshPolicySpec = MeshPolicySpec()
+
+
+DEFAULT_POLICY = MeshPolicy.model_validate(
+    {"apiVersion": API_VERSION, "kind": "MeshPolicy", "metadata": {"name": "default"}}
+)

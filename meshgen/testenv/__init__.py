@@ -1,0 +1,1 @@
+"""Real processes for tests and demos: Envoy, etcd, kube-apiserver, istiod."""

@@ -1,0 +1,43 @@
+"""Every golden case compiles to exactly its expected output (or error)."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshgen import golden
+from tests.conftest import GOLDEN
+
+CASES = golden.discover(GOLDEN)
+
+
+def test_there_are_enough_cases() -> None:
+    assert len(CASES) >= 14
+    assert sum(1 for c in CASES if (c.path / golden.EXPECTED_ERROR).exists()) >= 4
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case(case: golden.Case) -> None:
+    result = golden.check(case)
+    assert result.ok, result.detail
+
+
+def test_golden_command_reports_a_mismatch_with_a_diff(tmp_path, meshgen) -> None:
+    import shutil
+
+    shutil.copytree(GOLDEN / "single-fork", tmp_path / "single-fork", symlinks=False)
+    expected = tmp_path / "single-fork" / golden.EXPECTED
+    expected.write_text(expected.read_text().replace("replicas: 1", "replicas: 2"))
+    result = meshgen("golden", "--cases", str(tmp_path))
+    assert result.exit_code == 2
+    assert "-  replicas: 2" in result.output and "+  replicas: 1" in result.output
+    assert "0 passed, 1 failed" in result.output
+
+    result = meshgen("golden", "--cases", str(tmp_path), "--update")
+    assert result.exit_code == 0
+    assert meshgen("golden", "--cases", str(tmp_path)).exit_code == 0
+
+
+def test_golden_command_rejects_unknown_case(meshgen) -> None:
+    result = meshgen("golden", "--cases", str(GOLDEN), "no-such-case")
+    assert result.exit_code == 2
+    assert "no golden case named no-such-case" in result.stderr
