@@ -16,6 +16,14 @@ def test_there_are_enough_cases() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_error_cases_are_named_error(case: golden.Case) -> None:
+    """A case meant to compile must not silently turn into an error case after --update (and vice versa)."""
+    expects_error = (case.path / golden.EXPECTED_ERROR).exists()
+    assert expects_error == case.name.startswith("error-")
+    assert expects_error != (case.path / golden.EXPECTED).exists()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case(case: golden.Case) -> None:
     result = golden.check(case)
     assert result.ok, result.detail
