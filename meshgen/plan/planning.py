@@ -37,12 +37,24 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
         origin = where("Sandbox", sandbox.name)
         owner = owners[sandbox.name]
         claims: list[Claim] = []
+        fronted: dict[str, Fork] = {}
         for i in range(len(sandbox.spec.forks)):
             try:
                 fork = forking.build_fork(baseline, sandbox, i, origin.at("spec", "forks", i), domain)
             except InvalidInput as exc:
                 problems.extend(exc.problems)
                 continue
+            shared = [s.baseline for s in fork.services if s.baseline.fqdn in fronted]
+            if shared:
+                other = fronted[shared[0].fqdn]
+                problems.append(Problem(
+                    origin.at("spec", "forks", i, "forkOf"),
+                    f"{fork.workload} and {other.workload} are both behind Service "
+                    f"{shared[0].namespace}/{shared[0].name}; one routing key can reach only one fork per host",
+                    "fork one of them in this sandbox, and the other in a second sandbox",
+                ))
+                continue
+            fronted.update((s.baseline.fqdn, fork) for s in fork.services)
             forks.append(fork)
             if not fork.services:
                 warnings.append(Diagnostic(
@@ -149,7 +161,7 @@ def _name_collisions(forks: list[Fork], baseline: Baseline, where: Where) -> lis
                     f"the fork's {key} would have the name of an existing baseline object",
                     "rename the sandbox",
                 ))
-            elif key in taken and taken[key] != fork.sandbox:
+            elif key in taken:
                 problems.append(Problem(
                     where("Sandbox", fork.sandbox).at("metadata", "name"),
                     f"the fork's {key} has the same generated name as one of sandbox {taken[key]}",
