@@ -6,13 +6,13 @@ re-reads just that file with the round-trip loader and finds the line of a field
 ``file:line``. Input limits (file size, document count, alias expansion, string length) are enforced here, before
 any validation sees the data.
 
-Output is deterministic: mapping keys sorted at every level, multi-line strings as literal blocks, no anchors.
+Output is deterministic: mapping keys sorted at every level, multi-line strings as literal blocks, no anchors
+(written by :mod:`meshgen.yamltext`).
 """
 
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,8 +22,8 @@ from typing import Any, TypeVar, cast
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.representer import SafeRepresenter
 
+from meshgen import yamltext
 from meshgen.errors import InvalidInput, Location, Problem
 
 JsonObject = dict[str, Any]
@@ -277,47 +277,10 @@ def _line_of(node: Any, path: tuple[str | int, ...]) -> int | None:
 # --- output ------------------------------------------------------------------------------------------------
 
 
-class _Representer(SafeRepresenter):
-    """Emits keys in the order given (callers pre-sort) and multi-line strings as literal blocks."""
-
-    sort_base_mapping_type_on_output = False
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-    def represent_str(self, data: str) -> Any:
-        style = "|" if "\n" in data and not _has_trailing_space(data) else None
-        return self.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-def _has_trailing_space(text: str) -> bool:
-    # Literal blocks cannot represent trailing spaces on a line faithfully in every emitter; fall back to quotes.
-    return any(line != line.rstrip(" \t") for line in text.split("\n"))
-
-
-_Representer.add_representer(str, _Representer.represent_str)
-
-
-def sorted_tree(value: Any) -> Any:
-    """A copy with every mapping's keys sorted; lists keep their order."""
-    if isinstance(value, Mapping):
-        return {k: sorted_tree(value[k]) for k in sorted(value)}
-    if isinstance(value, list | tuple):
-        return [sorted_tree(v) for v in value]
-    return value
-
-
 def dump_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
-    """Multi-document YAML, ``---`` between documents, keys sorted, byte-identical for identical input."""
-    emitter = YAML(typ="safe", pure=False)
-    emitter.Representer = _Representer
-    emitter.default_flow_style = False
-    emitter.width = 1 << 16
-    emitter.allow_unicode = True
-    emitter.explicit_start = True
-    stream = io.StringIO()
-    emitter.dump_all([sorted_tree(o) for o in objects], stream)
-    return stream.getvalue()
+    """Multi-document YAML, ``---`` before each document, keys sorted, byte-identical for identical input,
+    readable as the same data by YAML 1.1 (kubectl, Envoy) and YAML 1.2 readers."""
+    return yamltext.dump_all(objects, sort_keys=True)
 
 
 def dump_json(objects: Sequence[Mapping[str, Any]]) -> str:

@@ -39,9 +39,16 @@ return function(pairs_)
     end
     return nil
   end
+  function h:remove(name)
+    local kept = {}
+    for _, p in ipairs(self.list) do if p[1] ~= name then table.insert(kept, p) end end
+    self.list = kept
+  end
   function h:replace(name, value)
-    for _, p in ipairs(self.list) do if p[1] == name then p[2] = value; return end end
-    table.insert(self.list, {name, value})
+    local kept = {}
+    for _, p in ipairs(self.list) do if p[1] ~= name then table.insert(kept, p) end end
+    table.insert(kept, {name, value})
+    self.list = kept
   end
   return h
 end
@@ -49,7 +56,7 @@ end
 
 
 def run(policy: MeshPolicy, headers: list[tuple[str, str]]) -> str | None:
-    """Run envoy_on_request over ``headers``; return the routing header afterwards."""
+    """Run envoy_on_request over ``headers``; return the routing header afterwards (asserting it is single)."""
     runtime = lupa.LuaRuntime()
     runtime.execute(normaliser.lua_source(policy))
     make = runtime.execute(HEADERS_LUA)
@@ -57,6 +64,7 @@ def run(policy: MeshPolicy, headers: list[tuple[str, str]]) -> str | None:
     header_map = make(pairs)
     handle = runtime.eval("function(h) return {headers = function(self) return h end} end")(header_map)
     runtime.globals().envoy_on_request(handle)
+    assert header_map.getNumValues(header_map, policy.spec.routing_header) <= 1
     return header_map.get(header_map, policy.spec.routing_header)
 
 
@@ -87,6 +95,8 @@ def test_runs_on_luajit() -> None:
         ([("x-meshgen-routing-key", "hdr"), ("baggage", "meshgen-routing-key=bag")], "hdr"),
         ([("x-meshgen-routing-key", ""), ("baggage", "meshgen-routing-key=bag")], "bag"),
         ([("baggage", "meshgen-routing-key=bad\r\nx-evil: 1")], None),
+        ([("x-meshgen-routing-key", "one"), ("x-meshgen-routing-key", "two")], "one"),
+        ([("x-meshgen-routing-key", ""), ("x-meshgen-routing-key", "two")], None),
     ],
 )
 def test_default_policy(headers: list[tuple[str, str]], expected: str | None) -> None:

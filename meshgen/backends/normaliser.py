@@ -8,8 +8,10 @@ Parsing rules (W3C Baggage / Trace Context): repeated headers are one comma-join
 separated by ``,`` with optional spaces or tabs; a baggage member is ``key=value`` followed by optional
 ``;property`` parts; baggage values are percent-decoded; the first member with the key wins. A candidate key is
 used only if it is a valid routing key (``[A-Za-z0-9._~-]``, at most 63 characters): anything else is ignored, so
-a malformed value can never inject header content. A request that already carries the routing header is left
-alone.
+a malformed value can never inject header content. A request that already carries the routing header keeps it; if
+it carries the header more than once, the first value wins and the others are dropped, because Envoy's route
+header matchers accept a request when *any* value matches while its matcher tree sees the values joined — one
+value makes every backend agree.
 
 The same text serves both backends: the Istio backend embeds it in an EnvoyFilter, the Envoy backend in its HTTP
 filter chain.
@@ -70,7 +72,7 @@ function routing_key(headers)
     local kind, name = source[1], source[2]
     local key
     if kind == "header" then
-      key = headers:get(name)
+      key = headers:getAtIndex(name, 0)
     elseif kind == "baggage" then
       key = member(joined(headers, "baggage"), name, true)
     else
@@ -86,8 +88,13 @@ end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
-  local present = headers:get(ROUTING_HEADER)
-  if present ~= nil and present ~= "" then return end
+  local count = headers:getNumValues(ROUTING_HEADER)
+  local present = headers:getAtIndex(ROUTING_HEADER, 0)
+  if present ~= nil and present ~= "" then
+    if count > 1 then headers:replace(ROUTING_HEADER, present) end
+    return
+  end
+  if count > 0 then headers:remove(ROUTING_HEADER) end  -- empty means absent; drop it so no stale value matches
   local key = routing_key(headers)
   if key ~= nil then headers:replace(ROUTING_HEADER, key) end
 end

@@ -129,6 +129,11 @@ class Baseline:
     by_key: Mapping[ObjectKey, Resource] = field(compare=False, repr=False)
     by_kind: Mapping[str, tuple[Resource, ...]] = field(compare=False, repr=False)
     by_kind_namespace: Mapping[tuple[str, str], tuple[Resource, ...]] = field(compare=False, repr=False)
+    # (namespace, label key, label value) -> Services whose selector requires that label: selector lookups
+    # touch only plausible Services instead of every Service in the namespace.
+    selector_index: Mapping[tuple[str, str, str], tuple[tuple[Resource, dict[str, str]], ...]] = field(
+        compare=False, repr=False)
+    selector_keys_by_namespace: Mapping[str, frozenset[str]] = field(compare=False, repr=False)
 
     @classmethod
     def of(cls, resources: Iterable[Resource]) -> Baseline:
@@ -136,14 +141,23 @@ class Baseline:
         ordered = tuple(sorted(resources, key=lambda r: r.key))
         by_kind: dict[str, list[Resource]] = {}
         by_kind_ns: dict[tuple[str, str], list[Resource]] = {}
+        index: dict[tuple[str, str, str], list[tuple[Resource, dict[str, str]]]] = {}
+        keys: dict[str, set[str]] = {}
         for r in ordered:
             by_kind.setdefault(r.key.kind, []).append(r)
             by_kind_ns.setdefault((r.key.kind, r.namespace), []).append(r)
+            if r.key.kind == SERVICE:
+                selector = service_selector(r)
+                keys.setdefault(r.namespace, set()).update(selector)
+                for k, v in selector.items():
+                    index.setdefault((r.namespace, k, v), []).append((r, selector))
         return cls(
             ordered,
             {r.key: r for r in ordered},
             {k: tuple(v) for k, v in by_kind.items()},
             {k: tuple(v) for k, v in by_kind_ns.items()},
+            {k: tuple(v) for k, v in index.items()},
+            {k: frozenset(v) for k, v in keys.items()},
         )
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
@@ -161,9 +175,14 @@ class Baseline:
         return [r.name for r in self.of_kind(kind, namespace)]
 
     def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> tuple[Resource, ...]:
-        """The Services in ``namespace`` whose selector selects pods with ``labels``."""
-        return tuple(s for s in self.of_kind(SERVICE, namespace) if selects(service_selector(s), labels))
+        """The Services in ``namespace`` whose selector selects pods with ``labels``, sorted by name."""
+        found: dict[ObjectKey, Resource] = {}
+        for k, v in labels.items():
+            for service, selector in self.selector_index.get((namespace, k, v), ()):
+                if service.key not in found and selects(selector, labels):
+                    found[service.key] = service
+        return tuple(found[k] for k in sorted(found))
 
     def selector_keys(self, namespace: str) -> frozenset[str]:
         """Every label key any Service in ``namespace`` selects on."""
-        return frozenset(k for s in self.of_kind(SERVICE, namespace) for k in service_selector(s))
+        return self.selector_keys_by_namespace.get(namespace, frozenset())

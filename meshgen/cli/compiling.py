@@ -36,11 +36,13 @@ def compile_command(
       meshgen compile -f sandboxes/ --baseline k8s/ --policy policies/signadot-compat.yaml -o json
       cat pr-1234.yaml | meshgen compile -f - --baseline k8s/
     """
-    inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)
-    plan = compiler.plan_of(inputs)
+    with compiler.batch():
+        inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)
+        plan = compiler.plan_of(inputs)
+        text = compiler.dump(compiler.render(plan, backend), output)
     for warning in plan.warnings:
         click.echo(warning.render(), err=True)
-    click.echo(compiler.dump(compiler.render(plan, backend), output), nl=False)
+    click.echo(text, nl=False)
 
 
 @click.command("validate")

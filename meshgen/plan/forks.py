@@ -53,11 +53,13 @@ def find_workload(baseline: Baseline, ref: spec.WorkloadRef, where: Location) ->
 def build_fork(
     baseline: Baseline,
     sandbox: spec.Sandbox,
+    routing_key: str,
     index: int,
     where: Location,
     cluster_domain: str,
 ) -> Fork:
-    """Derive the fork of ``sandbox.spec.forks[index]``. ``where`` locates that entry for errors."""
+    """Derive the fork of ``sandbox.spec.forks[index]``, reached with ``routing_key`` (the sandbox's key, computed
+    once by the caller). ``where`` locates that entry for errors."""
     fork_spec = sandbox.spec.forks[index]
     ref = fork_spec.fork_of
     original = find_workload(baseline, ref, where.at("forkOf"))
@@ -65,8 +67,8 @@ def build_fork(
     labels = fork_pod_labels(baseline, original, sandbox.name)
     selector = _fork_selector(original, labels)
 
-    body = _copy_deployment(original, name, sandbox, labels, selector)
-    _customize(body, sandbox, fork_spec.customizations, where.at("customizations"))
+    body = _copy_deployment(original, name, routing_key, labels, selector)
+    _customize(body, sandbox.name, routing_key, fork_spec.customizations, where.at("customizations"))
     if fork_spec.customizations.patch is not None:
         patch = fork_spec.customizations.patch
         try:
@@ -80,7 +82,7 @@ def build_fork(
         _fork_service(svc, sandbox.name, selector, cluster_domain, ref) for svc in
         baseline.services_selecting(original.namespace, pod_labels(original))
     )
-    return Fork(sandbox.name, sandbox.routing_key, ref, name, body, services)
+    return Fork(sandbox.name, routing_key, ref, name, body, services)
 
 
 def fork_pod_labels(baseline: Baseline, original: Resource, sandbox: str) -> dict[str, str]:
@@ -106,7 +108,7 @@ def _fork_selector(original: Resource, labels: dict[str, str]) -> dict[str, str]
 
 
 def _copy_deployment(
-    original: Resource, name: str, sandbox: spec.Sandbox, labels: dict[str, str], selector: dict[str, str]
+    original: Resource, name: str, routing_key: str, labels: dict[str, str], selector: dict[str, str]
 ) -> JsonObject:
     body: JsonObject = clone(original.body)
     body.pop("status", None)
@@ -117,7 +119,7 @@ def _copy_deployment(
         "labels": {k: v for k, v in labels.items()},
         "annotations": {
             ANNOTATION_FORK_OF: f"{original.namespace}/{original.name}",
-            ANNOTATION_ROUTING_KEY: sandbox.routing_key,
+            ANNOTATION_ROUTING_KEY: routing_key,
         },
     }
     spec_ = body["spec"]
@@ -155,7 +157,8 @@ def _container(body: JsonObject, name: str | None, where: Location) -> dict[str,
                            f"containers: {', '.join(str(n) for n in names)}")
 
 
-def _customize(body: JsonObject, sandbox: spec.Sandbox, custom: spec.Customizations, where: Location) -> None:
+def _customize(body: JsonObject, sandbox: str, routing_key: str, custom: spec.Customizations,
+               where: Location) -> None:
     problems: list[Problem] = []
     for i, image in enumerate(custom.images):
         try:
@@ -179,7 +182,7 @@ def _customize(body: JsonObject, sandbox: spec.Sandbox, custom: spec.Customizati
     # The sandbox's own identity, so a fork can tag callbacks with its key (a downward API for sandboxes).
     for container in body["spec"]["template"]["spec"]["containers"]:
         existing = {e.get("name") for e in container.get("env") or []}
-        for name, value in ((ENV_SANDBOX, sandbox.name), (ENV_ROUTING_KEY, sandbox.routing_key)):
+        for name, value in ((ENV_SANDBOX, sandbox), (ENV_ROUTING_KEY, routing_key)):
             if name not in existing:
                 _set_env(container, {"name": name, "value": value})
 

@@ -10,7 +10,7 @@ from meshgen.plan import forks as forking
 from meshgen.plan.model import Claim, Diagnostic, Fork, Owner, OwnerKind, Plan, RouteTable
 from meshgen.plan.routes import plan_tables
 from meshgen.spec.loading import Specs
-from meshgen.spec.models import MeshPolicy, RouteGroup, Sandbox
+from meshgen.spec.models import MeshPolicy
 
 Where = Callable[[str, str], Location]
 
@@ -29,7 +29,7 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
     groups = tuple(sorted(specs.route_groups, key=lambda g: g.name))
     owners = {s.name: Owner(OwnerKind.SANDBOX, s.name, s.routing_key) for s in sandboxes}
     group_owners = {g.name: Owner(OwnerKind.ROUTE_GROUP, g.name, g.routing_key) for g in groups}
-    problems.extend(_duplicate_keys(sandboxes, groups, where))
+    problems.extend(_duplicate_keys([*owners.values(), *group_owners.values()], where))
 
     forks: list[Fork] = []
     claims_by_sandbox: dict[str, list[Claim]] = {}
@@ -40,7 +40,8 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
         fronted: dict[str, Fork] = {}
         for i in range(len(sandbox.spec.forks)):
             try:
-                fork = forking.build_fork(baseline, sandbox, i, origin.at("spec", "forks", i), domain)
+                fork = forking.build_fork(baseline, sandbox, owner.routing_key, i, origin.at("spec", "forks", i),
+                                          domain)
             except InvalidInput as exc:
                 problems.extend(exc.problems)
                 continue
@@ -106,23 +107,18 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
     )
 
 
-def _duplicate_keys(
-    sandboxes: Iterable[Sandbox], groups: Iterable[RouteGroup], where: Where
-) -> list[Problem]:
-    seen: dict[str, tuple[str, str]] = {}
+def _duplicate_keys(owners: Iterable[Owner], where: Where) -> list[Problem]:
+    seen: dict[str, Owner] = {}
     problems = []
-    named = [*(("Sandbox", s.name, s.routing_key) for s in sandboxes),
-             *(("RouteGroup", g.name, g.routing_key) for g in groups)]
-    for kind, name, key in named:
-        if key in seen:
-            other_kind, other = seen[key]
+    for owner in owners:
+        other = seen.setdefault(owner.routing_key, owner)
+        if other is not owner:
             problems.append(Problem(
-                where(kind, name).at("spec", "routingKey"),
-                f"routing key {key!r} of {kind} {name} is already used by {other_kind} {other}",
+                where(owner.kind.value, owner.name).at("spec", "routingKey"),
+                f"routing key {owner.routing_key!r} of {owner.kind.value} {owner.name} is already used by "
+                f"{other.kind.value} {other.name}",
                 "give each sandbox and route group its own routing key (or omit it to derive one from the name)",
             ))
-        else:
-            seen[key] = (kind, name)
     return problems
 
 
