@@ -175,13 +175,18 @@ class _Writer:
                     out.extend(self.sequence(item, indent))  # kubectl style: "- " at the key's indentation
                 else:
                     out.append(head + " []\n")
-            elif kind is str and "\n" in item and _literal_ok(item):
-                block = _literal(item, indent + 2)
-                out.append(f"{head} {block[0]}")
-                out.extend(block[1:])
             else:
-                out.append(f"{head} {self.scalar(item)}\n")
+                self.leaf(f"{head} ", item, indent, out)
         return out
+
+    def leaf(self, prefix: str, item: Any, indent: int, out: list[str]) -> None:
+        """A scalar after ``key: `` or ``- ``: a literal block for multi-line text, else one line."""
+        if type(item) is str and "\n" in item and _literal_ok(item):
+            block = _literal(item, indent + 2)
+            out.append(prefix + block[0])
+            out.extend(block[1:])
+        else:
+            out.append(f"{prefix}{self.scalar(item)}\n")
 
     def sequence(self, value: Iterable[Any], indent: int) -> list[str]:
         pad = " " * indent
@@ -194,10 +199,6 @@ class _Writer:
                     out.extend(lines[1:])
                 else:
                     out.append(pad + ("- {}\n" if isinstance(item, Mapping) else "- []\n"))
-            elif isinstance(item, str) and "\n" in item and _literal_ok(item):
-                block = _literal(item, indent + 2)
-                out.append(f"{pad}- {block[0]}")
-                out.extend(block[1:])
             else:
-                out.append(f"{pad}- {self.scalar(item)}\n")
+                self.leaf(f"{pad}- ", item, indent, out)
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -151,11 +151,37 @@ class TTL(Model):
         return names.parse_duration(self.duration) or 0
 
 
-class SandboxSpec(Model):
-    """The body of a Sandbox."""
+class KeyedSpec(Model):
+    """What every object that owns a routing key has in its spec."""
 
     description: str = ""
     routing_key: RoutingKey | None = Field(default=None, alias="routingKey")
+
+
+S = TypeVar("S", bound=KeyedSpec)
+
+
+class KeyedObject(Model, Generic[S]):
+    """A Sandbox or RouteGroup: a named object with a routing key (explicit, or derived from kind and name)."""
+
+    api_version: Literal["meshgen.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta
+    spec: S
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def routing_key(self) -> str:
+        """The explicit routing key, or the one derived from the kind and name."""
+        return self.spec.routing_key or names.derive_routing_key(self.kind, self.name)
+
+
+class SandboxSpec(KeyedSpec):
+    """The body of a Sandbox."""
+
     ttl: TTL | None = None
     forks: tuple[Fork, ...] = ()
     virtual: tuple[VirtualWorkload, ...] = ()
@@ -175,22 +201,10 @@ class SandboxSpec(Model):
         return self
 
 
-class Sandbox(Model):
+class Sandbox(KeyedObject[SandboxSpec]):
     """A change under test: forks of some baseline workloads, reachable with one routing key."""
 
-    api_version: Literal["meshgen.dev/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["Sandbox"]
-    metadata: ObjectMeta
-    spec: SandboxSpec
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def routing_key(self) -> str:
-        """The explicit routing key, or the one derived from the name."""
-        return self.spec.routing_key or names.derive_routing_key("Sandbox", self.name)
 
 
 class LabelMatch(Model):
@@ -230,30 +244,16 @@ class GroupMatch(Model):
         return any(term.label.matches(labels) for term in self.any or ())
 
 
-class RouteGroupSpec(Model):
+class RouteGroupSpec(KeyedSpec):
     """The body of a RouteGroup."""
 
-    description: str = ""
-    routing_key: RoutingKey | None = Field(default=None, alias="routingKey")
     match: GroupMatch
 
 
-class RouteGroup(Model):
+class RouteGroup(KeyedObject[RouteGroupSpec]):
     """One routing key that reaches the forks of every sandbox it matches."""
 
-    api_version: Literal["meshgen.dev/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["RouteGroup"]
-    metadata: ObjectMeta
-    spec: RouteGroupSpec
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def routing_key(self) -> str:
-        """The explicit routing key, or the one derived from the name."""
-        return self.spec.routing_key or names.derive_routing_key("RouteGroup", self.name)
 
 
 class PropagationSource(Model):
