@@ -32,7 +32,7 @@ from functools import partial
 
 from meshgen.backends import envoy_routes, istio, normaliser
 from meshgen.backends.envoy_clusters import Destinations
-from meshgen.backends.localmesh import DEFAULT_MESH, Addresses, LocalMesh, addresses
+from meshgen.backends.localmesh import DEFAULT_MESH, Addresses, LocalMesh, addresses, listen_port
 from meshgen.baseline.model import VIRTUAL_SERVICE, Resource, host_matches, is_mesh_bound
 from meshgen.documents import JsonObject, clone
 from meshgen.errors import InvalidInput, Problem
@@ -111,7 +111,7 @@ def _listener(plan: Plan, mesh: LocalMesh, address: str, port: int, fqdn: str) -
     return {
         "@type": LISTENER_TYPE,
         "name": f"{fqdn}_{port}",
-        "address": {"socket_address": {"address": address, "port_value": port}},
+        "address": {"socket_address": {"address": address, "port_value": listen_port(port)}},
         "filter_chains": [{"filters": [{"name": _HCM, "typed_config": {
             "@type": _HCM_TYPE,
             # One stat prefix per port: every listener of a port shares one RDS subscription, whose stats

@@ -7,6 +7,8 @@ hash of the name, probing past collisions in name order), so adding a sandbox do
 
 - a service host (baseline or fork Service) gets one address ``127.<network>.0-63.x``; it listens there on each of
   its Service ports, the way a sidecar with ``INTERCEPTION_MODE: NONE`` gets one listener per service port.
+  Ports below 1024 listen 10000 higher (80 on 10080), so the mesh runs without root; routing still sees the
+  Service port (route configuration ``80``, domains ``host:80``).
 - a workload (baseline Deployment or fork) gets one address ``127.<network>.64-127.x`` and answers on
   :attr:`LocalMesh.echo_port` for every port of every Service that selects it (a local process has one socket).
 """
@@ -24,6 +26,7 @@ _PER_OCTET = 254
 _BLOCK = 64 * _PER_OCTET  # addresses per range: 64 third octets, .1 to .254
 _HOST_RANGE = 0
 _WORKLOAD_RANGE = 64
+PRIVILEGED_SHIFT = 10000
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,15 @@ class Addresses:
     workloads: tuple[Workload, ...]
 
     def listener(self, fqdn: str, port: int | None = None) -> tuple[str, int]:
-        """The loopback address and port where requests for ``fqdn`` enter the mesh (its first port by default)."""
+        """The loopback address and port where requests for ``fqdn`` on Service ``port`` enter the mesh (its
+        first port by default)."""
         host = self.hosts[fqdn]
-        return self.listeners[fqdn], port if port is not None else host.ports[0].port
+        return self.listeners[fqdn], listen_port(port if port is not None else host.ports[0].port)
+
+
+def listen_port(port: int) -> int:
+    """The local port that stands for a Service port: the same, or 10000 higher below 1024 (no root needed)."""
+    return port if port >= 1024 else port + PRIVILEGED_SHIFT
 
 
 def all_hosts(plan: Plan) -> dict[str, Host]:
