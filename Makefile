@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck golden golden-update bench clean
+.PHONY: test demo lint typecheck golden golden-update bench wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
-## demo: compile the bundled example and print the resources
+## demo: the bundled example on a live local mesh (real Envoy + echo workloads), a table of hop paths
 demo: $(STAMP)
-	$(BIN)/meshgen compile -f examples/sandboxes.yaml --baseline examples/baseline
+	$(BIN)/meshgen demo
 
 ## lint: ruff, mypy --strict and the import-layer contract (cli > golden/kube/testenv > compiler > backends > plan > spec)
 lint: $(STAMP)
@@ -37,9 +37,18 @@ golden: $(STAMP)
 golden-update: $(STAMP)
 	$(BIN)/meshgen golden --update
 
-## bench: compile-speed benchmark (10,000 sandboxes over 500 services)
-bench: $(STAMP)
+## bench: compile-speed benchmark, then the data-plane benchmark (Envoy routing cost vs number of sandboxes)
+bench: $(STAMP) wrk
 	$(BIN)/python bench/compile.py
+	$(BIN)/python bench/dataplane.py
+
+# wrk (the load generator of bench/dataplane.py) comes from Debian: installed if missing, or, without root,
+# unpacked with its LuaJIT library into .venv/wrk (bench/dataplane.py looks there too).
+wrk:
+	@command -v wrk >/dev/null || test -x $(VENV)/wrk/usr/bin/wrk || \
+	  { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } 2>/dev/null || \
+	  { d=$$(mktemp -d) && (cd $$d && apt-get download -qq wrk libluajit2-5.1-2) && \
+	    for f in $$d/*.deb; do dpkg -x $$f $(VENV)/wrk; done && rm -rf $$d; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

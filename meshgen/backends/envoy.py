@@ -18,7 +18,7 @@ routing cost does not grow with the number of sandboxes. Hosts without claims ke
 
 **The routing key** is normalised once per request by the same Lua program the Istio backend installs
 (:mod:`meshgen.backends.normaliser`), first in every listener's filter chain. It is there even without claims,
-so adding the first sandbox changes routes and clusters only, never a listener.
+so sandboxes coming and going never change an existing listener (only fork hosts add and remove their own).
 
 **Delivery.** Listeners name their route configuration's file (``<config_dir>/rds-<port>.json``) and that the
 directory is watched, so a file-based (or xDS) deployment can change routes without touching listeners.
