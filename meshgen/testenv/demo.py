@@ -18,7 +18,7 @@ from meshgen.errors import InvalidInput, Problem
 from meshgen.plan.model import OwnerKind, Plan
 from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import Specs
-from meshgen.testenv.mesh import RunningMesh
+from meshgen.testenv.mesh import RunningMesh, resolve_calls
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def run(inputs: compiler.Inputs, topology: traffic.Topology, progress: Callable[
     """Run the demo; ``progress`` gets one line per step. Every process is stopped before this returns."""
     plan = compiler.plan_of(inputs)
     baseline_plan = build_plan(Specs(), inputs.baseline, inputs.policy)
+    resolve_calls(plan, topology)  # a wrong topology fails here, before any process starts
     entry = entry_host(plan, topology)
     with RunningMesh(progress=progress) as mesh:
         progress("1/3 baseline only")

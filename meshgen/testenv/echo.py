@@ -18,6 +18,9 @@ Test knobs, request headers naming the workloads they apply to (so they can trav
   keeps the id across retries, so a retried request succeeds on its second attempt);
 - ``x-echo-delay: <identity>=<seconds>[,...]`` waits before answering (to trip route timeouts).
 
+On SIGTERM a workload stops accepting, lets the requests it is serving finish, and exits (as a pod would in
+its grace period), so removing a fork never cuts a request that was already routed to it.
+
 Standard library only: dozens of these start per test run, and start-up time matters.
 """
 
@@ -27,6 +30,7 @@ import argparse
 import http.client
 import json
 import os
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,7 +73,13 @@ class Echo:
         self.serves = serves
         self.directory = directory
         self.failed_once: set[str] = set()
+        self.active = 0
         self._lock = threading.Lock()
+
+    def serving(self, delta: int) -> None:
+        """Count requests in progress (for a graceful exit)."""
+        with self._lock:
+            self.active += delta
 
     def knob(self, headers: dict[str, str], name: str) -> str | None:
         """This workload's value of a knob header (``identity=value`` entries, or a bare identity -> "")."""
@@ -132,6 +142,13 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"  # keep-alive: Envoy pools upstream connections
 
         def do_GET(self) -> None:
+            echo.serving(+1)
+            try:
+                self._serve()
+            finally:
+                echo.serving(-1)
+
+        def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
@@ -180,8 +197,17 @@ def main(argv: list[str] | None = None) -> None:
     echo = Echo(args.identity, [h for h in args.serves.split(",") if h], Directory(args.directory))
     server = ThreadingHTTPServer((address, int(port)), handler(echo))
     server.daemon_threads = True
+    # shutdown() waits for serve_forever() to return, so it cannot run in the signal handler's (main) thread.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"echo {args.identity} listening on {args.listen}", flush=True)
     server.serve_forever()
+    server.socket.close()
+    deadline = time.monotonic() + CALL_TIMEOUT
+    time.sleep(0.05)  # a connection accepted just before shutdown has its handler running by now
+    while echo.active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print(f"echo {args.identity} stopped", flush=True)
+    os._exit(0)  # idle keep-alive connections hold threads; nothing in them is worth waiting for
 
 
 if __name__ == "__main__":

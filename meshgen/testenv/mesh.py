@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -51,7 +50,8 @@ class RunningMesh:
                  progress: Callable[[str], None] | None = None) -> None:
         self._tempdir = None if workdir is not None else tempfile.TemporaryDirectory(prefix="meshgen-mesh-")
         self.workdir = workdir if workdir is not None else Path(self._tempdir.name)  # type: ignore[union-attr]
-        self.network = network if network is not None else random.randrange(100, 250)
+        # From the OS, not the seeded module generator: two meshes on one machine must not pick the same network.
+        self.network = network if network is not None else random.SystemRandom().randrange(100, 250)
         self.progress = progress or (lambda line: None)
         self.envoy = Envoy(self.workdir / "envoy")
         self.echoes: dict[_EchoKey, Process] = {}
@@ -86,8 +86,8 @@ class RunningMesh:
         for key in new:
             self.echoes[key] = self._echo(wanted[key]).start()
         for key in new:
-            wait_until(_accepting(key.address, key.port), f"workload {key.identity} on {key.address}:{key.port}",
-                       [self.echoes[key]])
+            wait_until(_listening(self.echoes[key], f"{key.address}:{key.port}"),
+                       f"workload {key.identity} on {key.address}:{key.port}", [self.echoes[key]])
         self.progress(f"envoy: applying {len(config.listeners)} listener(s), {len(config.clusters)} cluster(s), "
                       f"{len(config.route_configs)} route table(s)")
         self.envoy.apply(config)
@@ -133,12 +133,13 @@ class RunningMesh:
             self._tempdir.cleanup()
 
     def _echo(self, workload: Workload) -> Process:
-        name = workload.identity.replace("@", "_")
+        log = self.workdir / "logs" / f"{workload.namespace}_{workload.identity.replace('@', '_')}.log"
+        log.unlink(missing_ok=True)  # readiness reads this log: no line from an earlier run may count
         return Process(f"workload {workload.identity}", [
             sys.executable, "-m", "meshgen.testenv.echo", "--identity", workload.identity,
             "--listen", f"{workload.address}:{workload.port}", "--serves", ",".join(workload.services),
             "--directory", str(self.workdir / DIRECTORY_FILE),
-        ], self.workdir / "logs" / f"{workload.namespace}_{name}.log", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        ], log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def _write_directory(self, plan: Plan, laid_out: Addresses, topology: traffic.Topology) -> None:
         listeners = {fqdn: list(laid_out.listener(fqdn)) for fqdn in laid_out.hosts}
@@ -180,11 +181,14 @@ def _forwarded_headers(plan: Plan) -> tuple[str, ...]:
     return tuple(headers)
 
 
-def _accepting(address: str, port: int) -> Callable[[], bool]:
+def _listening(process: Process, address: str) -> Callable[[], bool]:
+    """Ready when the workload logs that it bound its socket. (Connecting is no proof: another process holding
+    the address would accept too, while the workload itself fails to bind.)"""
+    line = f"listening on {address}"
+
     def check() -> bool:
         try:
-            with socket.create_connection((address, port), timeout=0.5):
-                return True
+            return line in process.log.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return False
 
