@@ -251,6 +251,14 @@ def locate(location: Location, text: str | None = None) -> Location:
     return locate_many([location], texts)[0]
 
 
+def locate_all(exc: InvalidInput, texts: Mapping[str, str]) -> InvalidInput:
+    """The same problems with line numbers filled in from the sources' texts."""
+    located = iter(locate_many([p.location for p in exc.problems if p.location], texts))
+    return InvalidInput(
+        Problem(next(located) if p.location else None, p.message, p.fix) for p in exc.problems
+    )
+
+
 def locate_many(locations: Sequence[Location], texts: Mapping[str, str]) -> list[Location]:
     """:func:`locate` for many locations, parsing each source once. ``texts`` holds sources already read
     (stdin among them); other sources are read from disk."""

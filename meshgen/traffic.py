@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from meshgen.documents import parse_documents, parse_list, read_text
+from meshgen.documents import locate_all, parse_documents, parse_list, read_text
 from meshgen.errors import InvalidInput, Problem
 from meshgen.spec.loading import validate_model
 from meshgen.spec.models import Model
@@ -106,7 +106,8 @@ class Response:
 
 def load_checks(path: Path) -> list[Check]:
     """The checks in a traffic.yaml; every problem in every entry is reported at once, with its line."""
-    documents = parse_list(read_text(str(path)), str(path))
+    text = read_text(str(path))
+    documents = parse_list(text, str(path))
     checks: list[Check] = []
     problems: list[Problem] = []
     for doc in documents:
@@ -115,7 +116,7 @@ def load_checks(path: Path) -> list[Check]:
         except InvalidInput as exc:
             problems.extend(exc.problems)
     if problems:
-        raise InvalidInput(problems)
+        raise locate_all(InvalidInput(problems), {str(path): text})
     return checks
 
 
