@@ -146,7 +146,7 @@ class _VirtualHosts:
         vs = self._virtual_service(fqdn)
         table = self.tables.get(vs.key) if vs is not None else self.owned.get(fqdn)
         if table is None:
-            http = list(vs.spec.get("http") or []) if vs is not None else [_default_route(fqdn)]
+            http = list(vs.spec.get("http") or []) if vs is not None else [default_route(fqdn)]
             namespace = vs.namespace if vs is not None else host.namespace
             out["routes"] = [r for i, route in enumerate(http) for r in self._translate(route, i, vs, namespace, port)]
             return out
@@ -198,7 +198,7 @@ class _VirtualHosts:
         return found[0] if found else None
 
 
-def _default_route(fqdn: str) -> JsonObject:
+def default_route(fqdn: str) -> JsonObject:
     """istiod's route for a host no VirtualService covers (the planner's default route has the same shape)."""
     return {"name": DEFAULT_ROUTE, "route": [{"destination": {"host": fqdn}}]}
 
