@@ -5,6 +5,7 @@ the process that started the mesh is killed."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -109,17 +110,21 @@ def test_a_rejected_configuration_is_reported_and_the_old_one_keeps_serving(mesh
 
 def test_a_workload_that_cannot_start_is_named_with_its_log_tail() -> None:
     plan = plan_of()
-    with RunningMesh() as mesh:
-        workload = next(w for w in addresses(plan, LocalMesh(network=mesh.network)).workloads
-                        if w.identity == "ratings-v1")
-        with socket.socket() as squatter:
-            squatter.bind((workload.address, workload.port))
-            squatter.listen()
-            with pytest.raises(ProcessFailed) as caught:
-                mesh.apply(plan)
+    mesh = RunningMesh()
+    workload = next(w for w in addresses(plan, LocalMesh(network=mesh.network)).workloads
+                    if w.identity == "ratings-v1")
+    with socket.socket() as squatter:
+        squatter.bind((workload.address, workload.port))
+        squatter.listen()
+        with pytest.raises(ProcessFailed) as caught, mesh:
+            mesh.apply(plan)
+    assert not [p for p in mesh.processes() if p.running()]
     message = str(caught.value)
     assert message.startswith("workload ratings-v1 exited with code 1")
     assert "Address already in use" in message
+    log = Path(message.split("log: ", 1)[1].split("\n", 1)[0])
+    assert "Address already in use" in log.read_text()  # a failed mesh keeps its logs
+    shutil.rmtree(mesh.workdir)
 
 
 def test_nothing_is_left_running_after_close() -> None:

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -48,8 +49,8 @@ class RunningMesh:
 
     def __init__(self, workdir: Path | None = None, network: int | None = None,
                  progress: Callable[[str], None] | None = None) -> None:
-        self._tempdir = None if workdir is not None else tempfile.TemporaryDirectory(prefix="meshgen-mesh-")
-        self.workdir = workdir if workdir is not None else Path(self._tempdir.name)  # type: ignore[union-attr]
+        self._owns_workdir = workdir is None
+        self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="meshgen-mesh-"))
         # From the OS, not the seeded module generator: two meshes on one machine must not pick the same network.
         self.network = network if network is not None else random.SystemRandom().randrange(100, 250)
         self.progress = progress or (lambda line: None)
@@ -63,7 +64,7 @@ class RunningMesh:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        self.close(keep_logs=exc is not None)
 
     def start(self) -> None:
         """Start Envoy, empty."""
@@ -125,12 +126,13 @@ class RunningMesh:
         """Every process of the mesh (Envoy first)."""
         return [p for p in [self.envoy.process, *self.echoes.values()] if p is not None]
 
-    def close(self) -> None:
-        """Stop every process; remove the working directory if this mesh created it."""
+    def close(self, keep_logs: bool = False) -> None:
+        """Stop every process; remove the working directory if this mesh created it, unless ``keep_logs`` (a
+        failure: the error names log files there)."""
         stop_all(self.processes())
         self.echoes.clear()
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
+        if self._owns_workdir and not keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _echo(self, workload: Workload) -> Process:
         log = self.workdir / "logs" / f"{workload.namespace}_{workload.identity.replace('@', '_')}.log"
