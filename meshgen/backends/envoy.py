@@ -20,8 +20,8 @@ routing cost does not grow with the number of sandboxes. Hosts without claims ke
 (:mod:`meshgen.backends.normaliser`), first in every listener's filter chain. It is there even without claims,
 so sandboxes coming and going never change an existing listener (only fork hosts add and remove their own).
 
-**Delivery.** Listeners name their route configuration's file (``<config_dir>/rds-<port>.json``) and that the
-directory is watched, so a file-based (or xDS) deployment can change routes without touching listeners.
+**Delivery.** Each listener takes its routes over RDS from ``<config_dir>/rds-<port>.json`` in a watched
+directory, so a deployment (``meshgen.testenv``, or an xDS server) changes routes without touching a listener.
 """
 
 from __future__ import annotations

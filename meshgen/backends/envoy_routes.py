@@ -97,17 +97,16 @@ def fraction(percentage: Any, path: tuple[str | int, ...]) -> JsonObject:
 
 def translate(route: Mapping[str, Any], index: int, source: RouteSource) -> list[JsonObject]:
     """The Envoy routes for one Istio HTTP route, in order; raises :class:`InvalidInput` naming every bad field."""
-    problems = [source.problem(index, (k,), "not supported by the envoy backend")
-                for k in sorted(set(route) - _ROUTE_FIELDS)]
+    unknown = sorted(set(route) - _ROUTE_FIELDS)
+    if unknown:
+        raise InvalidInput([source.problem(index, (k,), "not supported by the envoy backend") for k in unknown])
     try:
         common = _common(route)
         action = _action(route, source)
         matches = [_match(m, j) for j, m in enumerate(route.get("match") or [{}])
                    if (m.get("port") is None or int(m["port"]) == source.port)]
     except Unsupported as exc:
-        problems.append(source.problem(index, exc.path, str(exc)))
-    if problems:
-        raise InvalidInput(problems)
+        raise InvalidInput([source.problem(index, exc.path, str(exc))]) from None
     name = {"name": route["name"]} if route.get("name") else {}
     return [{**name, "match": match, **action, **common} for match in matches]
 
@@ -134,7 +133,7 @@ def _header(name: str, value: Any, without: bool, path: tuple[str | int, ...]) -
     return matcher
 
 
-def _match(block: Mapping[str, Any], j: int, ) -> JsonObject:
+def _match(block: Mapping[str, Any], j: int) -> JsonObject:
     path: tuple[str | int, ...] = ("match", j)
     unknown = sorted(set(block) - _MATCH_FIELDS)
     if unknown:

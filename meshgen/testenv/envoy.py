@@ -125,12 +125,11 @@ class Envoy:
         before = self._rejections()
         old_clusters = {c["name"]: c for c in self.applied.clusters} if self.applied else {}
         new_clusters = {c["name"]: c for c in config.clusters}
-        if set(old_clusters) - set(new_clusters):
-            self._write(CDS_FILE, _response(f"{version}-add", [*{**old_clusters, **new_clusters}.values()]))
-            self._wait({"cluster_manager.cds.version_text": f"{version}-add"}, before, timeout)
-        else:
-            self._write(CDS_FILE, _response(version, list(new_clusters.values())))
-            self._wait({"cluster_manager.cds.version_text": version}, before, timeout)
+        removed = set(old_clusters) - set(new_clusters)
+        # First every cluster the old or the new routes may use; the ones only old routes used go last.
+        adding = f"{version}-add" if removed else version
+        self._write(CDS_FILE, _response(adding, [*{**old_clusters, **new_clusters}.values()]))
+        self._wait({"cluster_manager.cds.version_text": adding}, before, timeout)
         routes = {str(rc["name"]): rc for rc in config.route_configs}
         for name, route_config in routes.items():
             self._write(route_config_file(name), _response(version, [route_config]))
@@ -139,7 +138,7 @@ class Envoy:
         wanted.update({f"http.outbound_{name}.rds.{name}.version_text": version for name in routes})
         self._wait(wanted, before, timeout)
         self._wait_listeners(len(config.listeners), timeout)
-        if set(old_clusters) - set(new_clusters):
+        if removed:
             self._write(CDS_FILE, _response(version, list(new_clusters.values())))
             self._wait({"cluster_manager.cds.version_text": version}, before, timeout)
         if self.applied is not None:
