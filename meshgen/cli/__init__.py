@@ -46,6 +46,7 @@ def main() -> None:
 
     \b
     Start here:
+      meshgen demo                # the example on a live local mesh: real Envoy, real processes
       meshgen compile -f examples/sandboxes.yaml --baseline examples/baseline
       meshgen schema Sandbox
     """
