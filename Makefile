@@ -4,22 +4,30 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
 
-.PHONY: test demo lint typecheck golden golden-update bench clean
+.PHONY: test demo lint typecheck golden golden-update bench wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(LOCAL_STAMP)
+
+# What the demo needs and nothing more (meshgen and Envoy), so a fresh clone gets to it sooner; the dev install
+# above includes it.
+$(LOCAL_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[local]'
+	touch $(LOCAL_STAMP)
 
 ## test: lint, layering contract, and the whole test suite (real Envoy / kube-apiserver tests included)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
-## demo: compile the bundled example and print the resources
-demo: $(STAMP)
-	$(BIN)/meshgen compile -f examples/sandboxes.yaml --baseline examples/baseline
+## demo: the bundled example on a live local mesh (real Envoy + echo workloads), a table of hop paths
+demo: $(LOCAL_STAMP)
+	$(BIN)/meshgen demo
 
 ## lint: ruff, mypy --strict and the import-layer contract (cli > golden/kube/testenv > compiler > backends > plan > spec)
 lint: $(STAMP)
@@ -37,9 +45,18 @@ golden: $(STAMP)
 golden-update: $(STAMP)
 	$(BIN)/meshgen golden --update
 
-## bench: compile-speed benchmark (10,000 sandboxes over 500 services)
-bench: $(STAMP)
+## bench: compile-speed benchmark, then the data-plane benchmark (Envoy routing cost vs number of sandboxes)
+bench: $(STAMP) wrk
 	$(BIN)/python bench/compile.py
+	$(BIN)/python bench/dataplane.py
+
+# wrk (the load generator of bench/dataplane.py) comes from Debian: installed if missing, or, without root,
+# unpacked with its LuaJIT library into .venv/wrk (bench/dataplane.py looks there too).
+wrk:
+	@command -v wrk >/dev/null || test -x $(VENV)/wrk/usr/bin/wrk || \
+	  { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } 2>/dev/null || \
+	  { d=$$(mktemp -d) && (cd $$d && apt-get download -qq wrk libluajit2-5.1-2) && \
+	    for f in $$d/*.deb; do dpkg -x $$f $(VENV)/wrk; done && rm -rf $$d; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -23,7 +23,7 @@ from meshgen.documents import (
     dump_json,
     dump_yaml,
     expand_paths,
-    locate_many,
+    locate_all,
     read_documents,
 )
 from meshgen.errors import InvalidInput, Location, Problem
@@ -149,11 +149,3 @@ def render(plan: Plan, backend: str = "istio") -> list[JsonObject]:
 def dump(objects: list[JsonObject], output: OutputFormat = "yaml") -> str:
     """Objects as text in the chosen format."""
     return dump_json(objects) if output == "json" else dump_yaml(objects)
-
-
-def locate_all(exc: InvalidInput, texts: Mapping[str, str]) -> InvalidInput:
-    """The same problems with line numbers filled in from the sources' texts."""
-    located = iter(locate_many([p.location for p in exc.problems if p.location], texts))
-    return InvalidInput(
-        Problem(next(located) if p.location else None, p.message, p.fix) for p in exc.problems
-    )

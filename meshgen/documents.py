@@ -12,10 +12,11 @@ Output is deterministic: mapping keys sorted at every level, multi-line strings 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -113,7 +114,7 @@ def parse_documents(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> 
     """
     loader = YAML(typ="safe", pure=False)
     docs: list[Document] = []
-    try:
+    with _yaml_errors(source):
         for index, raw in enumerate(loader.load_all(text)):
             if index >= limits.documents:
                 raise InvalidInput.one(
@@ -131,6 +132,34 @@ def parse_documents(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> 
                 )
             body = _plain(raw, location, limits, text)
             docs.append(Document(location, body))
+    return docs
+
+
+def parse_list(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
+    """Parse a file holding one YAML list of mappings (such as a golden case's ``traffic.yaml``): one document
+    per item, located at ``[index]`` so errors still name the item's line. An empty file is an empty list."""
+    loader = YAML(typ="safe", pure=False)
+    with _yaml_errors(source):
+        raw = loader.load(text)
+    location = Location(source)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidInput.one(locate(location, text), f"expected a list, got {_type_name(raw)}")
+    items = _plain(raw, location, limits, text)
+    docs = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidInput.one(locate(location.at(index), text), f"expected a mapping, got {_type_name(item)}")
+        docs.append(Document(location.at(index), item))
+    return docs
+
+
+@contextlib.contextmanager
+def _yaml_errors(source: str) -> Iterator[None]:
+    """YAML library errors as :class:`InvalidInput` naming the file and, when known, the line."""
+    try:
+        yield
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -140,7 +169,6 @@ def parse_documents(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> 
         raise InvalidInput.one(Location(source), f"invalid YAML: {exc}") from exc
     except RecursionError as exc:
         raise InvalidInput.one(Location(source), "invalid YAML: nesting is too deep") from exc
-    return docs
 
 
 def read_documents(sources: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> tuple[list[Document], dict[str, str]]:
@@ -221,6 +249,14 @@ def locate(location: Location, text: str | None = None) -> Location:
     """
     texts = {location.source: text} if text is not None else {}
     return locate_many([location], texts)[0]
+
+
+def locate_all(exc: InvalidInput, texts: Mapping[str, str]) -> InvalidInput:
+    """The same problems with line numbers filled in from the sources' texts."""
+    located = iter(locate_many([p.location for p in exc.problems if p.location], texts))
+    return InvalidInput(
+        Problem(next(located) if p.location else None, p.message, p.fix) for p in exc.problems
+    )
 
 
 def locate_many(locations: Sequence[Location], texts: Mapping[str, str]) -> list[Location]:

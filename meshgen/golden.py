@@ -1,8 +1,12 @@
-"""Golden cases: a directory per case holding inputs and the expected compile output (or error).
+"""Golden cases: a directory per case holding inputs and the expected compile output (or error), and traffic.
 
 ``golden/<case>/`` holds ``sandboxes.yaml``, ``baseline/``, an optional ``policy.yaml``, and ``expected.yaml``
 (the exact compile output) or ``expected-error.txt`` (the exact error text, paths relative to the case). A case
 with neither must compile. ``update`` rewrites the expectation from the current output, for review in a diff.
+
+A case that routes also has ``traffic.yaml`` (requests and what must answer them, see :mod:`meshgen.traffic`) and
+optionally ``topology.yaml``; given a running mesh, :func:`check` applies the case to it and sends every request.
+The mesh is passed in (anything with ``apply`` and ``send``), so this module starts no process itself.
 """
 
 from __future__ import annotations
@@ -11,15 +15,27 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from meshgen import compiler
-from meshgen.errors import InvalidInput
+from meshgen import compiler, traffic
+from meshgen.errors import InvalidInput, MeshgenError
+from meshgen.plan.model import Plan
 
 SANDBOXES = "sandboxes.yaml"
 BASELINE = "baseline"
 POLICY = "policy.yaml"
 EXPECTED = "expected.yaml"
 EXPECTED_ERROR = "expected-error.txt"
+TRAFFIC = "traffic.yaml"
+TOPOLOGY = "topology.yaml"
+
+
+class Mesh(Protocol):
+    """A running mesh traffic checks go through (:class:`meshgen.testenv.mesh.RunningMesh`)."""
+
+    def apply(self, plan: Plan, topology: traffic.Topology | None = None) -> Any: ...
+
+    def send(self, request: traffic.Request) -> traffic.Response: ...
 
 
 @dataclass(frozen=True)
@@ -34,13 +50,19 @@ class Case:
         path = self.path / POLICY
         return path if path.exists() else None
 
+    @property
+    def traffic(self) -> Path | None:
+        path = self.path / TRAFFIC
+        return path if path.exists() else None
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """What compiling a case produced: output text, or error text (never both)."""
+    """What compiling a case produced: output text and its plan, or error text (never both)."""
 
     output: str | None
     error: str | None
+    plan: Plan | None = None
 
 
 @dataclass(frozen=True)
@@ -75,14 +97,43 @@ def compile_case(case: Case) -> Outcome:
             str(case.policy) if case.policy else None,
         )
         plan = compiler.plan_of(inputs)
-        return Outcome(compiler.dump(compiler.render(plan)), None)
+        return Outcome(compiler.dump(compiler.render(plan)), None, plan)
     except InvalidInput as exc:
         return Outcome(None, exc.render().replace(f"{case.path}/", "") + "\n")
 
 
-def check(case: Case) -> Result:
-    """Compare a case's compile outcome with its expectation."""
+def check(case: Case, mesh: Mesh | None = None) -> Result:
+    """Compare a case's compile outcome with its expectation; with a ``mesh``, also check its traffic."""
     outcome = compile_case(case)
+    result = _check_compile(case, outcome)
+    if mesh is None or case.traffic is None or outcome.plan is None:
+        return result
+    failures = check_traffic(case, outcome.plan, mesh)
+    if not failures:
+        return result
+    compile_detail = [result.detail.rstrip("\n")] if result.detail else []
+    return Result(case, False, "\n".join([*compile_detail, *failures]) + "\n")
+
+
+def check_traffic(case: Case, plan: Plan, mesh: Mesh) -> list[str]:
+    """Apply ``plan`` to ``mesh``, send every request of the case's traffic.yaml, and describe each mismatch."""
+    assert case.traffic is not None
+    try:
+        checks = traffic.load_checks(case.traffic)
+        topology_file = case.path / TOPOLOGY
+        mesh.apply(plan, traffic.load_topology(topology_file if topology_file.exists() else None))
+    except MeshgenError as exc:
+        return [f"traffic: {str(exc).replace(f'{case.path}/', '')}"]
+    failures = []
+    for item in checks:
+        response = mesh.send(item.request)
+        problems = traffic.mismatches(item.expect, response)
+        if problems:
+            failures.append(traffic.report(item, response, problems))
+    return failures
+
+
+def _check_compile(case: Case, outcome: Outcome) -> Result:
     expected_file = case.path / EXPECTED
     error_file = case.path / EXPECTED_ERROR
     if error_file.exists():

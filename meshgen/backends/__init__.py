@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from meshgen.backends import istio
+from meshgen.backends import envoy, istio
 from meshgen.documents import JsonObject
 from meshgen.plan.model import Plan
 
 Backend = Callable[[Plan], list[JsonObject]]
 
-BACKENDS: dict[str, Backend] = {"istio": istio.render}
+BACKENDS: dict[str, Backend] = {"envoy": envoy.render, "istio": istio.render}
 
 
 def render(plan: Plan, backend: str = "istio") -> list[JsonObject]:

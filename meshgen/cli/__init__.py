@@ -46,15 +46,16 @@ def main() -> None:
 
     \b
     Start here:
+      meshgen demo                # the example on a live local mesh: real Envoy, real processes
       meshgen compile -f examples/sandboxes.yaml --baseline examples/baseline
       meshgen schema Sandbox
     """
 
 
 def _register() -> None:
-    from meshgen.cli import compiling, golden, schema
+    from meshgen.cli import compiling, demo, golden, schema
 
-    for module in (compiling, golden, schema):
+    for module in (compiling, demo, golden, schema):
         for command in module.COMMANDS:
             main.add_command(command)
 

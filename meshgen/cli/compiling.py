@@ -7,6 +7,8 @@ import click
 from meshgen import compiler
 from meshgen.backends import BACKENDS
 from meshgen.cli import options
+from meshgen.documents import locate_all
+from meshgen.errors import InvalidInput
 
 
 @click.command("compile")
@@ -39,7 +41,11 @@ def compile_command(
     with compiler.batch():
         inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)
         plan = compiler.plan_of(inputs)
-        text = compiler.dump(compiler.render(plan, backend), output)
+        try:
+            objects = compiler.render(plan, backend)
+        except InvalidInput as exc:  # a backend that cannot express a baseline field names it, with its line
+            raise locate_all(exc, inputs.texts) from None
+        text = compiler.dump(objects, output)
     for warning in plan.warnings:
         click.echo(warning.render(), err=True)
     click.echo(text, nl=False)

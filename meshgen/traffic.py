@@ -1,0 +1,196 @@
+"""Traffic expectations: requests sent through a running mesh and what must come back.
+
+A golden case's ``traffic.yaml`` is a list of checks::
+
+    - name: key in baggage reaches the fork                   # optional, for reports
+      request: {host: reviews.bookinfo.svc.cluster.local, port: 9080, path: /reviews/1,
+                headers: {baggage: "userid=7,meshgen-routing-key=pr1234;p=1"}}
+      expect: {servedBy: reviews-v1@pr-1234}
+
+``expect`` may give ``status`` (default 200), ``servedBy`` (who answered), ``path`` (a chain of hops from the
+first service down: ``[productpage-v1, reviews-v1@pr-1234, ratings-v1]``), ``requestPath`` and
+``requestHeaders`` (what the serving workload received, to prove rewrites and header edits; a ``null`` value means
+"absent"), ``responseHeaders``, and ``body`` (the exact text of a response that is not an echo's, such as a
+direct response). Where a weighted split or load balancing may pick either of several workloads, a name may list
+the alternatives: ``reviews-v1|reviews-v2``. A header given as a list is sent as that many header lines.
+
+An optional ``topology.yaml`` (``calls: {productpage: [reviews, details], reviews: [ratings]}``) says which services
+call which, by Service name (``name`` in the caller's namespace, or ``name.namespace``).
+
+This module is pure: it loads, validates and compares. Sending is :mod:`meshgen.testenv`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from meshgen.documents import locate_all, parse_documents, parse_list, read_text
+from meshgen.errors import InvalidInput, Problem
+from meshgen.spec.loading import validate_model
+from meshgen.spec.models import Model
+
+HeaderValues = str | list[str]
+
+
+class Request(Model):
+    """One HTTP request into the mesh, addressed to a service host (and port: the host's first by default)."""
+
+    host: str = Field(min_length=1)
+    port: int | None = None
+    path: str = "/"
+    method: str = "GET"
+    headers: dict[str, HeaderValues] = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("a request path starts with '/'")
+        return value
+
+    def header_lines(self) -> list[tuple[str, str]]:
+        """The headers as sent, one pair per header line, in the order written."""
+        return [(k, v) for k, vs in self.headers.items() for v in ([vs] if isinstance(vs, str) else vs)]
+
+
+class Expectation(Model):
+    """What a request must produce; unset fields are not checked."""
+
+    status: int = 200
+    served_by: str | None = Field(default=None, alias="servedBy")
+    path: tuple[str, ...] | None = Field(default=None, min_length=1)
+    request_path: str | None = Field(default=None, alias="requestPath")
+    request_headers: dict[str, str | None] = Field(default_factory=dict, alias="requestHeaders")
+    response_headers: dict[str, str | None] = Field(default_factory=dict, alias="responseHeaders")
+    body: str | None = None
+
+
+class Check(Model):
+    """One entry of traffic.yaml."""
+
+    name: str | None = None
+    request: Request
+    expect: Expectation
+
+    def title(self) -> str:
+        """How a report names this check."""
+        r = self.request
+        heads = " ".join(f"{k}: {v!r}" for k, v in r.header_lines())
+        sent = f"{r.method} {r.host}{f':{r.port}' if r.port else ''}{r.path} {heads}".rstrip()
+        return f"{self.name}: {sent}" if self.name else sent
+
+
+class Topology(Model):
+    """Which services call which (by Service name), for echo workloads that fan out through the mesh."""
+
+    calls: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Response:
+    """What came back: status, response headers (lower-case names) and the body (parsed JSON, else text)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: Any
+
+    def header(self, name: str) -> str | None:
+        """The first value of a response header, or None."""
+        return next((v for k, v in self.headers if k == name.lower()), None)
+
+
+def load_checks(path: Path) -> list[Check]:
+    """The checks in a traffic.yaml; every problem in every entry is reported at once, with its line."""
+    text = read_text(str(path))
+    documents = parse_list(text, str(path))
+    checks: list[Check] = []
+    problems: list[Problem] = []
+    for doc in documents:
+        try:
+            checks.append(validate_model(Check, doc.body, doc.location))
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise locate_all(InvalidInput(problems), {str(path): text})
+    return checks
+
+
+def load_topology(path: Path | None) -> Topology:
+    """A topology file, or an empty topology (nobody calls anybody) when there is none."""
+    if path is None:
+        return Topology()
+    documents = parse_documents(read_text(str(path)), str(path))
+    if len(documents) != 1:
+        raise InvalidInput([Problem(None, f"{path}: expected one document with 'calls'")])
+    return validate_model(Topology, documents[0].body, documents[0].location)
+
+
+def mismatches(expect: Expectation, response: Response) -> list[str]:
+    """How ``response`` differs from ``expect``; empty when it matches."""
+    out: list[str] = []
+    body = response.body if isinstance(response.body, dict) else {}
+    if response.status != expect.status:
+        out.append(f"status: expected {expect.status}, got {response.status}")
+    if expect.served_by is not None and not _is(body.get("served_by"), expect.served_by):
+        out.append(f"servedBy: expected {expect.served_by}, got {body.get('served_by')}")
+    if expect.path is not None and not _has_chain(body, expect.path):
+        out.append(f"path: expected {' -> '.join(expect.path)}, got {hops(response.body)}")
+    if expect.request_path is not None and body.get("path") != expect.request_path:
+        out.append(f"requestPath: expected {expect.request_path}, got {body.get('path')}")
+    seen = body.get("headers")
+    seen = seen if isinstance(seen, dict) else {}
+    if expect.body is not None and (not isinstance(response.body, str) or response.body.strip() != expect.body):
+        out.append(f"body: expected {expect.body!r}, got {response.body!r}")
+    for name, want in sorted(expect.request_headers.items()):
+        got = seen.get(name.lower())
+        if got != want:
+            out.append(f"requestHeaders.{name}: expected {want!r}, got {got!r}")
+    for name, want in sorted(expect.response_headers.items()):
+        got = response.header(name)
+        if got != want:
+            out.append(f"responseHeaders.{name}: expected {want!r}, got {got!r}")
+    return out
+
+
+def report(check: Check, response: Response, problems: Sequence[str]) -> str:
+    """One failed check for a human: the request, what was expected, what came back, and each difference."""
+    expected = check.expect.model_dump(by_alias=True, exclude_defaults=True) or {"status": check.expect.status}
+    lines = [f"  request:  {check.title()}",
+             f"  expected: {', '.join(f'{k}={v}' for k, v in expected.items())}",
+             f"  got:      {response.status} {hops(response.body)}"]
+    lines += [f"    - {p}" for p in problems]
+    return "\n".join(lines)
+
+
+def hops(body: Any) -> str:
+    """A hop tree on one line: ``productpage-v1 -> [reviews-v1@pr-1 -> ratings-v1, details-v1]``."""
+    if not isinstance(body, dict) or "served_by" not in body:
+        text = body if isinstance(body, str) else repr(body)
+        return f"(not an echo response: {text.strip()[:120]!r})"
+    calls = [c for c in body.get("calls") or [] if isinstance(c, dict)]
+    label = str(body["served_by"])
+    if body.get("status", 200) != 200:
+        label += f" ({body['status']})"
+    if not calls:
+        return label
+    inner = [hops(c) if "served_by" in c else f"{c.get('service', '?')} ({c.get('status')}: {c.get('error', '')})"
+             for c in calls]
+    return f"{label} -> {inner[0]}" if len(inner) == 1 else f"{label} -> [{', '.join(inner)}]"
+
+
+def _is(served_by: Any, wanted: str) -> bool:
+    """Whether ``served_by`` is ``wanted``, or one of its ``|``-separated alternatives."""
+    return isinstance(served_by, str) and served_by in wanted.split("|")
+
+
+def _has_chain(body: Mapping[str, Any], chain: Sequence[str]) -> bool:
+    if not _is(body.get("served_by"), chain[0]):
+        return False
+    if len(chain) == 1:
+        return True
+    return any(isinstance(c, dict) and _has_chain(c, chain[1:]) for c in body.get("calls") or [])

@@ -1,0 +1,282 @@
+"""The Envoy backend as a compiler: what it emits for a plan, checked without traffic (traffic is test_traffic).
+
+Facts: the output is deterministic and valid for real Envoy (``envoy --mode validate``); sandbox selection is a
+matcher tree whose ``on_no_match`` is exactly the sandbox-free route list (invariant 1), no baseline route or
+baseline cluster reaches a fork (invariant 2), and each key's list is the baseline list with that key's copies
+inserted (invariant 3); Istio semantics are translated faithfully; anything untranslatable fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+from meshgen import compiler, golden
+from meshgen.backends import envoy, envoy_routes
+from meshgen.baseline.loading import load_baseline
+from meshgen.errors import InvalidInput
+from meshgen.plan.model import Plan
+from meshgen.plan.planning import build_plan
+from meshgen.spec.loading import Specs, load_specs
+from meshgen.spec.models import DEFAULT_POLICY
+from meshgen.testenv.envoy import envoy_binary
+from tests.conftest import EXAMPLES, GOLDEN
+from tests.strategies import as_documents
+from tests.test_properties import PROPERTY, scenarios
+
+COMPILING = [c for c in golden.discover(GOLDEN) if (c.path / golden.EXPECTED).exists()]
+
+
+def plan_of(case: str) -> Plan:
+    path = GOLDEN / case
+    policy = path / "policy.yaml"
+    inputs = compiler.read_inputs([str(path / "sandboxes.yaml")], [str(path / "baseline")],
+                                  str(policy) if policy.exists() else None)
+    return compiler.plan_of(inputs)
+
+
+def without_sandboxes(plan: Plan) -> Plan:
+    return build_plan(Specs(), plan.baseline, plan.policy)
+
+
+def vhosts(config: envoy.EnvoyConfig) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for rc in config.route_configs for v in rc["virtual_hosts"]}
+
+
+def baseline_routes(vhost: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a request without a (claimed) key is routed by."""
+    if "matcher" in vhost:
+        return list(vhost["matcher"]["on_no_match"]["action"]["typed_config"]["routes"])
+    return list(vhost["routes"])
+
+
+def key_lists(vhost: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    if "matcher" not in vhost:
+        return {}
+    entries = vhost["matcher"]["matcher_tree"]["exact_match_map"]["map"]
+    return {k: v["action"]["typed_config"]["routes"] for k, v in entries.items()}
+
+
+def clusters_of(routes: list[dict[str, Any]]) -> set[str]:
+    out = set()
+    for route in routes:
+        action = route.get("route") or {}
+        out.update([action["cluster"]] if "cluster" in action else
+                   [c["name"] for c in (action.get("weighted_clusters") or {}).get("clusters", [])])
+    return out
+
+
+def test_compile_backend_envoy_is_deterministic_and_complete(meshgen) -> None:
+    args = ("compile", "-f", str(EXAMPLES / "sandboxes.yaml"), "--baseline", str(EXAMPLES / "baseline"),
+            "--backend", "envoy")
+    first, second = meshgen(*args), meshgen(*args)
+    assert first.exit_code == 0, first.output
+    assert first.stdout == second.stdout
+    kinds = [o["@type"].rsplit(".", 1)[1] for o in json.loads(meshgen(*args, "-o", "json").stdout)["items"]]
+    assert kinds == sorted(kinds, key=["Listener", "Cluster", "RouteConfiguration"].index)
+    assert kinds.count("RouteConfiguration") == 1  # every bookinfo Service listens on 9080
+
+
+def test_matcher_tree_for_a_claimed_host() -> None:
+    plan = plan_of("single-fork")
+    vhost = vhosts(envoy.build(plan))["reviews.bookinfo.svc.cluster.local:9080"]
+    assert "routes" not in vhost
+    tree = vhost["matcher"]["matcher_tree"]
+    assert tree["input"]["typed_config"]["header_name"] == "x-meshgen-routing-key"
+    (key, routes), = key_lists(vhost).items()
+    assert key == "pr1234"
+    assert [r["name"] for r in routes] == ["meshgen-pr-1234-0", "meshgen-default"]
+    assert routes[0]["route"]["cluster"] == "outbound|9080||reviews-pr-1234.bookinfo.svc.cluster.local"
+    assert routes[1] == baseline_routes(vhost)[0]
+    assert vhost["domains"][:4] == ["reviews.bookinfo.svc.cluster.local", "reviews.bookinfo.svc.cluster.local:9080",
+                                    "reviews.bookinfo", "reviews.bookinfo:9080"]
+
+
+def test_hosts_without_claims_keep_a_plain_route_list() -> None:
+    vhost = vhosts(envoy.build(plan_of("single-fork")))["ratings.bookinfo.svc.cluster.local:9080"]
+    assert "matcher" not in vhost
+    assert [r["route"]["cluster"] for r in vhost["routes"]] == ["outbound|9080||ratings.bookinfo.svc.cluster.local"]
+
+
+def test_subset_clusters_select_by_labels_and_forks_are_nobodys_endpoint() -> None:
+    inputs = compiler.read_inputs([str(EXAMPLES / "sandboxes.yaml")], [str(EXAMPLES / "baseline")])
+    config = envoy.build(compiler.plan_of(inputs))
+    identity = {(w.address, w.port): w.identity for w in config.addresses.workloads}
+
+    def members(name: str) -> list[str]:
+        (cluster,) = [c for c in config.clusters if c["name"] == name]
+        found = [e["endpoint"]["address"]["socket_address"] for group in cluster["load_assignment"]["endpoints"]
+                 for e in group["lb_endpoints"]]
+        return sorted(identity[(a["address"], a["port_value"])] for a in found)
+
+    assert members("outbound|9080||reviews.bookinfo.svc.cluster.local") == ["reviews-v1", "reviews-v2"]
+    assert members("outbound|9080|v1|reviews.bookinfo.svc.cluster.local") == ["reviews-v1"]
+    assert members("outbound|9080|v2|reviews.bookinfo.svc.cluster.local") == ["reviews-v2"]
+    assert members("outbound|9080||reviews-pr-1234.bookinfo.svc.cluster.local") == ["reviews-v1@pr-1234"]
+    # the fork host carries the baseline host's DestinationRule policy
+    policies = {c["name"]: c["circuit_breakers"]["thresholds"][0]["max_pending_requests"] for c in config.clusters}
+    assert policies["outbound|9080||reviews-pr-1234.bookinfo.svc.cluster.local"] == 100
+    assert policies["outbound|9080||ratings.bookinfo.svc.cluster.local"] == 4294967295
+
+
+@pytest.mark.parametrize("case", COMPILING, ids=[c.name for c in COMPILING])
+def test_output_is_valid_for_real_envoy(case: golden.Case, tmp_path: Path) -> None:
+    """``envoy --mode validate`` on the case's resources (RDS inlined: validation does not read RDS files)."""
+    config = envoy.build(plan_of(case.name))
+    routes = {rc["name"]: rc for rc in config.route_configs}
+    listeners = []
+    for rendered in config.listeners:
+        listener = json.loads(json.dumps(rendered))
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        route_config = dict(routes[hcm.pop("rds")["route_config_name"]])
+        route_config.pop("@type")
+        hcm["route_config"] = route_config
+        listener.pop("@type")
+        listeners.append(listener)
+    clusters = [{k: v for k, v in c.items() if k != "@type"} for c in config.clusters]
+    path = tmp_path / "static.json"
+    path.write_text(json.dumps({"static_resources": {"listeners": listeners, "clusters": clusters}}))
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@PROPERTY
+@given(scenarios())
+def test_invariants_hold_for_random_plans(scenario) -> None:
+    baseline_objs, spec_objs = scenario
+    baseline = load_baseline(as_documents(baseline_objs, "baseline.yaml"))
+    try:
+        plan = build_plan(load_specs(as_documents(spec_objs, "sandboxes.yaml")), baseline, DEFAULT_POLICY)
+        config = envoy.build(plan)
+    except InvalidInput:
+        return
+    untouched = vhosts(envoy.build(without_sandboxes(plan)))
+    fork_clusters = {c["name"] for c in config.clusters if c["name"].rsplit("|", 1)[1] in
+                     {s.fork.fqdn for s in plan.fork_services()}}
+    owners = {o.routing_key: o for o in plan.owners}
+    for name, vhost in vhosts(config).items():
+        if name not in untouched:
+            continue  # a fork Service's own host: not baseline traffic
+        base = baseline_routes(vhost)
+        assert base == baseline_routes(untouched[name])  # 1: without a key, routing is as with no sandbox at all
+        assert not clusters_of(base) & fork_clusters  # 2: baseline routes never reach a fork
+        for key, routes in key_lists(vhost).items():  # 3: the baseline list, with this key's copies inserted
+            prefix = owners[key].route_prefix
+            assert [r for r in routes if not str(r.get("name", "")).startswith(prefix)] == base
+            assert all(str(r.get("name", "")).startswith(prefix) for r in routes
+                       if clusters_of([r]) & fork_clusters)
+
+
+ROUTE_FACTS = [
+    ({"route": [{"destination": {"host": "reviews"}}]},
+     {"match": {"prefix": "/"}, "route": {"cluster": "C(reviews)", "timeout": "0s", "retry_policy": {
+         "retry_on": envoy_routes.ISTIO_DEFAULT_RETRY_ON, "num_retries": 2, "retriable_status_codes": [503],
+         "retry_host_predicate": [envoy_routes._PREVIOUS_HOSTS], "host_selection_retry_max_attempts": "5"}}}),
+    ({"timeout": "1m30s", "retries": {"attempts": 0}, "route": [{"destination": {"host": "reviews"}}]},
+     {"match": {"prefix": "/"}, "route": {"cluster": "C(reviews)", "timeout": "90s"}}),
+    ({"retries": {"attempts": 3, "perTryTimeout": "500ms", "retryOn": "gateway-error,503"},
+      "route": [{"destination": {"host": "reviews"}}]},
+     {"match": {"prefix": "/"}, "route": {"cluster": "C(reviews)", "timeout": "0s", "retry_policy": {
+         "retry_on": "gateway-error,retriable-status-codes", "num_retries": 3, "retriable_status_codes": [503],
+         "per_try_timeout": "0.5s", "retry_host_predicate": [envoy_routes._PREVIOUS_HOSTS],
+         "host_selection_retry_max_attempts": "5"}}}),
+    ({"match": [{"uri": {"exact": "/a"}, "method": {"exact": "POST"}}, {"uri": {"regex": "/b/[0-9]+"}}],
+      "rewrite": {"uri": "/x", "authority": "other"}, "retries": {"attempts": 0},
+      "route": [{"destination": {"host": "reviews"}}]},
+     [{"match": {"path": "/a", "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
+       "route": {"cluster": "C(reviews)", "timeout": "0s", "prefix_rewrite": "/x", "host_rewrite_literal": "other"}},
+      {"match": {"safe_regex": {"regex": "/b/[0-9]+"}},
+       "route": {"cluster": "C(reviews)", "timeout": "0s", "prefix_rewrite": "/x", "host_rewrite_literal": "other"}}]),
+    ({"match": [{"headers": {"x-a": {}}, "withoutHeaders": {"x-b": {}, "x-c": {"prefix": "v"}},
+                 "queryParams": {"q": {"exact": "1"}}}], "retries": {"attempts": 0},
+      "route": [{"destination": {"host": "a"}, "weight": 75}, {"destination": {"host": "b", "subset": "s"},
+                                                               "weight": 25}]},
+     {"match": {"prefix": "/", "headers": [
+         {"name": "x-a", "present_match": True},
+         {"name": "x-b", "present_match": True, "invert_match": True},
+         {"name": "x-c", "string_match": {"prefix": "v"}, "invert_match": True, "treat_missing_header_as_empty": True}],
+         "query_parameters": [{"name": "q", "string_match": {"exact": "1"}}]},
+      "route": {"weighted_clusters": {"clusters": [{"name": "C(a)", "weight": 75}, {"name": "C(b/s)", "weight": 25}]},
+                "timeout": "0s"}}),
+    ({"directResponse": {"status": 418, "body": {"string": "teapot"}},
+      "headers": {"response": {"set": {"x-a": "1"}, "add": {"x-b": "2"}, "remove": ["x-c"]}},
+      "fault": {"abort": {"httpStatus": 500, "percentage": {"value": 0.1}}}},
+     {"match": {"prefix": "/"}, "direct_response": {"status": 418, "body": {"inline_string": "teapot"}},
+      "response_headers_to_add": [
+          {"header": {"key": "x-a", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+          {"header": {"key": "x-b", "value": "2"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}],
+      "response_headers_to_remove": ["x-c"],
+      "typed_per_filter_config": {envoy_routes.FAULT_FILTER: {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+          "abort": {"http_status": 500, "percentage": {"numerator": 1000, "denominator": "MILLION"}}}}}),
+]
+
+
+def _cluster(destination: dict[str, Any]) -> str:
+    subset = destination.get("subset")
+    return f"C({destination['host']}{f'/{subset}' if subset else ''})"
+
+
+@pytest.mark.parametrize(("istio_route", "expected"), ROUTE_FACTS)
+def test_istio_route_translation(istio_route: dict[str, Any], expected: Any) -> None:
+    source = envoy_routes.RouteSource(None, 9080, _cluster)
+    assert envoy_routes.translate(istio_route, 0, source) == (expected if isinstance(expected, list) else [expected])
+
+
+def test_match_blocks_for_another_port_are_dropped() -> None:
+    route = {"match": [{"port": 9080, "uri": {"prefix": "/a"}}, {"port": 9090}], "retries": {"attempts": 0},
+             "route": [{"destination": {"host": "api"}}]}
+    translated = envoy_routes.translate(route, 0, envoy_routes.RouteSource(None, 9090, _cluster))
+    assert [r["match"] for r in translated] == [{"prefix": "/"}]
+
+
+VS_HEAD = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+"""
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (VS_HEAD + "  - match: [{sourceLabels: {app: web}}]\n    route: [{destination: {host: reviews}}]\n",
+     "VirtualService bookinfo/reviews: http.0.match.0.sourceLabels: not supported by the envoy backend"),
+    (VS_HEAD + "  - route: [{destination: {host: reviews}}]\n    mirrorPercent: 5\n",
+     "VirtualService bookinfo/reviews: http.0.mirrorPercent: not supported by the envoy backend"),
+    (VS_HEAD + "  - route: [{destination: {host: reviews, subset: v9}}]\n",
+     "http.0.route.0.destination: no DestinationRule defines subset 'v9'"),
+    (VS_HEAD + "  - route: [{destination: {host: httpbin.example.com}}]\n",
+     "host httpbin.example.com is not a Service of the baseline"),
+    (VS_HEAD + "  - route: [{destination: {host: reviews}}]\n    timeout: soon\n",
+     "http.0.timeout: 'soon' is not a duration"),
+    ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: bookinfo}\n"
+     "spec:\n  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n",
+     "DestinationRule bookinfo/r: trafficPolicy.tls: not supported by the envoy backend"),
+])
+def test_untranslatable_fields_fail_the_compile_naming_object_and_field(extra: str, message: str, tmp_path: Path,
+                                                                       meshgen) -> None:
+    (tmp_path / "extra.yaml").write_text(extra)
+    result = meshgen("compile", "-f", str(GOLDEN / "single-fork" / "sandboxes.yaml"), "--baseline",
+                     str(GOLDEN / "_shared" / "bookinfo.yaml"), "--baseline", str(tmp_path / "extra.yaml"),
+                     "--backend", "envoy")
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "extra.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert meshgen("compile", "-f", str(GOLDEN / "single-fork" / "sandboxes.yaml"), "--baseline",
+                   str(GOLDEN / "_shared" / "bookinfo.yaml"), "--baseline", str(tmp_path / "extra.yaml"),
+                   ).exit_code == 0  # the Istio backend passes such fields through untouched
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("1.5s", "1.5s"), ("500ms", "0.5s"), ("1m30s", "90s"), ("2h", "7200s"),
+                                                ("250us", "0.00025s")])
+def test_durations(text: str, seconds: str) -> None:
+    assert envoy_routes.seconds(text, ()) == seconds

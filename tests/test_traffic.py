@@ -1,0 +1,92 @@
+"""Every golden case's traffic.yaml, through one real Envoy and real echo workloads (the session's local mesh).
+
+Also the expectation model itself: loading with located errors, comparison, and how a mismatch is reported.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshgen import golden, traffic
+from meshgen.errors import InvalidInput
+from meshgen.testenv.mesh import RunningMesh
+from tests.conftest import GOLDEN
+
+ROUTING = [c for c in golden.discover(GOLDEN) if c.traffic is not None]
+
+
+@pytest.fixture(scope="session")
+def mesh() -> Iterator[RunningMesh]:
+    """One Envoy for the whole session; each case is applied to it (which also exercises live updates)."""
+    with RunningMesh() as running:
+        yield running
+
+
+def test_every_case_that_routes_has_traffic() -> None:
+    compiling = [c.name for c in golden.discover(GOLDEN) if (c.path / golden.EXPECTED).exists()]
+    assert sorted(c.name for c in ROUTING) == sorted(compiling)
+    assert sum(len(traffic.load_checks(c.traffic)) for c in ROUTING if c.traffic) >= 80
+
+
+@pytest.mark.parametrize("case", ROUTING, ids=[c.name for c in ROUTING])
+def test_case_traffic(case: golden.Case, mesh: RunningMesh) -> None:
+    outcome = golden.compile_case(case)
+    assert outcome.plan is not None, outcome.error
+    failures = golden.check_traffic(case, outcome.plan, mesh)
+    assert not failures, "\n".join(failures)
+
+
+def test_golden_command_reports_each_traffic_mismatch(tmp_path: Path, meshgen) -> None:
+    shutil.copytree(GOLDEN / "single-fork", tmp_path / "single-fork")
+    checks = tmp_path / "single-fork" / golden.TRAFFIC
+    checks.write_text(checks.read_text().replace("expect: {servedBy: ratings-v1}",
+                                                 "expect: {servedBy: ratings-v1@pr-1234}"))
+    result = meshgen("golden", "--cases", str(tmp_path))
+    assert result.exit_code == 2
+    assert "FAIL  single-fork (+traffic)" in result.output
+    assert "request:  the key of a sandbox that forks another service leaves ratings on the baseline: GET " \
+           "ratings.bookinfo.svc.cluster.local/ baggage: 'meshgen-routing-key=pr1234'" in result.output
+    assert "expected: servedBy=ratings-v1@pr-1234" in result.output
+    assert "got:      200 ratings-v1" in result.output
+    assert "0 passed, 1 failed" in result.output
+    assert meshgen("golden", "--cases", str(tmp_path), "--via", "none").exit_code == 0  # compile checks only
+
+
+def test_traffic_file_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "traffic.yaml"
+    path.write_text("- request: {host: a}\n  expect: {}\n- request: {host: b, path: nope}\n  expect: {servedBy: x,"
+                    " colour: red}\n")
+    with pytest.raises(InvalidInput) as caught:
+        traffic.load_checks(path)
+    text = caught.value.render()
+    assert f"{path}:3: [1].request.path" in text
+    assert f"{path}:4: [1].expect.colour" in text
+
+
+def test_mismatches_and_hop_paths() -> None:
+    body = {"served_by": "productpage-v1", "path": "/", "headers": {"x-a": "1"}, "calls": [
+        {"service": "r", "status": 200, "served_by": "reviews-v2", "calls": [
+            {"service": "ra", "status": 200, "served_by": "ratings-v1", "calls": []}]},
+        {"service": "d", "status": 503, "served_by": "details-v1", "calls": []}]}
+    response = traffic.Response(200, (("x-served-by", "productpage-v1"),), body)
+    assert traffic.hops(body) == "productpage-v1 -> [reviews-v2 -> ratings-v1, details-v1 (503)]"
+    ok = traffic.Expectation.model_validate({"servedBy": "productpage-v1|productpage-v2",
+                                             "path": ["productpage-v1", "reviews-v1|reviews-v2", "ratings-v1"],
+                                             "requestHeaders": {"x-a": "1", "x-b": None},
+                                             "responseHeaders": {"x-served-by": "productpage-v1"}})
+    assert traffic.mismatches(ok, response) == []
+    bad = traffic.Expectation.model_validate({"status": 504, "path": ["productpage-v1", "ratings-v1"],
+                                              "requestHeaders": {"x-a": None}})
+    assert traffic.mismatches(bad, response) == [
+        "status: expected 504, got 200",
+        "path: expected productpage-v1 -> ratings-v1, got productpage-v1 -> [reviews-v2 -> ratings-v1, details-v1"
+        " (503)]",
+        "requestHeaders.x-a: expected None, got '1'",
+    ]
+    text = traffic.Response(504, (), "upstream request timeout")
+    assert traffic.mismatches(traffic.Expectation.model_validate({"status": 504, "body": "upstream request timeout"}),
+                              text) == []
