@@ -52,9 +52,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from meshgen.cli import compiling, golden, schema
+    from meshgen.cli import cluster, compiling, golden, schema, testenv
 
-    for module in (compiling, golden, schema):
+    for module in (compiling, golden, schema, cluster, testenv):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -55,7 +55,8 @@ class Daemon:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 list(self.argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=None if self.detached else _die_with_parent,
+                # Only async-signal-safe calls (setpgrp, prctl) run in the child before exec.
+                preexec_fn=None if self.detached else _die_with_parent,  # noqa: PLW1509
                 start_new_session=self.detached,
             )
 
