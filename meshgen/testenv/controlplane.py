@@ -24,6 +24,7 @@ from meshgen.testenv import daemons, pki
 from meshgen.testenv.binaries import Binaries
 
 STATE_FILE = "state.json"
+ISTIO_NAMESPACE = "istio-system"  # as an Istio install would leave it: where meshgen's EnvoyFilter goes
 CONTEXT = "meshgen-testenv"
 READY_TIMEOUT = 90.0
 # Everything at Metadata level: one line per request, enough to count requests by verb and resource.
@@ -70,6 +71,7 @@ class ControlPlane:
             self.start_apiserver()
             self.write_kubeconfig(self.kubeconfig, self.credentials.admin)
             self.install_manifests(self.binaries.istio_crds.read_text(), str(self.binaries.istio_crds))
+            self.create_namespace(ISTIO_NAMESPACE)
             self.save_state()
         except BaseException:
             self.stop()
@@ -156,6 +158,12 @@ class ControlPlane:
             return response.status, json.loads(raw)
         except ValueError:
             return response.status, raw.decode(errors="replace")
+
+    def create_namespace(self, name: str) -> None:
+        status, reply = self.request("POST", "/api/v1/namespaces",
+                                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        if status not in (201, 409):
+            raise EnvironmentProblem(f"creating namespace {name} failed ({status}): {reply}")
 
     def write_kubeconfig(self, path: Path, user: pki.KeyPair, name: str = "admin") -> Path:
         """A kubeconfig for ``user`` (a client certificate from this control plane's CA)."""
