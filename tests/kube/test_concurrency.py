@@ -105,3 +105,28 @@ def test_api_server_killed_mid_apply_then_a_second_apply_converges(cluster: Clus
     vs = cluster.get("VirtualService", "reviews")
     names_in_vs = [r["name"] for r in vs["spec"]["http"]]
     assert len(names_in_vs) == len(set(names_in_vs)), "no duplicated route"
+
+
+def test_a_stale_applier_never_prunes_or_replaces_what_a_newer_list_wrote(cluster: Cluster) -> None:
+    """The fencing rule, made deterministic: an applier whose sandbox list predates sandbox B sees B's fork
+    and route in the live objects. Without fencing it would prune them; with it, every such write is skipped,
+    and its loop re-lists, sees B, and converges with B intact."""
+    from meshgen.kube import discovery, patching
+    from meshgen.kube.reconciling import Report
+
+    cluster.create_baseline()
+    a, b = f"{cluster.namespace}-a", f"{cluster.namespace}-b"
+    cluster.apply(sandbox(a))
+    stale = cluster.reconciler()
+    before_b = discovery.list_specs(stale.client)
+    cluster.apply(sandbox(b, "ratings-v1") + "---\n" + sandbox(f"{b}2"))
+    state = stale.observe().with_stored(before_b)
+    changes = stale.changes(state, discovery.specs_of(before_b), {})
+    assert {c.action.value for c in changes} == {"update", "delete"}, "B's objects look like orphans to it"
+    outcomes = {patching.write(stale.client, c, before_b.revision)[0] for c in changes}
+    assert outcomes == {patching.Outcome.FENCED}
+    assert cluster.exists("Deployment", f"ratings-v1-{b}")
+    report = stale.converge(state, Report())
+    assert report.fenced and report.rounds == 2 and report.changes == []
+    assert meshgen_routes(cluster) == [f"meshgen-{a}-0", f"meshgen-{b}2-0"]
+    assert cluster.exists("Deployment", f"ratings-v1-{b}") and cluster.pending() == []
