@@ -105,7 +105,7 @@ def row(result: dict[str, Any]) -> str:
         return " ".join(f"{v}:{counts.get(v, 0)}" for v in VERBS if counts.get(v))
 
     writes = sum(result["client"].get(v, 0) for v in ("create", "patch", "update", "delete"))
-    return (f"| {result["name"]:<23} | {result['wall']:6.2f} s | {writes:6} | {fmt(result['client']):<28} "
+    return (f"| {result['name']:<23} | {result['wall']:6.2f} s | {writes:6} | {fmt(result['client']):<28} "
             f"| {fmt(result['audit']):<28} |")
 
 
@@ -138,8 +138,10 @@ def main() -> None:
             plane.stop()
     print(f"\n{args.sandboxes} stored sandboxes over {args.hosts} hosts; requests by verb (client counter | "
           "kube-apiserver audit log)")
-    print("| scenario                |   wall   | writes | client                       | audit log                    |")
-    print("|-------------------------|----------|--------|------------------------------|------------------------------|")
+    print("| scenario                |   wall   | writes | client                       | audit log"
+          "                    |")
+    print("|-------------------------|----------|--------|------------------------------|----------"
+          "--------------------|")
     for result in results:
         print(row(result))
     for result in results:

@@ -144,7 +144,8 @@ def test_ttl_counts_from_creation_or_last_update() -> None:
     stored = discovery.StoredSpecs((
         stored_sandbox("created-1h", {"duration": "1h"}),
         stored_sandbox("created-4h", {"duration": "4h"}),
-        stored_sandbox("updated-1h", {"duration": "1h", "offsetFrom": "updatedAt"}, updated="2026-01-01T02:30:00Z"),
+        stored_sandbox("updated-1h", {"duration": "1h", "offsetFrom": "updatedAt"},
+                       updated="2026-01-01T02:30:00Z"),
         stored_sandbox("forever"),
     ), (), "10")
     assert [s["metadata"]["name"] for s in storing.expired(stored, at)] == ["created-1h"]
@@ -203,7 +204,7 @@ def test_the_rbac_covers_every_kind_meshgen_writes() -> None:
         assert (kind.group, kind.plural) in granted
 
 
-# -- binaries ------------------------------------------------------------------------------------------------------------
+# -- binaries ----------------------------------------------------------------------------------------------------
 
 def test_binaries_honour_meshgen_testenv_bin_then_kubebuilder_assets(tmp_path, monkeypatch) -> None:
     mine, envtest = tmp_path / "mine", tmp_path / "envtest"

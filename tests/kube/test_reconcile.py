@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -121,7 +122,8 @@ def test_diff_exit_codes_json_and_server_dry_run(cluster: Cluster) -> None:
 def test_server_dry_run_catches_what_only_the_api_server_validates(cluster: Cluster) -> None:
     cluster.create_baseline()
     name = f"{cluster.namespace}-s"
-    bad = sandbox(name).replace('value: "new"}]', 'value: "new"}]\n      patch: {type: merge, value: {spec: {replicas: -1}}}')
+    patch = '\n      patch: {type: merge, value: {spec: {replicas: -1}}}'
+    bad = sandbox(name).replace('value: "new"}]', 'value: "new"}]' + patch)
     path = cluster.spec_file(bad)
     assert cluster.meshgen("diff", "-f", str(path)).returncode == 1
     before = cluster.versions()
@@ -206,14 +208,15 @@ def test_a_foreign_edit_to_the_user_virtual_service_during_an_apply_survives(clu
 def test_get_and_gc(cluster: Cluster) -> None:
     cluster.create_baseline()
     keep, expire = f"{cluster.namespace}-k", f"{cluster.namespace}-x"
-    cluster.apply(sandbox(keep) + "---\n" + sandbox(expire, "ratings-v1").replace("spec:\n", "spec:\n  ttl: {duration: 1s}\n"))
+    short_lived = sandbox(expire, "ratings-v1").replace("spec:\n", "spec:\n  ttl: {duration: 1s}\n")
+    cluster.apply(sandbox(keep) + "---\n" + short_lived)
     listed = cluster.meshgen("get", "sandboxes")
     assert listed.returncode == 0
     assert listed.stdout.splitlines()[0].split() == ["NAME", "ROUTING", "KEY", "FORKS", "AGE", "EXPIRES"]
-    assert any(line.startswith(keep) and f"{cluster.namespace}/reviews-v1" in line for line in listed.stdout.splitlines())
+    rows = listed.stdout.splitlines()
+    assert any(line.startswith(keep) and f"{cluster.namespace}/reviews-v1" in line for line in rows)
     as_json = json.loads(cluster.meshgen("get", "sandbox", keep, "-o", "json").stdout)
     assert [o["metadata"]["name"] for o in as_json["items"]] == [keep]
-    import time
 
     time.sleep(1.5)
     gc = cluster.meshgen("gc")
