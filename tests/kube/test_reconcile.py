@@ -242,3 +242,22 @@ def test_the_printed_rbac_is_enough_and_needed(cluster: Cluster) -> None:
     stranger = cluster.plane.kubeconfig_for("stranger")
     denied = cluster.meshgen("apply", "-f", str(path), kubeconfig=str(stranger))
     assert denied.returncode == 2 and "forbidden" in denied.stderr.lower()
+
+
+def test_the_bundled_example_with_a_route_group_applies_and_deletes_cleanly(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    from tests.kube.conftest import ROOT
+
+    text = (ROOT / "examples" / "sandboxes.yaml").read_text().replace("bookinfo", "NS")
+    for name in ("pr-1234", "pr-1240", "checkout-flow"):
+        text = text.replace(f"name: {name}", f"name: {cluster.namespace}-{name}")
+    path = cluster.spec_file(text)
+    applied = cluster.meshgen("apply", "-f", str(path), "-n", cluster.namespace, "-n", "istio-system")
+    assert applied.returncode == 0, applied.stderr
+    assert f"routegroup.meshgen.dev/{cluster.namespace}-checkout-flow created" in applied.stdout
+    vs = cluster.get("VirtualService", "reviews")
+    assert [r["name"] for r in vs["spec"]["http"]] == [
+        f"meshgen-{cluster.namespace}-pr-1234-0", f"meshgen-rg-{cluster.namespace}-checkout-flow-0", "split"]
+    assert cluster.meshgen("apply", "-f", str(path)).stdout == "no changes\n"
+    gone = cluster.meshgen("delete", "--kind", "RouteGroup", f"{cluster.namespace}-checkout-flow")
+    assert gone.returncode == 0 and "(1 route removed)" in gone.stdout, gone.stderr
