@@ -65,13 +65,13 @@ def up_command(detach: bool, directory: Path | None) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    # Explicit handlers: a shell may start a background job with SIGINT ignored, and Ctrl-C must still stop it.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         while not stop.wait(1.0):
             if not (plane.apiserver and plane.apiserver.running()):
                 raise click.ClickException(f"kube-apiserver exited; see {plane.directory / 'kube-apiserver.log'}")
-    except KeyboardInterrupt:
-        pass
     finally:
         plane.stop()
         click.echo("stopped", err=True)
