@@ -3,7 +3,8 @@
 The contract (DESIGN.md, "Reconciler contract"):
 
 1. Bad input never half-applies: the full compile over (stored specs + the new ones) against the live baseline,
-   and the check that no generated name belongs to someone else, run before the first write.
+   and the check that no generated name belongs to someone else, run before the first write. If a spec stored
+   concurrently makes the set invalid after ours was stored, ours is taken back out before the error is raised.
 2. The new specs are stored first. Then the specs are listed again; the list's revision R is recorded on every
    object written (``meshgen.dev/computed-from``). A writer never replaces or deletes an object recorded with a
    newer R — and that includes pruning: an owned object whose sandbox is missing from my list is deleted only if
@@ -23,7 +24,7 @@ from meshgen import compiler
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import Baseline
 from meshgen.documents import JsonObject
-from meshgen.errors import ClusterError
+from meshgen.errors import ClusterError, InvalidInput
 from meshgen.kube import diffing, discovery, kinds, ordering, patching, storing
 from meshgen.kube.client import Client
 from meshgen.kube.diffing import Change
@@ -146,11 +147,30 @@ class Reconciler:
                 report.changes.append(change)
                 self.on_change(change)
             return report
-        for change in stored:
-            self._write(change, None, patching.keep_desired, report)
-        if stored:
+        if not stored:
+            return self.converge(state, report, first=changes)
+        written = [c for c in stored if self._write(c, None, patching.keep_desired, report) is patching.Outcome.WRITTEN]
+        try:
             return self.converge(state.with_stored(discovery.list_specs(self.client)), report)
-        return self.converge(state, report, first=changes)
+        except InvalidInput:
+            self._roll_back(written)
+            raise
+
+    def _roll_back(self, written: list[Change]) -> None:
+        """Undo the specs this command stored, when the stored set no longer compiles (someone stored a spec
+        that conflicts with ours meanwhile): left in place, it would fail every later apply on the cluster.
+        Only what still holds exactly what we wrote is undone."""
+        current = discovery.list_specs(self.client)
+        for change in written:
+            if change.ref.kind not in storing.STORED_KINDS or change.desired is None:
+                continue
+            live = current.find(change.ref.kind, change.ref.name)
+            if live is None or diffing.user_part(live) != diffing.user_part(change.desired):
+                continue
+            undo = (diffing.Change(diffing.Action.DELETE, change.ref, None, live) if change.live is None
+                    else diffing.change_for(change.live, live))
+            if undo is not None:
+                patching.write(self.client, undo, None)
 
     def converge(self, state: ClusterState | None, report: Report, first: list[Change] | None = None) -> Report:
         """Reconcile until a round ends with the same stored specs it started from. ``first``: the changes of

@@ -130,3 +130,31 @@ def test_a_stale_applier_never_prunes_or_replaces_what_a_newer_list_wrote(cluste
     assert report.fenced and report.rounds == 2 and report.changes == []
     assert meshgen_routes(cluster) == [f"meshgen-{a}-0", f"meshgen-{b}2-0"]
     assert cluster.exists("Deployment", f"ratings-v1-{b}") and cluster.pending() == []
+
+
+def test_a_concurrent_conflicting_spec_makes_apply_take_its_own_spec_back(cluster: Cluster) -> None:
+    """Both specs were valid alone; stored together they claim one routing key. The apply that finds this after
+    storing removes its own spec and exits with the error, so the cluster's stored set stays valid."""
+    import copy
+
+    from meshgen.errors import InvalidInput
+    from meshgen.kube.client import Client
+
+    cluster.create_baseline()
+    mine, theirs = f"{cluster.namespace}-mine", f"{cluster.namespace}-theirs"
+    admin = cluster.client()
+
+    class RacedBy(Client):
+        def create(self, body, dry_run=False):  # type: ignore[no-untyped-def]
+            created = super().create(body, dry_run)
+            if body["kind"] == "Sandbox":
+                other = copy.deepcopy(body)
+                other["metadata"] = {"name": theirs}
+                admin.create(other)
+            return created
+
+    with pytest.raises(InvalidInput, match="routing key"):
+        cluster.apply(sandbox(mine).replace(f"routingKey: {mine.replace('-', '')}", "routingKey: shared"),
+                      client=RacedBy(admin.api))
+    assert not cluster.exists("Sandbox", mine, "")
+    assert cluster.exists("Sandbox", theirs, "")
