@@ -15,9 +15,9 @@ from typing import Any
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import Baseline
 from meshgen.documents import Document, JsonObject
-from meshgen.errors import Location
+from meshgen.errors import ClusterError, Location
 from meshgen.kube import kinds
-from meshgen.kube.client import Client
+from meshgen.kube.client import Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_UPDATED_AT
 from meshgen.spec.loading import Specs, load_specs
@@ -76,8 +76,11 @@ class ClusterState:
 
 def list_specs(client: Client) -> StoredSpecs:
     """Two LISTs: sandboxes and route groups. The view is complete up to the older of the two revisions."""
-    sandboxes = client.list(kinds.SANDBOX)
-    groups = client.list(kinds.ROUTE_GROUP)
+    try:
+        sandboxes = client.list(kinds.SANDBOX)
+        groups = client.list(kinds.ROUTE_GROUP)
+    except NotFound as exc:
+        raise ClusterError(f"{exc}; meshgen's CRDs are not installed in this cluster: run `meshgen install`") from exc
     versions = [sandboxes.resource_version, groups.resource_version]
     numbers = [revision(v) for v in versions]
     if all(n is not None for n in numbers):
@@ -97,7 +100,13 @@ def observe(client: Client, namespaces: Sequence[str] = (), filter_namespace: st
         if namespaces and kind is kinds.ENVOY_FILTER:
             scopes = sorted({*namespaces, filter_namespace})
         for scope in scopes:
-            for item in client.list(kind, scope).items:
+            try:
+                listing = client.list(kind, scope)
+            except NotFound as exc:
+                if kind.group != "networking.istio.io":
+                    raise
+                raise ClusterError(f"{exc}; Istio's CRDs are not installed in this cluster") from exc
+            for item in listing.items:
                 live[Ref.of(item)] = item
     baseline = baseline_from_objects((o for r, o in sorted(live.items()) if r.api in _BASELINE_KINDS),
                                      CLUSTER_SOURCE)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from meshgen.documents import parse_documents
-from meshgen.kube import crds, kinds
+from meshgen.kube import crds, discovery, kinds
 from meshgen.kube.client import Client, NotFound
 from meshgen.kube.reconciling import NewSpecs, Reconciler, Report
 from meshgen.ownership import is_owned
@@ -122,8 +122,6 @@ class Cluster:
         """What an apply would still change: empty once the cluster has converged."""
         reconciler = self.reconciler()
         state = reconciler.observe()
-        from meshgen.kube import discovery
-
         return [c.summary for c in reconciler.changes(state, discovery.specs_of(state.stored), {})]
 
 
