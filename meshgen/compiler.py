@@ -18,6 +18,7 @@ from meshgen.baseline.loading import load_baseline
 from meshgen.baseline.model import Baseline
 from meshgen.documents import (
     DEFAULT_LIMITS,
+    Document,
     JsonObject,
     Limits,
     dump_json,
@@ -63,6 +64,13 @@ def batch() -> Iterator[None]:
 
 def read_specs(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> tuple[Specs, dict[str, str]]:
     """Read sandbox/route group files (and any MeshPolicy among them). An empty input is an error."""
+    specs, _, texts = read_spec_documents(paths, limits)
+    return specs, texts
+
+
+def read_spec_documents(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS,
+                        ) -> tuple[Specs, list[Document], dict[str, str]]:
+    """:func:`read_specs`, also returning the documents as written (the cluster stores them verbatim)."""
     sources = expand_paths(paths, "spec")
     if not sources:
         raise InvalidInput.one(Location(", ".join(paths) or "-f"), "no spec files found",
@@ -72,7 +80,7 @@ def read_specs(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> tuple[S
         raise InvalidInput.one(Location(", ".join(sources)), "the input holds no documents",
                                "add a Sandbox or RouteGroup (see: meshgen schema Sandbox)")
     try:
-        return load_specs(documents), texts
+        return load_specs(documents), documents, texts
     except InvalidInput as exc:
         raise locate_all(exc, texts) from None
 

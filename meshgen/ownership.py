@@ -17,6 +17,14 @@ ANNOTATION_SERVICE_OF = "meshgen.dev/service-of"
 # On every VirtualService meshgen writes: the names of the routes meshgen added, in order.
 ANNOTATION_ROUTES = "meshgen.dev/routes"
 ROUTE_PREFIX = "meshgen-"
+# Written by the reconciler on every object it writes: the resourceVersion of the sandbox list the object was
+# computed from (fencing: a writer never replaces or deletes an object computed from a newer list).
+ANNOTATION_COMPUTED_FROM = "meshgen.dev/computed-from"
+# On objects meshgen owns: a hash of what meshgen last wanted them to be (a no-op apply compares it, not the
+# server-defaulted body).
+ANNOTATION_DESIRED_HASH = "meshgen.dev/desired-hash"
+# On stored Sandbox/RouteGroup objects: when their spec last changed (for ttl.offsetFrom: updatedAt).
+ANNOTATION_UPDATED_AT = "meshgen.dev/updated-at"
 
 
 def owner_labels(sandbox: str) -> dict[str, str]:

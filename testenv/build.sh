@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build meshgen's real test servers from their published Go modules (via the Go module proxy).
 #
-#   testenv/build.sh etcd | kube-apiserver | istio | all
+#   testenv/build.sh etcd | kube-apiserver | istio | istio-crds | kube | all
 #
 # Binaries land in $MESHGEN_CACHE_DIR (default ~/.cache/meshgen):
 #   etcd-<v>/etcd   kube-apiserver-<v>/kube-apiserver   istio-<v>/{pilot-discovery,istioctl,crd-all.gen.yaml}
@@ -25,7 +25,7 @@ log() { echo "build.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  echo "usage: $0 etcd|kube-apiserver|istio|all" >&2
+  echo "usage: $0 etcd|kube-apiserver|istio|istio-crds|kube|all   (kube = etcd kube-apiserver istio-crds)" >&2
   exit 2
 }
 
@@ -154,17 +154,37 @@ build_istio() {
     go_build istio istio.io/istio/pilot/cmd/pilot-discovery "$dir/pilot-discovery" vtprotobuf,disable_pgv "$ld"
   [[ -s "$dir/istioctl" ]] ||
     go_build istio istio.io/istio/istioctl/cmd/istioctl "$dir/istioctl" vtprotobuf,disable_pgv "$ld"
-  # Istio CRDs, copied out of the module so tests need neither go nor the module cache.
-  if [[ ! -s "$dir/crd-all.gen.yaml" ]]; then
-    [[ -s "$src/manifests/charts/base/files/crd-all.gen.yaml" ]] ||
-      die "$src/manifests/charts/base/files/crd-all.gen.yaml not found"
-    local tmp
-    tmp="$(mktemp "$dir/.crd-all.gen.yaml.tmp.XXXXXX")"
-    TMPDIRS+=("$tmp")
-    cp "$src/manifests/charts/base/files/crd-all.gen.yaml" "$tmp"
-    chmod 0644 "$tmp"
-    mv -f "$tmp" "$dir/crd-all.gen.yaml"
-  fi
+  copy_istio_crds "$src" "$dir"
+}
+
+# Istio CRDs, copied out of the module so tests need neither go nor the module cache.
+copy_istio_crds() {
+  local src="$1" dir="$2" tmp
+  [[ -s "$dir/crd-all.gen.yaml" ]] && return 0
+  [[ -s "$src/manifests/charts/base/files/crd-all.gen.yaml" ]] ||
+    die "$src/manifests/charts/base/files/crd-all.gen.yaml not found"
+  tmp="$(mktemp "$dir/.crd-all.gen.yaml.tmp.XXXXXX")"
+  TMPDIRS+=("$tmp")
+  cp "$src/manifests/charts/base/files/crd-all.gen.yaml" "$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$dir/crd-all.gen.yaml"
+}
+
+# Only the Istio CRDs (what the reconciler tests need): `go mod download` of istio.io/istio, no build.
+build_istio_crds() {
+  local v dir src
+  v="$(modversion istio "$ISTIO_MODULE")"
+  dir="$CACHE_DIR/istio-$v"
+  OUT=("$dir/crd-all.gen.yaml")
+  all_exist "${OUT[@]}" && { log "istio CRDs $v: up to date"; return 0; }
+  need_go
+  mkdir -p "$dir"
+  lock_dir "$dir"
+  all_exist "${OUT[@]}" && return 0
+  log "downloading $ISTIO_MODULE@$v for its CRDs ..."
+  src="$(cd "$TESTENV_DIR/istio" && go mod download -json "$ISTIO_MODULE" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+  [[ -d "$src" ]] || die "could not locate $ISTIO_MODULE@$v in the module cache"
+  copy_istio_crds "$src" "$dir"
 }
 
 [[ $# -eq 1 ]] || usage
@@ -172,6 +192,8 @@ case "$1" in
   etcd) components=(etcd) ;;
   kube-apiserver) components=(kube_apiserver) ;;
   istio) components=(istio) ;;
+  istio-crds) components=(istio_crds) ;;
+  kube) components=(etcd kube_apiserver istio_crds) ;;
   all) components=(etcd kube_apiserver istio) ;;
   -h | --help) usage ;;
   *) log "unknown component '$1'"; usage ;;

@@ -53,9 +53,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from meshgen.cli import compiling, demo, golden, schema
+    from meshgen.cli import cluster, compiling, demo, golden, schema, testenv
 
-    for module in (compiling, demo, golden, schema):
+    for module in (compiling, demo, golden, schema, cluster, testenv):
         for command in module.COMMANDS:
             main.add_command(command)
 

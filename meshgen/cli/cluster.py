@@ -1,0 +1,283 @@
+"""Cluster commands: ``install``, ``apply``, ``diff``, ``delete``, ``get``, ``gc`` (kubectl conventions)."""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from meshgen import compiler
+from meshgen.cli import options
+from meshgen.documents import dump_json, dump_yaml
+from meshgen.errors import ExitCode
+from meshgen.kube import crds, diffing, discovery, storing
+from meshgen.kube.client import Client
+from meshgen.kube.diffing import Action, Change
+from meshgen.kube.reconciling import DryRun, NewSpecs, Reconciler, Report
+from meshgen.spec.loading import Specs
+from meshgen.spec.models import RouteGroup, Sandbox
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cluster_options(f: F) -> F:
+    """``--kubeconfig``, ``--context``, ``-n`` and ``--policy``: shared by every cluster command."""
+    f = click.option("-n", "--namespace", "namespaces", multiple=True, metavar="NS",
+                     help="Read the baseline and meshgen's objects in these namespaces only (repeatable; default: "
+                          "all namespaces).")(f)
+    f = click.option("--context", default=None, help="The kubeconfig context to use.")(f)
+    f = click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG",
+                     help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")(f)
+    return options.policy(f)
+
+
+def _reconciler(kubeconfig: str | None, context: str | None, namespaces: tuple[str, ...],
+                policy_path: str | None, specs: Specs | None = None, dry_run: DryRun = DryRun.NONE) -> Reconciler:
+    policy, _ = compiler.read_policy(policy_path, specs or Specs())
+    client = Client.from_kubeconfig(kubeconfig, context)
+    suffix = {DryRun.NONE: "", DryRun.CLIENT: " (dry run)", DryRun.SERVER: " (server dry run)"}[dry_run]
+    return Reconciler(client, policy, namespaces, on_change=lambda c: click.echo(c.summary + suffix))
+
+
+def _finish(report: Report) -> None:
+    for warning in report.warnings:
+        click.echo(warning.render(), err=True)
+    if not report.changes:
+        click.echo("no changes")
+
+
+@click.command("install")
+@click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG", help="Path to the kubeconfig file.")
+@click.option("--context", default=None, help="The kubeconfig context to use.")
+@click.option("--print-only", is_flag=True, help="Print the CRDs and RBAC instead of applying the CRDs.")
+def install_command(kubeconfig: str | None, context: str | None, print_only: bool) -> None:
+    """Install meshgen's CRDs (Sandbox, RouteGroup in meshgen.dev) and print the RBAC meshgen needs.
+
+    Progress goes to stderr; stdout is a ClusterRole and ClusterRoleBinding (for the group meshgen-appliers)
+    with exactly the permissions of apply/diff/delete/get/gc, ready for kubectl apply -f -.
+
+    \b
+    Examples:
+      meshgen install | kubectl apply -f -
+      meshgen install --print-only > meshgen-install.yaml
+    """
+    if print_only:
+        click.echo(dump_yaml([*crds.definitions(), *crds.rbac()]), nl=False)
+        return
+    for line in crds.install(Client.from_kubeconfig(kubeconfig, context)):
+        click.echo(line, err=True)
+    click.echo(dump_yaml(crds.rbac()), nl=False)
+
+
+def _read(filenames: tuple[str, ...]) -> NewSpecs:
+    specs, documents, texts = compiler.read_spec_documents(filenames)
+    return NewSpecs(specs, tuple(d.body for d in documents), texts)
+
+
+@click.command("apply")
+@options.spec_files()
+@cluster_options
+@click.option("--dry-run", type=click.Choice([d.value for d in DryRun]), default="none", show_default=True,
+              help="client: compute and print, write nothing; server: send every write with dryRun=All.")
+def apply_command(filenames: tuple[str, ...], kubeconfig: str | None, context: str | None,
+                  namespaces: tuple[str, ...], policy_path: str | None, dry_run: str) -> None:
+    """Store sandboxes/route groups in the cluster and reconcile every host they touch.
+
+    Everything is validated and compiled (over all stored sandboxes and the cluster's baseline) before the
+    first write; invalid input exits 2 with nothing written. Changes are written make-before-break as JSON
+    patches guarded by resourceVersion. One line is printed per changed object.
+
+    \b
+    Examples:
+      meshgen apply -f pr-1234.yaml
+      meshgen apply -f sandboxes/ --dry-run=server
+      meshgen apply -f pr-1234.yaml --context staging --policy policies/signadot-compat.yaml
+    """
+    new = _read(filenames)
+    mode = DryRun(dry_run)
+    report = _reconciler(kubeconfig, context, namespaces, policy_path, new.specs, mode).apply(new, mode)
+    _finish(report)
+
+
+@click.command("diff")
+@options.spec_files()
+@cluster_options
+@click.option("--server", is_flag=True, help="Also send each change as a server-side dry run, to catch schema "
+                                             "and admission errors.")
+@click.option("-o", "--output", type=click.Choice(["diff", "json"]), default="diff", show_default=True)
+def diff_command(filenames: tuple[str, ...], kubeconfig: str | None, context: str | None,
+                 namespaces: tuple[str, ...], policy_path: str | None, server: bool, output: str) -> None:
+    """Show what apply would change: a unified diff per object (coloured on a terminal), or JSON.
+
+    Exit code: 0 no changes, 1 changes, 2 error (like kubectl diff).
+
+    \b
+    Examples:
+      meshgen diff -f pr-1234.yaml
+      meshgen diff -f sandboxes/ --server -o json | jq '.[].name'
+    """
+    new = _read(filenames)
+    reconciler = _reconciler(kubeconfig, context, namespaces, policy_path, new.specs)
+    reconciler.on_change = lambda change: None
+    report = reconciler.apply(new, DryRun.SERVER if server else DryRun.CLIENT)
+    for warning in report.warnings:
+        click.echo(warning.render(), err=True)
+    if output == "json":
+        click.echo(json.dumps([describe(c) for c in report.changes], indent=2, sort_keys=True))
+    else:
+        colour = sys.stdout.isatty()
+        for change in report.changes:
+            click.echo(unified(change, colour), nl=False)
+    if report.changes:
+        raise SystemExit(int(ExitCode.CHANGES))
+
+
+def describe(change: Change) -> dict[str, Any]:
+    """A change for machines: action, object, and the JSON patch for an update."""
+    out: dict[str, Any] = {"action": change.action.value, "apiVersion": change.ref.api.api_version,
+                           "kind": change.ref.kind, "namespace": change.ref.namespace or None,
+                           "name": change.ref.name, "summary": change.summary}
+    if change.action is Action.UPDATE:
+        out["patch"] = change.operations()
+    elif change.action is Action.CREATE:
+        out["object"] = change.desired
+    return out
+
+
+def unified(change: Change, colour: bool) -> str:
+    """A unified diff of one object's YAML, live -> after the change."""
+    before_body = diffing.shown(change.live)
+    before = dump_yaml([before_body]) if before_body is not None else ""
+    after_body = diffing.shown(change.target())
+    after = dump_yaml([after_body]) if after_body is not None else ""
+    name = str(change.ref)
+    lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                 f"live/{name}", f"desired/{name}")
+    out = []
+    for raw in lines:
+        line = raw if raw.endswith("\n") else raw + "\n"
+        if colour and line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
+            line = click.style(line, fg="green" if line.startswith("+") else "red")
+        elif colour and line.startswith("@@"):
+            line = click.style(line, fg="cyan")
+        out.append(line)
+    return "".join(out)
+
+
+@click.command("delete")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--kind", type=click.Choice(["Sandbox", "RouteGroup"]), default="Sandbox", show_default=True)
+@cluster_options
+@click.option("--dry-run", type=click.Choice([d.value for d in DryRun]), default="none", show_default=True)
+def delete_command(names: tuple[str, ...], kind: str, kubeconfig: str | None, context: str | None,
+                   namespaces: tuple[str, ...], policy_path: str | None, dry_run: str) -> None:
+    """Delete sandboxes (or route groups) and remove everything meshgen made for them.
+
+    User VirtualServices get their own spec back exactly; forks are deleted after the routes to them.
+
+    \b
+    Examples:
+      meshgen delete pr-1234
+      meshgen delete --kind RouteGroup checkout-flow
+    """
+    mode = DryRun(dry_run)
+    _finish(_reconciler(kubeconfig, context, namespaces, policy_path, dry_run=mode).delete(kind, names, mode))
+
+
+@click.command("gc")
+@cluster_options
+@click.option("--dry-run", type=click.Choice([d.value for d in DryRun]), default="none", show_default=True)
+def gc_command(kubeconfig: str | None, context: str | None, namespaces: tuple[str, ...],
+               policy_path: str | None, dry_run: str) -> None:
+    """Delete sandboxes past their TTL, then reconcile (which also repairs an interrupted apply).
+
+    \b
+    Examples:
+      meshgen gc                      # e.g. from a CronJob every 10 minutes
+      meshgen gc --dry-run=client     # which sandboxes have expired
+    """
+    mode = DryRun(dry_run)
+    _finish(_reconciler(kubeconfig, context, namespaces, policy_path, dry_run=mode).gc(mode))
+
+
+@click.command("get")
+@click.argument("what", type=click.Choice(["sandboxes", "sandbox", "routegroups", "routegroup"]))
+@click.argument("names", nargs=-1)
+@click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG", help="Path to the kubeconfig file.")
+@click.option("--context", default=None, help="The kubeconfig context to use.")
+@click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
+def get_command(what: str, names: tuple[str, ...], kubeconfig: str | None, context: str | None, output: str) -> None:
+    """List stored sandboxes or route groups.
+
+    \b
+    Examples:
+      meshgen get sandboxes
+      meshgen get sandbox pr-1234 -o yaml
+    """
+    stored = discovery.list_specs(Client.from_kubeconfig(kubeconfig, context))
+    objects = list(stored.sandboxes if what.startswith("sandbox") else stored.route_groups)
+    if names:
+        objects = [o for o in objects if o["metadata"]["name"] in names]
+    objects.sort(key=lambda o: o["metadata"]["name"])
+    if output == "yaml":
+        click.echo(dump_yaml(objects), nl=False)
+    elif output == "json":
+        click.echo(dump_json(objects), nl=False)
+    else:
+        click.echo(table(objects, stored, storing.now_utc()), nl=False)
+
+
+def table(objects: list[dict[str, Any]], stored: discovery.StoredSpecs, now: datetime.datetime) -> str:
+    """kubectl-like columns: NAME, ROUTING KEY, FORKS, AGE, EXPIRES (sandboxes) / MATCHES (route groups)."""
+    if not objects:
+        return "No resources found.\n"
+    rows: list[tuple[str, ...]] = []
+    is_sandbox = objects[0]["kind"] == "Sandbox"
+    header = ("NAME", "ROUTING KEY", "FORKS", "AGE", "EXPIRES") if is_sandbox else \
+        ("NAME", "ROUTING KEY", "SANDBOXES", "AGE")
+    for body in objects:
+        meta = body["metadata"]
+        age = _age(now, storing.parse_timestamp(meta.get("creationTimestamp")))
+        try:
+            model: Sandbox | RouteGroup = (Sandbox if is_sandbox else RouteGroup).model_validate(
+                discovery.spec_body(body))
+        except ValueError:
+            rows.append((meta["name"], "<invalid>", "", age, "") if is_sandbox else (meta["name"], "<invalid>", "",
+                                                                                      age))
+            continue
+        if isinstance(model, Sandbox):
+            forks = ",".join(f"{f.fork_of.namespace}/{f.fork_of.name}" for f in model.spec.forks) or "<none>"
+            end = storing.expires_at(body)
+            expires = "<none>" if end is None else ("expired" if end <= now else f"in {_age(end, now)}")
+            rows.append((model.name, model.routing_key, forks, age, expires))
+        else:
+            members = sum(1 for s in stored.sandboxes
+                          if model.spec.match.matches(s["metadata"].get("labels") or {}))
+            rows.append((model.name, model.routing_key, str(members), age))
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
+                   for r in (header, *rows))
+
+
+def _age(now: datetime.datetime, then: datetime.datetime | None) -> str:
+    """kubectl's short durations: 45s, 12m, 3h4m, 2d5h."""
+    if then is None:
+        return "<unknown>"
+    seconds = max(0, int((now - then).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        hours, minutes = divmod(seconds // 60, 60)
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(seconds // 3600, 24)
+    return f"{days}d{hours}h" if hours else f"{days}d"
+
+
+COMMANDS = (install_command, apply_command, diff_command, delete_command, get_command, gc_command)

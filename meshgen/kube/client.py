@@ -1,0 +1,169 @@
+"""The only module that talks HTTP to a kube-apiserver: a thin layer over the ``kubernetes`` package's transport.
+
+It speaks raw JSON bodies (no generated models), maps failed responses to a short exception hierarchy under
+:class:`meshgen.errors.ClusterError` that always names the object, and counts requests by verb so benchmarks and
+tests can state how many reads and writes an operation made.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient
+from kubernetes.config.config_exception import ConfigException
+
+from meshgen.errors import ClusterError
+from meshgen.kube.kinds import Kind, Ref
+
+JSON_PATCH = "application/json-patch+json"
+TIMEOUT_SECONDS = 30
+
+
+class NotFound(ClusterError):
+    """404: the object (or its kind: a CRD not installed) does not exist."""
+
+
+class Conflict(ClusterError):
+    """409, or a failed ``test`` in a JSON patch: the object changed since it was read."""
+
+
+class AlreadyExists(Conflict):
+    """409 on create: an object with that name exists."""
+
+
+class Forbidden(ClusterError):
+    """401/403: the credentials may not do this (see ``meshgen install --print-rbac``)."""
+
+
+class Invalid(ClusterError):
+    """400/422: the API server rejected the object (schema, admission)."""
+
+
+class Unreachable(ClusterError):
+    """No answer (connection refused, timeout, 5xx)."""
+
+
+_BY_STATUS: Mapping[int, type[ClusterError]] = {
+    400: Invalid, 401: Forbidden, 403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid,
+}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A list response: its items and the collection's resourceVersion."""
+
+    items: tuple[dict[str, Any], ...]
+    resource_version: str
+
+
+class Client:
+    """Requests against one cluster, counted by verb (``list``, ``get``, ``create``, ``patch``, ``delete``)."""
+
+    def __init__(self, api: ApiClient, context: str | None = None) -> None:
+        self.api = api
+        self.context = context
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> Client:
+        """A client for ``context`` of the kubeconfig at ``path`` (default: $KUBECONFIG, then ~/.kube/config)."""
+        try:
+            api = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=path, context=context, persist_config=False)
+        except (ConfigException, OSError) as exc:
+            raise ClusterError(f"cannot load kubeconfig {path or '(default)'}: {exc}") from exc
+        return cls(api, context)
+
+    @property
+    def writes(self) -> int:
+        return sum(n for verb, n in self.counts.items() if verb in ("create", "patch", "update", "delete"))
+
+    @property
+    def reads(self) -> int:
+        return sum(n for verb, n in self.counts.items() if verb in ("get", "list"))
+
+    # -- verbs -----------------------------------------------------------------------------------------------
+
+    def list(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None) -> Listing:
+        """Every object of ``kind`` (cluster-wide unless ``namespace``), in pages of 500."""
+        items: list[dict[str, Any]] = []
+        query: dict[str, str] = {"limit": "500"}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        what = f"{kind.display} list"
+        while True:
+            reply = self._call("list", "GET", kind.path(namespace), what, query=query)
+            items.extend(reply.get("items") or [])
+            token = (reply.get("metadata") or {}).get("continue")
+            if not token:
+                break
+            query = {**query, "continue": token}
+        for item in items:  # list items omit these; restore them so items look like single GETs
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+        return Listing(tuple(items), str((reply.get("metadata") or {}).get("resourceVersion") or ""))
+
+    def get(self, ref: Ref) -> dict[str, Any]:
+        return self._call("get", "GET", ref.path(), str(ref))
+
+    def create(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        ref = Ref.of(body)
+        try:
+            return self._call("create", "POST", ref.api.path(ref.namespace or None), str(ref), body=body,
+                              query=_dry(dry_run))
+        except Conflict as exc:
+            raise AlreadyExists(str(exc)) from exc.__cause__
+
+    def patch(self, ref: Ref, operations: Sequence[Mapping[str, Any]], dry_run: bool = False) -> dict[str, Any]:
+        """A JSON patch (RFC 6902). A failed ``test`` comes back as 422; callers that guard with a ``test``
+        on resourceVersion tell it from a real validation error by re-reading (:func:`patching.update`)."""
+        return self._call("patch", "PATCH", ref.path(), str(ref), body=list(operations), content_type=JSON_PATCH,
+                          query=_dry(dry_run))
+
+    def replace_status(self, ref: Ref, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("update", "PUT", ref.path() + "/status", f"{ref} status", body=body)
+
+    def delete(self, ref: Ref, resource_version: str | None = None, dry_run: bool = False) -> None:
+        """Delete, only if the object still has ``resource_version`` (409 otherwise)."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if resource_version:
+            body["preconditions"] = {"resourceVersion": resource_version}
+        self._call("delete", "DELETE", ref.path(), str(ref), body=body, query=_dry(dry_run))
+
+    # -- transport -------------------------------------------------------------------------------------------
+
+    def _call(self, verb: str, method: str, path: str, what: str, body: Any = None,
+              query: Mapping[str, str] | None = None, content_type: str = "application/json") -> dict[str, Any]:
+        self.counts[verb] += 1
+        full = path + ("?" + urlencode(query) if query else "")
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        request = self.api.param_serialize(method=method, resource_path=full, header_params=headers, body=body,
+                                           auth_settings=["BearerToken"])
+        try:
+            response = self.api.call_api(*request, _request_timeout=TIMEOUT_SECONDS)
+            raw = response.read()  # type: ignore[no-untyped-call]
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise Unreachable(f"{what}: cannot reach the API server at {self.api.configuration.host}: "
+                              f"{type(exc).__name__}") from exc
+        status = response.status
+        try:
+            reply = json.loads(raw) if raw else {}
+        except ValueError:
+            reply = {"message": raw.decode(errors="replace")[:200]}
+        if 200 <= status < 300:
+            return reply if isinstance(reply, dict) else {}
+        message = reply.get("message") if isinstance(reply, dict) else None
+        error = _BY_STATUS.get(status, Unreachable if status >= 500 else ClusterError)
+        raise error(f"{what}: {message or 'HTTP ' + str(status)} ({status})")
+
+
+def _dry(dry_run: bool) -> dict[str, str] | None:
+    return {"dryRun": "All"} if dry_run else None
+

@@ -1,0 +1,175 @@
+"""meshgen's CustomResourceDefinitions (Sandbox, RouteGroup) and the RBAC its cluster commands need.
+
+The CRD schemas are derived from the pydantic models, so the API server and ``meshgen validate`` agree on the
+shape of a spec. They are made *structural* (what apiextensions/v1 requires): references inlined, ``Optional``
+as ``nullable``, no ``default`` (the server must store exactly what the user wrote), free-form values
+(``valueFrom``, ``patch.value``) as ``x-kubernetes-preserve-unknown-fields``. Checks pydantic runs in code
+(DNS names, durations, routing keys) stay in meshgen: every write is validated locally first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from meshgen.documents import JsonObject
+from meshgen.errors import ClusterError
+from meshgen.kube import diffing, kinds
+from meshgen.kube.client import Client, NotFound
+from meshgen.kube.kinds import Ref
+from meshgen.ownership import ANNOTATION_DESIRED_HASH
+from meshgen.spec.models import RouteGroupSpec, SandboxSpec
+
+_KEEP = ("description", "minLength", "maxLength", "minItems", "maxItems", "enum", "required", "minimum",
+         "maximum")
+PRESERVE = "x-kubernetes-preserve-unknown-fields"
+
+
+def structural(schema: JsonObject, defs: JsonObject) -> JsonObject:
+    """One pydantic JSON-schema node as a structural OpenAPI v3 schema node."""
+    if "$ref" in schema:
+        target = structural(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+        return {**target, **({"description": schema["description"]} if "description" in schema else {})}
+    if "anyOf" in schema:
+        options = [o for o in schema["anyOf"] if o.get("type") != "null"]
+        nullable = len(options) < len(schema["anyOf"])
+        # several shapes (a patch value: a mapping or a list of operations) -> free-form
+        chosen: JsonObject = structural(options[0], defs) if len(options) == 1 else {PRESERVE: True}
+        if nullable:
+            chosen["nullable"] = True
+        if "description" in schema:
+            chosen["description"] = schema["description"]
+        return chosen
+    out: JsonObject = {k: schema[k] for k in _KEEP if k in schema}
+    if "const" in schema:
+        out["enum"] = [schema["const"]]
+    kind = schema.get("type")
+    if kind is not None:
+        out["type"] = kind
+    if kind == "object":
+        properties = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if properties:
+            out["properties"] = {name: structural(p, defs) for name, p in properties.items()}
+        elif isinstance(extra, dict) and extra:
+            out["additionalProperties"] = structural(extra, defs)
+        else:
+            out[PRESERVE] = True
+    elif kind == "array":
+        out["items"] = structural(schema.get("items") or {}, defs) if schema.get("items") else {PRESERVE: True}
+    elif kind is None and "enum" not in out:
+        out[PRESERVE] = True
+    return out
+
+
+def spec_schema(model: type[BaseModel]) -> JsonObject:
+    """The structural schema of a spec model (its body, ``spec``)."""
+    schema = model.model_json_schema(by_alias=True)
+    return structural(schema, schema.get("$defs", {}))
+
+
+def definition(kind: kinds.Kind, model: type[BaseModel], columns: list[JsonObject], short: list[str]) -> JsonObject:
+    """A cluster-scoped CRD with a status subresource."""
+    root = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema(model),
+            "status": {"type": "object", PRESERVE: True},
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{kind.plural}.{kind.group}", "labels": {"app.kubernetes.io/part-of": "meshgen"}},
+        "spec": {
+            "group": kind.group,
+            "scope": "Cluster",
+            "names": {"kind": kind.kind, "plural": kind.plural, "singular": kind.kind.lower(),
+                      "listKind": f"{kind.kind}List", "shortNames": short, "categories": ["meshgen"]},
+            "versions": [{
+                "name": kind.version, "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": columns,
+                "schema": {"openAPIV3Schema": root},
+            }],
+        },
+    }
+
+
+def definitions() -> list[JsonObject]:
+    """Every CRD meshgen needs, sorted by name."""
+    age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    key = {"name": "Routing-Key", "type": "string", "jsonPath": ".spec.routingKey"}
+    return [
+        definition(kinds.ROUTE_GROUP, RouteGroupSpec, [key, age], ["rg"]),
+        definition(kinds.SANDBOX, SandboxSpec, [key, {"name": "TTL", "type": "string",
+                                                       "jsonPath": ".spec.ttl.duration"}, age], ["sbx"]),
+    ]
+
+
+_VERBS_OWNED = ["get", "list", "create", "patch", "delete"]
+
+
+def rbac(subject_group: str = "meshgen-appliers") -> list[JsonObject]:
+    """A ClusterRole with exactly what ``meshgen apply|diff|delete|get|gc`` use, and a binding to a group.
+    ``meshgen install`` additionally needs to create and patch CustomResourceDefinitions."""
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes", "routegroups"], "verbs": _VERBS_OWNED},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _VERBS_OWNED},
+        {"apiGroups": [""], "resources": ["services"], "verbs": _VERBS_OWNED},
+        {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices", "destinationrules", "envoyfilters"],
+         "verbs": _VERBS_OWNED},
+    ]
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "meshgen-applier"}, "rules": rules}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "meshgen-applier"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshgen-applier"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": subject_group}]}
+    return [role, binding]
+
+
+def install(client: Client, dry_run: bool = False, timeout: float = 60.0) -> list[str]:
+    """Create or update meshgen's CRDs and wait until the API serves them; one summary line per CRD."""
+    lines = []
+    for crd in definitions():
+        crd["metadata"]["annotations"] = {ANNOTATION_DESIRED_HASH: diffing.desired_hash(crd)}
+        ref = Ref.of(crd)
+        try:
+            live = client.get(ref)
+        except NotFound:
+            client.create(crd, dry_run=dry_run)
+            lines.append(f"{ref} created")
+            continue
+        if diffing.annotation(live, ANNOTATION_DESIRED_HASH) == crd["metadata"]["annotations"][ANNOTATION_DESIRED_HASH]:
+            lines.append(f"{ref} unchanged")
+            continue
+        ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]},
+               {"op": "replace", "path": "/spec", "value": crd["spec"]},
+               {"op": "add", "path": "/metadata/annotations", "value": crd["metadata"]["annotations"]}]
+        client.patch(ref, ops, dry_run=dry_run)
+        lines.append(f"{ref} configured")
+    if not dry_run:
+        wait_established(client, [c["metadata"]["name"] for c in definitions()], timeout)
+    return lines
+
+
+def wait_established(client: Client, names: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while True:
+        for item in client.list(kinds.CRD).items:
+            conditions = (item.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                pending.discard(item["metadata"]["name"])
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"CRDs not established after {timeout:.0f}s: {', '.join(sorted(pending))}")
+        time.sleep(0.2)

@@ -1,0 +1,258 @@
+"""Desired objects vs live objects -> changes (create, update, delete, noop).
+
+What counts as "unchanged" decides whether a no-op apply makes zero writes:
+
+- an object meshgen owns is unchanged when the hash of what meshgen wants (``meshgen.dev/desired-hash``, written
+  with it) matches; the server's defaults (``imagePullPolicy``, ``clusterIP``...) never show up as changes, and a
+  field meshgen stops setting is still noticed (the hash moves).
+- a user's VirtualService is unchanged when its spec equals the one meshgen computed from it and meshgen's
+  annotation lists the same routes.
+
+The fencing annotation (``meshgen.dev/computed-from``) never counts: writing it alone would be a useless write.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+
+from meshgen.documents import JsonObject
+from meshgen.errors import ClusterError
+from meshgen.kube import kinds
+from meshgen.kube.discovery import revision
+from meshgen.kube.kinds import Ref
+from meshgen.ownership import (
+    ANNOTATION_COMPUTED_FROM,
+    ANNOTATION_DESIRED_HASH,
+    ANNOTATION_ROUTES,
+    is_owned,
+    meshgen_route_names,
+    without_meshgen_routes,
+)
+
+MESHGEN_ANNOTATION_PREFIX = "meshgen.dev/"
+# Stored specs: meshgen writes them whole (labels, annotations, spec), like objects it owns.
+SPEC_KINDS = ("Sandbox", "RouteGroup")
+# Metadata only the server sets; dropped before showing an object.
+SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class ForeignObject(ClusterError):
+    """An object with a name meshgen generates exists and meshgen does not own it: never overwritten."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write the reconciler wants: ``desired`` is the object after it (None for a delete)."""
+
+    action: Action
+    ref: Ref
+    desired: JsonObject | None
+    live: JsonObject | None
+
+    @property
+    def summary(self) -> str:
+        """kubectl-style: ``deployment.apps/x -n ns created``, ``virtualservice... configured (1 route added)``."""
+        verb = {Action.CREATE: "created", Action.UPDATE: "configured", Action.DELETE: "deleted"}[self.action]
+        detail = route_delta(self.live, self.desired) if self.ref.kind == "VirtualService" else ""
+        return f"{self.ref} {verb}{detail}"
+
+    def target(self) -> JsonObject | None:
+        """The whole object as it should be after the write, live server metadata kept (for an update)."""
+        if self.action is not Action.UPDATE:
+            return self.desired
+        assert self.live is not None and self.desired is not None
+        return updated(self.live, self.desired)
+
+    def operations(self) -> list[dict[str, Any]]:
+        """The JSON patch for an update, guarded by a test on the live resourceVersion."""
+        assert self.live is not None
+        target = self.target()
+        assert target is not None
+        ops = jsonpatch.make_patch(without_status(self.live), without_status(target)).patch
+        guard = {"op": "test", "path": "/metadata/resourceVersion",
+                 "value": self.live["metadata"]["resourceVersion"]}
+        return [guard, *ops]
+
+
+def route_delta(live: Mapping[str, Any] | None, desired: Mapping[str, Any] | None) -> str:
+    before = meshgen_route_names(live or {})
+    after = meshgen_route_names(desired or {})
+    parts = []
+    if after - before:
+        parts.append(f"{len(after - before)} route{'s' * (len(after - before) != 1)} added")
+    if before - after:
+        parts.append(f"{len(before - after)} route{'s' * (len(before - after) != 1)} removed")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def without_status(body: Mapping[str, Any]) -> JsonObject:
+    out = {k: v for k, v in body.items() if k != "status"}
+    meta = dict(out.get("metadata") or {})
+    meta.pop("managedFields", None)
+    out["metadata"] = meta
+    return out
+
+
+def annotation(body: Mapping[str, Any] | None, key: str) -> str | None:
+    value = (((body or {}).get("metadata") or {}).get("annotations") or {}).get(key)
+    return str(value) if value is not None else None
+
+
+def computed_from(body: Mapping[str, Any] | None) -> int:
+    """The list revision a live object was computed from; 0 if unknown (an object from before fencing)."""
+    return revision(annotation(body, ANNOTATION_COMPUTED_FROM) or "") or 0
+
+
+def is_newer(live: Mapping[str, Any] | None, my_revision: int | None) -> bool:
+    """Whether ``live`` was computed from a newer list than mine: then I must not replace or delete it."""
+    return my_revision is not None and computed_from(live) > my_revision
+
+
+def desired_hash(body: Mapping[str, Any]) -> str:
+    """A stable hash of an object as meshgen renders it (without its own bookkeeping annotations)."""
+    meta = dict(body.get("metadata") or {})
+    meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items()
+                           if k not in (ANNOTATION_COMPUTED_FROM, ANNOTATION_DESIRED_HASH)}
+    text = json.dumps({**body, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def decorate(body: JsonObject, list_revision: str) -> JsonObject:
+    """A rendered object with meshgen's bookkeeping annotations (a copy: rendered objects are read-only)."""
+    meta = dict(body["metadata"])
+    annotations = dict(meta.get("annotations") or {})
+    if is_owned(body):
+        annotations[ANNOTATION_DESIRED_HASH] = desired_hash(body)
+    annotations[ANNOTATION_COMPUTED_FROM] = list_revision
+    meta["annotations"] = annotations
+    return {**body, "metadata": meta}
+
+
+def meshgen_annotations(body: Mapping[str, Any]) -> dict[str, str]:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return {k: v for k, v in annotations.items()
+            if k.startswith(MESHGEN_ANNOTATION_PREFIX) and k != ANNOTATION_COMPUTED_FROM}
+
+
+def written_whole(desired: Mapping[str, Any]) -> bool:
+    """Whether meshgen writes all of this object (its labels, annotations and body), not just its routes."""
+    return is_owned(desired) or desired.get("kind") in SPEC_KINDS
+
+
+def user_part(body: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """What a user wrote in a stored spec: labels, annotations (not meshgen's), spec."""
+    meta = body.get("metadata") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if not k.startswith(MESHGEN_ANNOTATION_PREFIX)}
+    return meta.get("labels") or {}, annotations, body.get("spec")
+
+
+def unchanged(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    if desired.get("kind") in SPEC_KINDS:
+        return user_part(desired) == user_part(live)
+    if is_owned(desired):
+        return annotation(live, ANNOTATION_DESIRED_HASH) == annotation(desired, ANNOTATION_DESIRED_HASH)
+    return live.get("spec") == desired.get("spec") and meshgen_annotations(live) == meshgen_annotations(desired)
+
+
+def updated(live: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
+    """``live`` changed into ``desired``, keeping the server's metadata.
+
+    Objects meshgen owns take desired's labels, annotations and body wholesale (the server re-applies its
+    defaults). A user's VirtualService keeps its own labels and annotations; only meshgen's annotations and the
+    spec (where only meshgen's routes differ) are taken from ``desired``."""
+    meta = dict(live["metadata"])
+    desired_meta = desired.get("metadata") or {}
+    if written_whole(desired):
+        out = {k: v for k, v in desired.items() if k != "metadata"}
+        if "status" in live:
+            out["status"] = live["status"]
+        for key in ("labels", "annotations"):
+            if desired_meta.get(key):
+                meta[key] = dict(desired_meta[key])
+            else:
+                meta.pop(key, None)
+    else:
+        out = {k: v for k, v in live.items() if k != "metadata"}
+        out["spec"] = desired["spec"]
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                       if not k.startswith(MESHGEN_ANNOTATION_PREFIX)}
+        annotations.update({k: v for k, v in (desired_meta.get("annotations") or {}).items()
+                            if k.startswith(MESHGEN_ANNOTATION_PREFIX)})
+        if annotations:
+            meta["annotations"] = annotations
+        else:
+            meta.pop("annotations", None)
+    out["metadata"] = meta
+    return out
+
+
+def restored(live: Mapping[str, Any]) -> JsonObject:
+    """A user's VirtualService with every meshgen route and annotation removed: exactly the user's spec."""
+    body = without_meshgen_routes(live)
+    meta = dict(body["metadata"])
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if not k.startswith(MESHGEN_ANNOTATION_PREFIX)}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    return {**body, "metadata": meta}
+
+
+def change_for(desired: JsonObject | None, live: JsonObject | None) -> Change | None:
+    """The change that turns ``live`` into ``desired`` (``None`` desired: remove what meshgen put there), or
+    ``None`` when there is nothing to do. Raises :class:`ForeignObject` rather than touch what is not ours."""
+    if desired is None:
+        if live is None:
+            return None
+        if is_owned(live):
+            return Change(Action.DELETE, Ref.of(live), None, live)
+        if live.get("kind") == "VirtualService" and annotation(live, ANNOTATION_ROUTES) is not None:
+            return Change(Action.UPDATE, Ref.of(live), restored(live), live)
+        return None
+    ref = Ref.of(desired)
+    if live is None:
+        return Change(Action.CREATE, ref, desired, None)
+    if is_owned(desired) and not is_owned(live):
+        raise ForeignObject(f"{ref} exists and is not managed by meshgen (no app.kubernetes.io/managed-by: meshgen "
+                            "label); meshgen never overwrites it. Rename or remove that object, or rename the "
+                            "sandbox.")
+    if unchanged(desired, live):
+        return None
+    return Change(Action.UPDATE, ref, desired, live)
+
+
+def changes(desired: Iterable[JsonObject], live: Mapping[Ref, JsonObject]) -> list[Change]:
+    """Every change from ``live`` to ``desired``: creates and updates for desired objects, deletes for owned
+    objects no longer desired, restores for user VirtualServices meshgen no longer edits."""
+    wanted = {Ref.of(o): o for o in desired}
+    out = [c for ref, body in wanted.items() if (c := change_for(body, live.get(ref))) is not None]
+    for ref, body in live.items():
+        if ref not in wanted and ref.api in kinds.RENDERED:
+            change = change_for(None, body)
+            if change is not None:
+                out.append(change)
+    return out
+
+
+def shown(body: Mapping[str, Any] | None) -> JsonObject | None:
+    """An object as ``diff`` shows it: no status, no server-only metadata."""
+    if body is None:
+        return None
+    out = {k: v for k, v in body.items() if k != "status"}
+    out["metadata"] = {k: v for k, v in (body.get("metadata") or {}).items() if k not in SERVER_METADATA}
+    return out

@@ -1,0 +1,263 @@
+"""The reconciler against a real kube-apiserver: apply, no-op, diff, delete/restore, ownership, bad input, RBAC."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from meshgen.kube import kinds
+from meshgen.kube.client import Client
+from tests.kube.conftest import Cluster
+
+pytestmark = pytest.mark.kube
+
+SANDBOX = """\
+apiVersion: meshgen.dev/v1alpha1
+kind: Sandbox
+metadata: {name: NAME, labels: {team: checkout}}
+spec:
+  routingKey: KEY
+  forks:
+  - forkOf: {namespace: NS, name: reviews-v1}
+    customizations:
+      env: [{name: RANKING, value: "new"}]
+"""
+
+
+def sandbox(name: str, workload: str = "reviews-v1") -> str:
+    return SANDBOX.replace("NAME", name).replace("KEY", name.replace("-", "")).replace("reviews-v1", workload)
+
+
+def route_names(vs: dict) -> list[str]:
+    return [r.get("name", "") for r in vs["spec"]["http"]]
+
+
+def test_apply_creates_forks_and_routes_then_a_second_apply_writes_nothing(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-a"
+    first = cluster.apply(sandbox(name))
+    summaries = [c.summary for c in first.changes]
+    assert summaries[0] == f"sandbox.meshgen.dev/{name} created"
+    assert f"deployment.apps/reviews-v1-{name} -n {cluster.namespace} created" in summaries
+    assert f"virtualservice.networking.istio.io/reviews -n {cluster.namespace} configured (1 route added)" in summaries
+    vs = cluster.get("VirtualService", "reviews")
+    assert route_names(vs) == [f"meshgen-{name}-0", "split"]
+    assert vs["metadata"]["annotations"]["meshgen.dev/routes"] == f"meshgen-{name}-0"
+
+    client = cluster.client()
+    again = cluster.apply(sandbox(name), client=client)
+    assert again.changes == []
+    assert client.writes == 0, client.counts
+    assert set(client.counts) == {"list"}, "steady state reads only with LIST calls"
+    assert cluster.pending() == []
+
+
+def test_make_before_break_order(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-o"
+    created = [c.ref.kind for c in cluster.apply(sandbox(name)).changes]
+    assert created.index("Deployment") < created.index("Service") < created.index("VirtualService")
+    assert created.index("EnvoyFilter") < created.index("VirtualService")
+    removed = [c.ref.kind for c in cluster.reconciler().delete("Sandbox", [name]).changes]
+    assert removed[0] == "Sandbox"
+    assert removed.index("VirtualService") < removed.index("Service") < removed.index("Deployment")
+    assert removed.index("VirtualService") < removed.index("EnvoyFilter")
+
+
+def test_removing_the_last_sandbox_restores_the_user_virtual_service_exactly(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    original = cluster.get("VirtualService", "reviews")
+    names = [f"{cluster.namespace}-r{i}" for i in range(2)]
+    for name in names:
+        cluster.apply(sandbox(name))
+    edited = cluster.get("VirtualService", "reviews")
+    assert route_names(edited) == [f"meshgen-{n}-0" for n in names] + ["split"]
+    result = cluster.meshgen("delete", *names)
+    assert result.returncode == 0, result.stderr
+    restored = cluster.get("VirtualService", "reviews")
+    assert json.dumps(restored["spec"], sort_keys=False) == json.dumps(original["spec"], sort_keys=False)
+    assert restored["metadata"].get("annotations") == original["metadata"].get("annotations")
+    assert restored["metadata"].get("labels") == original["metadata"].get("labels")
+    assert not cluster.exists("Deployment", f"reviews-v1-{names[0]}")
+
+
+def test_a_changed_sandbox_updates_only_its_own_objects(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    a, b = f"{cluster.namespace}-c1", f"{cluster.namespace}-c2"
+    cluster.apply(sandbox(a) + "---\n" + sandbox(b, "ratings-v1"))
+    client = cluster.client()
+    report = cluster.apply(sandbox(a).replace('value: "new"', 'value: "newer"'), client=client)
+    assert sorted(c.summary for c in report.changes) == sorted([
+        f"sandbox.meshgen.dev/{a} configured",
+        f"deployment.apps/reviews-v1-{a} -n {cluster.namespace} configured",
+    ])
+    assert client.counts["patch"] == 2 and client.counts["create"] == 0 and client.counts["get"] == 0
+    env = cluster.get("Deployment", f"reviews-v1-{a}")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "RANKING", "value": "newer"} in env
+
+
+def test_diff_exit_codes_json_and_server_dry_run(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-d"
+    path = cluster.spec_file(sandbox(name))
+    before = cluster.versions()
+    shown = cluster.meshgen("diff", "-f", str(path))
+    assert shown.returncode == 1, shown.stderr
+    assert f"+++ desired/deployment.apps/reviews-v1-{name} -n {cluster.namespace}" in shown.stdout
+    assert "\x1b[" not in shown.stdout, "no colour when stdout is not a terminal"
+    machine = cluster.meshgen("diff", "-f", str(path), "-o", "json", "--server")
+    assert machine.returncode == 1, machine.stderr
+    actions = {(c["kind"], c["action"]) for c in json.loads(machine.stdout)}
+    assert ("Sandbox", "create") in actions and ("VirtualService", "update") in actions
+    dry = cluster.meshgen("apply", "-f", str(path), "--dry-run=server")
+    assert dry.returncode == 0 and "(server dry run)" in dry.stdout, dry.stderr
+    assert cluster.versions() == before, "diff and dry runs write nothing"
+    assert cluster.meshgen("apply", "-f", str(path)).returncode == 0
+    same = cluster.meshgen("diff", "-f", str(path))
+    assert (same.returncode, same.stdout) == (0, "")
+
+
+def test_server_dry_run_catches_what_only_the_api_server_validates(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-s"
+    patch = '\n      patch: {type: merge, value: {spec: {replicas: -1}}}'
+    bad = sandbox(name).replace('value: "new"}]', 'value: "new"}]' + patch)
+    path = cluster.spec_file(bad)
+    assert cluster.meshgen("diff", "-f", str(path)).returncode == 1
+    before = cluster.versions()
+    checked = cluster.meshgen("diff", "--server", "-f", str(path))
+    assert checked.returncode == 2
+    assert f"deployment.apps/reviews-v1-{name}" in checked.stderr and "replicas" in checked.stderr
+    assert cluster.versions() == before
+
+
+def test_invalid_spec_writes_nothing_and_names_file_and_line(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    cluster.apply(sandbox(f"{cluster.namespace}-ok"))
+    bad = sandbox(f"{cluster.namespace}-bad").replace("name: reviews-v1}", "name: reveiws-v1}")
+    path = cluster.spec_file(sandbox(f"{cluster.namespace}-good") + "---\n" + bad)
+    before = cluster.versions()
+    result = cluster.meshgen("apply", "-f", str(path))
+    assert result.returncode == 2
+    assert f"{path}:17: spec.forks[0].forkOf" in result.stderr and "did you mean reviews-v1" in result.stderr
+    assert cluster.versions() == before
+
+
+def test_generated_name_owned_by_someone_else_is_an_error_never_overwritten(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-f"
+    theirs = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+              "metadata": {"name": f"reviews-{name}", "namespace": cluster.namespace},
+              "spec": {"host": "someone-else"}}
+    cluster.client().create(theirs)
+    before = cluster.versions()
+    result = cluster.meshgen("apply", "-f", str(cluster.spec_file(sandbox(name))))
+    assert result.returncode == 2
+    assert "is not managed by meshgen" in result.stderr and f"reviews-{name}" in result.stderr
+    assert cluster.versions() == before
+    assert cluster.get("DestinationRule", f"reviews-{name}")["spec"] == {"host": "someone-else"}
+
+
+def test_prune_never_deletes_an_object_without_the_meshgen_label(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-p"
+    cluster.apply(sandbox(name))
+    # Someone strips meshgen's label from the fork Service: it is theirs now, and must survive the delete.
+    service = cluster.get("Service", f"reviews-{name}")
+    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": service["metadata"]["resourceVersion"]},
+           {"op": "remove", "path": "/metadata/labels/app.kubernetes.io~1managed-by"}]
+    cluster.client().patch(kinds.Ref("Service", cluster.namespace, f"reviews-{name}"), ops)
+    cluster.reconciler().delete("Sandbox", [name])
+    assert cluster.exists("Service", f"reviews-{name}")
+    assert not cluster.exists("Deployment", f"reviews-v1-{name}")
+
+
+def test_a_foreign_edit_to_the_user_virtual_service_during_an_apply_survives(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    ref = kinds.Ref("VirtualService", cluster.namespace, "reviews")
+    admin = cluster.client()
+
+    class EditsFirst(Client):
+        """Someone changes the user's timeout between meshgen's read and its write."""
+
+        edited = False
+
+        def patch(self, target, operations, dry_run=False):  # type: ignore[no-untyped-def]
+            if target == ref and not self.edited:
+                self.edited = True
+                live = admin.get(ref)
+                admin.patch(ref, [{"op": "test", "path": "/metadata/resourceVersion",
+                                   "value": live["metadata"]["resourceVersion"]},
+                                  {"op": "add", "path": "/spec/http/0/timeout", "value": "7s"}])
+            return super().patch(target, operations, dry_run)
+
+    client = EditsFirst(admin.api)
+    name = f"{cluster.namespace}-e"
+    cluster.apply(sandbox(name), client=client)
+    assert client.edited and client.counts["get"] >= 1, "the guarded patch conflicted and was recomputed"
+    vs = cluster.get("VirtualService", "reviews")
+    assert route_names(vs) == [f"meshgen-{name}-0", "split"]
+    assert vs["spec"]["http"][1]["timeout"] == "7s", "the user's edit survived"
+    assert vs["spec"]["http"][0]["timeout"] == "7s", "the sandbox route copies the baseline route as it is now"
+    cluster.reconciler().delete("Sandbox", [name])
+    assert cluster.get("VirtualService", "reviews")["spec"]["http"][0]["timeout"] == "7s"
+
+
+def test_get_and_gc(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    keep, expire = f"{cluster.namespace}-k", f"{cluster.namespace}-x"
+    short_lived = sandbox(expire, "ratings-v1").replace("spec:\n", "spec:\n  ttl: {duration: 1s}\n")
+    cluster.apply(sandbox(keep) + "---\n" + short_lived)
+    listed = cluster.meshgen("get", "sandboxes")
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines()[0].split() == ["NAME", "ROUTING", "KEY", "FORKS", "AGE", "EXPIRES"]
+    rows = listed.stdout.splitlines()
+    assert any(line.startswith(keep) and f"{cluster.namespace}/reviews-v1" in line for line in rows)
+    as_json = json.loads(cluster.meshgen("get", "sandbox", keep, "-o", "json").stdout)
+    assert [o["metadata"]["name"] for o in as_json["items"]] == [keep]
+
+    time.sleep(1.5)
+    gc = cluster.meshgen("gc")
+    assert gc.returncode == 0, gc.stderr
+    assert f"sandbox.meshgen.dev/{expire} deleted" in gc.stdout
+    assert not cluster.exists("Deployment", f"ratings-v1-{expire}")
+    assert cluster.exists("Deployment", f"reviews-v1-{keep}")
+
+
+def test_the_printed_rbac_is_enough_and_needed(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    rbac = cluster.meshgen("install")
+    assert rbac.returncode == 0, rbac.stderr
+    from meshgen.documents import parse_documents
+
+    for doc in parse_documents(rbac.stdout, "rbac"):
+        kind = "clusterroles" if doc.body["kind"] == "ClusterRole" else "clusterrolebindings"
+        status, reply = cluster.plane.request("POST", f"/apis/rbac.authorization.k8s.io/v1/{kind}", doc.body)
+        assert status in (201, 409), reply
+    path = cluster.spec_file(sandbox(f"{cluster.namespace}-rbac"))
+    allowed = cluster.plane.kubeconfig_for("ci-bot", "meshgen-appliers")
+    assert cluster.meshgen("apply", "-f", str(path), kubeconfig=str(allowed)).returncode == 0
+    stranger = cluster.plane.kubeconfig_for("stranger")
+    denied = cluster.meshgen("apply", "-f", str(path), kubeconfig=str(stranger))
+    assert denied.returncode == 2 and "forbidden" in denied.stderr.lower()
+
+
+def test_the_bundled_example_with_a_route_group_applies_and_deletes_cleanly(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    from tests.kube.conftest import ROOT
+
+    text = (ROOT / "examples" / "sandboxes.yaml").read_text().replace("bookinfo", "NS")
+    for name in ("pr-1234", "pr-1240", "checkout-flow"):
+        text = text.replace(f"name: {name}", f"name: {cluster.namespace}-{name}")
+    path = cluster.spec_file(text)
+    applied = cluster.meshgen("apply", "-f", str(path), "-n", cluster.namespace, "-n", "istio-system")
+    assert applied.returncode == 0, applied.stderr
+    assert f"routegroup.meshgen.dev/{cluster.namespace}-checkout-flow created" in applied.stdout
+    vs = cluster.get("VirtualService", "reviews")
+    assert [r["name"] for r in vs["spec"]["http"]] == [
+        f"meshgen-{cluster.namespace}-pr-1234-0", f"meshgen-rg-{cluster.namespace}-checkout-flow-0", "split"]
+    assert cluster.meshgen("apply", "-f", str(path)).stdout == "no changes\n"
+    gone = cluster.meshgen("delete", "--kind", "RouteGroup", f"{cluster.namespace}-checkout-flow")
+    assert gone.returncode == 0 and "(1 route removed)" in gone.stdout, gone.stderr

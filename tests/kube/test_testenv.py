@@ -1,0 +1,44 @@
+"""``meshgen testenv up --detach`` / ``down`` as a user runs them: eval-able output, a working cluster, no leftovers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshgen.testenv import controlplane, daemons
+from tests.kube.conftest import _binaries
+
+pytestmark = pytest.mark.kube
+
+
+def meshgen(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshgen", *args], capture_output=True, text=True, timeout=180,
+                          check=False, env={**os.environ, **(env or {})})
+
+
+def test_up_detach_prints_an_export_line_and_down_stops_everything(tmp_path: Path) -> None:
+    _binaries()
+    directory = tmp_path / "env"
+    up = meshgen("testenv", "up", "--detach", "--dir", str(directory))
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout == f"export KUBECONFIG={directory / 'kubeconfig'}\n"
+        assert "meshgen testenv down" in up.stderr
+        state = controlplane.read_state(directory)
+        assert state is not None
+        pids = {name: int(pid) for name, pid in state["pids"].items()}
+        assert all(daemons.alive(pid, name) for name, pid in pids.items())
+        env = {"KUBECONFIG": str(directory / "kubeconfig")}
+        listed = meshgen("get", "sandboxes", env=env)
+        assert (listed.returncode, listed.stdout) == (0, "No resources found.\n"), listed.stderr
+        again = meshgen("testenv", "up", "--detach", "--dir", str(directory))
+        assert again.stdout == up.stdout, "up on a running environment just prints the export line again"
+    finally:
+        down = meshgen("testenv", "down", "--dir", str(directory))
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not any(daemons.alive(pid, name) for name, pid in pids.items())
+    assert controlplane.read_state(directory) is None
