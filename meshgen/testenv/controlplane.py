@@ -20,12 +20,13 @@ from typing import Any
 
 from meshgen.documents import parse_documents
 from meshgen.errors import EnvironmentProblem
-from meshgen.testenv import daemons, pki
+from meshgen.testenv import pki, processes
 from meshgen.testenv.binaries import Binaries
 
 STATE_FILE = "state.json"
 ISTIO_NAMESPACE = "istio-system"  # as an Istio install would leave it: where meshgen's EnvoyFilter goes
 CONTEXT = "meshgen-testenv"
+STOP_GRACE_SECONDS = 10.0
 READY_TIMEOUT = 90.0
 # Everything at Metadata level: one line per request, enough to count requests by verb and resource.
 AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
@@ -39,11 +40,11 @@ class ControlPlane:
     directory: Path
     binaries: Binaries
     detached: bool = False
-    etcd_port: int = field(default_factory=daemons.free_port)
-    peer_port: int = field(default_factory=daemons.free_port)
-    port: int = field(default_factory=daemons.free_port)
-    etcd: daemons.Daemon | None = field(default=None, repr=False)
-    apiserver: daemons.Daemon | None = field(default=None, repr=False)
+    etcd_port: int = field(default_factory=processes.free_port)
+    peer_port: int = field(default_factory=processes.free_port)
+    port: int = field(default_factory=processes.free_port)
+    etcd: processes.Process | None = field(default=None, repr=False)
+    apiserver: processes.Process | None = field(default=None, repr=False)
     authority: pki.Authority | None = field(default=None, repr=False)
     credentials: pki.Credentials | None = field(default=None, repr=False)
 
@@ -80,14 +81,14 @@ class ControlPlane:
     def _start_etcd(self) -> None:
         peer = f"http://127.0.0.1:{self.peer_port}"
         client = f"http://127.0.0.1:{self.etcd_port}"
-        self.etcd = daemons.Daemon("etcd", [
+        self.etcd = processes.Process("etcd", [
             str(self.binaries.etcd), "--name", "testenv", "--data-dir", str(self.directory / "etcd-data"),
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"testenv={peer}", "--unsafe-no-fsync", "--log-level", "warn",
-        ], self.directory / "etcd.log", self.detached)
+        ], self.directory / "etcd.log", detached=self.detached)
         self.etcd.start()
-        self.etcd.wait_until(self._etcd_healthy, READY_TIMEOUT, "healthy")
+        self.etcd.wait_until(self._etcd_healthy, "etcd to be healthy", READY_TIMEOUT)
 
     def _etcd_healthy(self) -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", self.etcd_port, timeout=2)
@@ -101,7 +102,7 @@ class ControlPlane:
         """Start (or restart) kube-apiserver on the same port and wait for ``/readyz``."""
         creds = self.credentials
         assert creds is not None
-        self.apiserver = daemons.Daemon("kube-apiserver", [
+        self.apiserver = processes.Process("kube-apiserver", [
             str(self.binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             f"--cert-dir={self.directory / 'apiserver-certs'}",
@@ -117,20 +118,21 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             f"--audit-policy-file={self.directory / 'audit-policy.json'}",
             f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=0",
-        ], self.directory / "kube-apiserver.log", self.detached)
+        ], self.directory / "kube-apiserver.log", detached=self.detached)
         self.apiserver.start()
-        self.apiserver.wait_until(lambda: self.request("GET", "/readyz")[0] == 200, READY_TIMEOUT, "ready")
+        self.apiserver.wait_until(lambda: self.request("GET", "/readyz")[0] == 200, "kube-apiserver /readyz",
+                                  READY_TIMEOUT)
 
     def stop_apiserver(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Stop kube-apiserver alone (SIGKILL by default: a crash); etcd keeps the data."""
         if self.apiserver is not None:
-            self.apiserver.stop(sig)
+            self.apiserver.stop(grace=STOP_GRACE_SECONDS, sig=sig)
 
     def stop(self) -> None:
         """Stop both servers; nothing is left running. The directory (logs, data) is kept for inspection."""
-        for daemon in (self.apiserver, self.etcd):
-            if daemon is not None:
-                daemon.stop()
+        for server in (self.apiserver, self.etcd):
+            if server is not None:
+                server.stop(grace=STOP_GRACE_SECONDS)
         (self.directory / STATE_FILE).unlink(missing_ok=True)
 
     # -- access ----------------------------------------------------------------------------------------------
@@ -234,7 +236,7 @@ def read_state(directory: Path) -> dict[str, Any] | None:
 def running(directory: Path) -> bool:
     """Whether the control plane recorded in ``directory`` still has a live kube-apiserver."""
     state = read_state(directory)
-    return bool(state) and daemons.alive(int(state["pids"]["kube-apiserver"]), "kube-apiserver")  # type: ignore[index]
+    return bool(state) and processes.alive(int(state["pids"]["kube-apiserver"]), "kube-apiserver")  # type: ignore[index]
 
 
 def stop_detached(directory: Path) -> bool:
@@ -245,6 +247,6 @@ def stop_detached(directory: Path) -> bool:
     pids = state.get("pids") or {}
     for name in ("kube-apiserver", "etcd"):
         if name in pids:
-            daemons.stop_pid(int(pids[name]), name)
+            processes.stop_pid(int(pids[name]), name)
     (directory / STATE_FILE).unlink(missing_ok=True)
     return True

@@ -1,8 +1,11 @@
-"""Child processes for tests and demos: each in its own process group, logging to a file, stopped for sure.
+"""Child processes for tests and demos (Envoy, echo workloads, etcd, kube-apiserver): each in its own process
+group, logging to a file, stopped for sure.
 
 Three layers make sure nothing outlives its owner, even when a test fails or the runner is killed:
 :meth:`Process.stop` (TERM the group, KILL after a grace period), an ``atexit`` hook that stops every process still
 running, and on Linux ``PR_SET_PDEATHSIG`` so the kernel TERMs a child whose parent dies without running either.
+A *detached* process (``meshgen testenv up --detach``) opts out of the last two on purpose: it must outlive the
+command that started it, and is stopped later by pid (:func:`stop_pid`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,23 +36,27 @@ class ProcessFailed(EnvironmentProblem):
 class Process:
     """One child process, its log file, and how to stop it."""
 
-    def __init__(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
+                 detached: bool = False) -> None:
         self.name = name
         self.argv = list(argv)
         self.log = log
         self.env = env
+        self.detached = detached
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
-        """Start the process in a new process group, stdout and stderr going to :attr:`log`."""
+        """Start the process in a new process group, stdout and stderr going to :attr:`log` (appended, so a
+        restart keeps the history)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env,
                 # preexec_fn only calls prctl(2), which is safe after fork even in a threaded parent.
-                start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+                start_new_session=True, preexec_fn=None if self.detached else _die_with_parent,  # noqa: PLW1509
             )
-        _LIVE[self.popen.pid] = self
+        if not self.detached:
+            _LIVE[self.popen.pid] = self
         return self
 
     @property
@@ -76,13 +84,18 @@ class Process:
         tail = text.splitlines()[-lines:]
         return "\n".join(f"    | {line}" for line in tail) if tail else "    (log is empty)"
 
-    def stop(self, grace: float = 5.0) -> None:
-        """TERM the process group, wait up to ``grace`` seconds, then KILL it. Safe to call twice."""
+    def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+        """Poll ``ready`` until it holds; fail with the log's tail if this process exits or time runs out."""
+        wait_until(ready, what, [self], timeout)
+
+    def stop(self, grace: float = 5.0, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Send ``sig`` to the process group (SIGKILL simulates a crash), wait up to ``grace`` seconds, then KILL
+        it. Safe to call twice."""
         popen = self.popen
         if popen is None:
             return
         if popen.poll() is None:
-            _signal_group(popen.pid, signal.SIGTERM)
+            _signal_group(popen.pid, sig)
             try:
                 popen.wait(grace)
             except subprocess.TimeoutExpired:
@@ -116,8 +129,9 @@ def wait_until(ready: Callable[[], bool], what: str, watched: Sequence[Process],
     while True:
         for p in watched:
             p.check()
-        if ready():
-            return
+        with contextlib.suppress(OSError):  # e.g. connection refused while a server starts
+            if ready():
+                return
         if time.monotonic() > deadline:
             tails = "\n".join(f"{p.name}:\n{p.describe()}" for p in watched)
             raise ProcessFailed(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
@@ -126,8 +140,40 @@ def wait_until(ready: Callable[[], bool], what: str, watched: Sequence[Process],
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    """Signal the process group led by ``pid`` (or just ``pid`` if it leads none)."""
+    try:
         os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def alive(pid: int, expect: str) -> bool:
+    """Whether ``pid`` still runs a command containing ``expect`` (guards against a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return expect.encode() in cmdline
+
+
+def stop_pid(pid: int, expect: str, timeout: float = 10.0) -> None:
+    """Stop a detached process by pid, only if it is still the process we started."""
+    if not alive(pid, expect):
+        return
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(pid, expect):
+        time.sleep(0.1)
+    if alive(pid, expect):
+        _signal_group(pid, signal.SIGKILL)
 
 
 def _die_with_parent() -> None:

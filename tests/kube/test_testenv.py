@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshgen.testenv import controlplane, daemons
+from meshgen.testenv import controlplane, processes
 from tests.kube.conftest import _binaries
 
 pytestmark = pytest.mark.kube
@@ -31,7 +31,7 @@ def test_up_detach_prints_an_export_line_and_down_stops_everything(tmp_path: Pat
         state = controlplane.read_state(directory)
         assert state is not None
         pids = {name: int(pid) for name, pid in state["pids"].items()}
-        assert all(daemons.alive(pid, name) for name, pid in pids.items())
+        assert all(processes.alive(pid, name) for name, pid in pids.items())
         env = {"KUBECONFIG": str(directory / "kubeconfig")}
         listed = meshgen("get", "sandboxes", env=env)
         assert (listed.returncode, listed.stdout) == (0, "No resources found.\n"), listed.stderr
@@ -40,5 +40,5 @@ def test_up_detach_prints_an_export_line_and_down_stops_everything(tmp_path: Pat
     finally:
         down = meshgen("testenv", "down", "--dir", str(directory))
     assert down.returncode == 0 and "stopped" in down.stdout
-    assert not any(daemons.alive(pid, name) for name, pid in pids.items())
+    assert not any(processes.alive(pid, name) for name, pid in pids.items())
     assert controlplane.read_state(directory) is None
