@@ -1,0 +1,167 @@
+"""Guardrails: the limits a MeshPolicy sets on sandboxes, checked while planning, before anything is written.
+
+Every violation names the rule (``guardrail maxTTL``), points at the offending field of the offending spec, and
+says what the policy allows, so the author of a sandbox can fix it without reading the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from meshgen.baseline.model import DEPLOYMENT, Baseline
+from meshgen.errors import Location, Problem
+from meshgen.plan.model import Claim, Fork
+from meshgen.spec.models import Guardrails, MeshPolicy, Sandbox, WorkloadRef
+
+Where = Callable[[str, str], Location]
+
+
+def check(
+    policy: MeshPolicy,
+    sandboxes: Sequence[Sandbox],
+    forks: Sequence[Fork],
+    claims: Iterable[Claim],
+    baseline: Baseline,
+    where: Where,
+) -> list[Problem]:
+    """Every guardrail violation among ``sandboxes`` and what was derived from them."""
+    rules = policy.spec.guardrails
+    name = policy.metadata.name
+    by_workload = {(f.sandbox, f.workload): f for f in forks}
+    problems: list[Problem] = []
+    for sandbox in sandboxes:
+        origin = where("Sandbox", sandbox.name)
+        problems.extend(_labels(rules, name, sandbox, origin))
+        problems.extend(_ttl(rules, name, sandbox, origin))
+        problems.extend(_namespaces(rules, name, sandbox, origin))
+        problems.extend(_registries(rules, name, sandbox, origin, by_workload, baseline))
+    problems.extend(_per_host(rules, name, claims, where))
+    return problems
+
+
+def _rule(rule: str, policy: str, message: str) -> str:
+    return f"guardrail {rule} (MeshPolicy {policy}): {message}"
+
+
+def _labels(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Location) -> list[Problem]:
+    missing = [k for k in rules.required_labels if k not in sandbox.metadata.labels]
+    if not missing:
+        return []
+    return [Problem(origin.at("metadata", "labels"),
+                    _rule("requiredLabels", policy, f"sandbox {sandbox.name} lacks label(s) {', '.join(missing)}"),
+                    f"add {', '.join(f'{k}: <value>' for k in missing)} under metadata.labels")]
+
+
+def _ttl(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Location) -> list[Problem]:
+    limit = rules.max_ttl_seconds
+    if limit is None:
+        return []
+    ttl = sandbox.spec.ttl
+    if ttl is None:
+        return [Problem(origin.at("spec"), _rule("maxTTL", policy, "a sandbox must set spec.ttl"),
+                        f"add ttl: {{duration: {rules.max_ttl}}} (or shorter) under spec")]
+    if ttl.seconds > limit:
+        return [Problem(origin.at("spec", "ttl", "duration"),
+                        _rule("maxTTL", policy, f"ttl {ttl.duration} is longer than {rules.max_ttl}"),
+                        f"use a duration of at most {rules.max_ttl}")]
+    return []
+
+
+def _namespace_problem(rules: Guardrails, policy: str, ref: WorkloadRef) -> str | None:
+    if ref.namespace in rules.denied_namespaces:
+        return _rule("deniedNamespaces", policy, f"namespace {ref.namespace} is denied")
+    if rules.allowed_namespaces and ref.namespace not in rules.allowed_namespaces:
+        allowed = ", ".join(rules.allowed_namespaces)
+        return _rule("allowedNamespaces", policy, f"namespace {ref.namespace} is not one of: {allowed}")
+    return None
+
+
+def _namespaces(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Location) -> list[Problem]:
+    problems = []
+    refs = [(("forks", i, "forkOf"), f.fork_of) for i, f in enumerate(sandbox.spec.forks)]
+    refs += [(("virtual", i, "workload"), v.workload) for i, v in enumerate(sandbox.spec.virtual)]
+    for path, ref in refs:
+        message = _namespace_problem(rules, policy, ref)
+        if message:
+            problems.append(Problem(origin.at("spec", *path, "namespace"), message,
+                                    "sandboxes may only fork workloads in namespaces the policy allows"))
+    return problems
+
+
+def normalized_image(image: str) -> str:
+    """An image reference with Docker's implicit registry spelled out: ``reviews:v1`` ->
+    ``docker.io/library/reviews:v1``, ``example/reviews`` -> ``docker.io/example/reviews``."""
+    first, _, rest = image.partition("/")
+    if not rest:
+        return f"docker.io/library/{image}"
+    if "." in first or ":" in first or first == "localhost":
+        return image
+    return f"docker.io/{image}"
+
+
+def image_allowed(rules: Guardrails, image: str) -> bool:
+    """Whether ``image`` starts with an allowed registry prefix (as written or with Docker's defaults)."""
+    if not rules.allowed_registries:
+        return True
+    full = normalized_image(image)
+    return any(image.startswith(p) or full.startswith(p) for p in rules.allowed_registries)
+
+
+def _registry_problem(rules: Guardrails, policy: str, image: str) -> str:
+    allowed = ", ".join(rules.allowed_registries)
+    return _rule("allowedRegistries", policy, f"image {image} is not from an allowed registry ({allowed})")
+
+
+def _registries(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Location,
+                forks: dict[tuple[str, WorkloadRef], Fork], baseline: Baseline) -> list[Problem]:
+    """Images set in ``customizations.images``, and any a patch brings in, must come from allowed registries."""
+    if not rules.allowed_registries:
+        return []
+    problems = []
+    for i, fork_spec in enumerate(sandbox.spec.forks):
+        where = origin.at("spec", "forks", i, "customizations")
+        custom = fork_spec.customizations
+        for j, image in enumerate(c.image for c in custom.images):
+            if not image_allowed(rules, image):
+                problems.append(Problem(where.at("images", j, "image"), _registry_problem(rules, policy, image),
+                                        "push the image to an allowed registry"))
+        fork = forks.get((sandbox.name, fork_spec.fork_of))
+        original = baseline.get(DEPLOYMENT, fork_spec.fork_of.namespace, fork_spec.fork_of.name)
+        if fork is None or original is None or custom.patch is None:
+            continue
+        introduced = _images(fork.deployment) - _images(original.body) - {c.image for c in custom.images}
+        for image in sorted(introduced):
+            if not image_allowed(rules, image):
+                problems.append(Problem(where.at("patch"), _registry_problem(rules, policy, image),
+                                        "the patch adds this image; push it to an allowed registry"))
+    return problems
+
+
+def _images(deployment: dict[str, Any]) -> set[str]:
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {str(c.get("image")) for key in ("containers", "initContainers") for c in pod.get(key) or []
+            if isinstance(c, dict) and c.get("image")}
+
+
+def _per_host(rules: Guardrails, policy: str, claims: Iterable[Claim], where: Where) -> list[Problem]:
+    limit = rules.max_sandboxes_per_host
+    if limit is None:
+        return []
+    by_host: dict[str, set[str]] = {}
+    for claim in claims:
+        if not claim.is_virtual:
+            by_host.setdefault(claim.host, set()).add(claim.sandbox)
+    problems = []
+    for host, names in sorted(by_host.items()):
+        if len(names) <= limit:
+            continue
+        ordered = sorted(names)
+        for extra in ordered[limit:]:
+            problems.append(Problem(
+                where("Sandbox", extra).at("spec", "forks"),
+                _rule("maxSandboxesPerHost", policy,
+                      f"{len(names)} sandboxes fork {host} ({', '.join(ordered)}); at most {limit} may"),
+                "delete a sandbox on this host (meshgen delete NAME), or wait for one to expire",
+            ))
+    return problems
