@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCAL_STAMP := $(VENV)/.installed-local
 
-.PHONY: test testenv demo lint typecheck golden golden-update bench bench-reconcile wrk clean
+.PHONY: test testenv demo lint typecheck fuzz golden golden-update bench bench-reconcile wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy meshgen
+
+## fuzz: the loader and compiler fuzzers with a long budget (make test runs a short one)
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_properties.py tests/test_yamltext.py
 
 golden: $(STAMP)
 	$(BIN)/meshgen golden

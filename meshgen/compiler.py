@@ -8,6 +8,7 @@ read, so even stdin input gets ``file:line`` messages.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,18 +97,23 @@ def read_baseline(paths: Sequence[str], namespace: str = "default",
         raise locate_all(exc, texts) from None
 
 
-def read_policy(path: str | None, specs: Specs, limits: Limits = DEFAULT_LIMITS) -> tuple[MeshPolicy, dict[str, str]]:
-    """The policy from ``path``, or one given among the specs, or the built-in default."""
+def read_policy(
+    path: str | None, specs: Specs, limits: Limits = DEFAULT_LIMITS
+) -> tuple[MeshPolicy, Specs, dict[str, str]]:
+    """The policy from ``path``, or one given among the specs, or the built-in default; with ``specs`` extended
+    by where the policy was read (so problems found later can point into the policy file)."""
     if path is None:
-        return load_policy([specs]), {}
+        return load_policy([specs]), specs, {}
     documents, texts = read_documents([path], limits)
     try:
         policy_specs = load_specs(documents)
         if policy_specs.sandboxes or policy_specs.route_groups or not policy_specs.policies:
             raise InvalidInput.one(Location(path), "a --policy file must hold exactly one MeshPolicy")
-        return load_policy([policy_specs, specs]), texts
+        policy = load_policy([policy_specs, specs])
     except InvalidInput as exc:
         raise locate_all(exc, texts) from None
+    merged = dataclasses.replace(specs, origins={**specs.origins, **policy_specs.origins})
+    return policy, merged, texts
 
 
 def read_inputs(
@@ -132,7 +138,7 @@ def read_inputs(
     except InvalidInput as exc:
         problems.extend(exc.problems)
     try:
-        policy, found = read_policy(policy_path, specs, limits)
+        policy, specs, found = read_policy(policy_path, specs, limits)
         texts.update(found)
     except InvalidInput as exc:
         problems.extend(exc.problems)

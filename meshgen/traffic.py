@@ -22,29 +22,42 @@ This module is pure: it loads, validates and compares. Sending is :mod:`meshgen.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from meshgen.documents import locate_all, parse_documents, parse_list, read_text
 from meshgen.errors import InvalidInput, Problem
-from meshgen.spec.loading import validate_model
 from meshgen.spec.models import Model
+from meshgen.validation import validate_model
 
 HeaderValues = str | list[str]
 
 
 class Request(Model):
-    """One HTTP request into the mesh, addressed to a service host (and port: the host's first by default)."""
+    """One HTTP request into the mesh, addressed to a service host (and port: the host's first by default).
+
+    ``via: edge`` sends it from outside the mesh, through the ingress edge (where untrusted routing keys are
+    removed); ``source`` is the client's address (a loopback address), to test ``allowCidrs``."""
 
     host: str = Field(min_length=1)
     port: int | None = None
     path: str = "/"
     method: str = "GET"
     headers: dict[str, HeaderValues] = Field(default_factory=dict)
+    via: Literal["mesh", "edge"] = "mesh"
+    source: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        if value is not None and not ipaddress.ip_address(value).is_loopback:
+            raise ValueError(f"{value} is not a loopback address; local meshes run on 127.0.0.0/8")
+        return value
 
     @field_validator("path")
     @classmethod
@@ -81,7 +94,8 @@ class Check(Model):
         """How a report names this check."""
         r = self.request
         heads = " ".join(f"{k}: {v!r}" for k, v in r.header_lines())
-        sent = f"{r.method} {r.host}{f':{r.port}' if r.port else ''}{r.path} {heads}".rstrip()
+        origin = f" (via edge{f' from {r.source}' if r.source else ''})" if r.via == "edge" else ""
+        sent = f"{r.method} {r.host}{f':{r.port}' if r.port else ''}{r.path}{origin} {heads}".rstrip()
         return f"{self.name}: {sent}" if self.name else sent
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import settings
 
 from meshgen.cli import main
+
+# Fuzz budgets: `make test` runs the default (bounded); `make fuzz` runs HYPOTHESIS_PROFILE=fuzz (long).
+settings.register_profile("default", max_examples=40)
+settings.register_profile("fuzz", max_examples=3000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "golden"

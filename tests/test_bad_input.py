@@ -58,7 +58,7 @@ def assert_error(result, *fragments: str) -> None:
         pytest.param(GOOD + "  routingKey: 'a b'\n", [":6: spec.routingKey: 'a b' is not a routing key"],
                      id="bad-routing-key"),
         pytest.param(GOOD.replace("namespace: bookinfo", "namespace: 7"),
-                     ["spec.forks[0].forkOf.namespace: Input should be a valid string"], id="wrong-type"),
+                     ["spec.forks[0].forkOf.namespace: should be a string (got 7)"], id="wrong-type"),
         pytest.param(GOOD.replace("name: reviews-v1", "name: reviews-v9"),
                      [":5: spec.forks[0].forkOf: Deployment bookinfo/reviews-v9 is not in the baseline",
                       "did you mean", "reviews-v1"], id="unknown-workload"),
@@ -118,7 +118,7 @@ def test_bad_baseline_object_is_located(meshgen, tmp_path: Path) -> None:
     baseline.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: y}\nspec:\n  ports: 80\n")
     (tmp_path / "s.yaml").write_text(GOOD)
     result = meshgen("compile", "-f", str(tmp_path / "s.yaml"), "--baseline", str(baseline))
-    assert_error(result, f"{baseline}:5: spec.ports: a Service needs a list of ports")
+    assert_error(result, f"{baseline}:5: spec.ports: should be a list (got 80)")
 
 
 def test_bad_policy_file(meshgen, tmp_path: Path) -> None:
@@ -149,3 +149,8 @@ def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
     assert proc.stdout == ""
     assert f"error: {bad}:5: spec.forkz: unknown field 'forkz'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_too_many_documents_in_one_file(meshgen, tmp_path: Path) -> None:
+    result, path = compile_text(meshgen, tmp_path, "---\n".join(["a: 1\n"] * 5001))
+    assert_error(result, f"{path}", "more than 5000 documents in one file", "split the input")

@@ -108,8 +108,8 @@ def test_default_policy_file_matches_the_built_in_one() -> None:
     from ruamel.yaml import YAML
 
     from meshgen.errors import Location
-    from meshgen.spec.loading import validate_model
     from meshgen.spec.models import DEFAULT_POLICY, MeshPolicy
+    from meshgen.validation import validate_model
     from tests.conftest import POLICIES
 
     shipped = validate_model(MeshPolicy, YAML(typ="safe").load((POLICIES / "default.yaml").read_text()),

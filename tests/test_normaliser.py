@@ -9,67 +9,22 @@ import pytest
 
 from meshgen.backends import normaliser
 from meshgen.errors import Location
-from meshgen.spec.loading import validate_model
 from meshgen.spec.models import DEFAULT_POLICY, MeshPolicy
+from meshgen.validation import validate_model
+from tests import luaenv
 from tests.conftest import POLICIES
-
-# Envoy embeds LuaJIT 2.1 (Lua 5.1 semantics), so the tests run on the same dialect.
-lupa = pytest.importorskip("lupa.luajit21")
-
-# A stand-in for Envoy's header map with the methods the normaliser uses; repeated headers keep their order.
-HEADERS_LUA = """
-return function(pairs_)
-  local h = {list = pairs_}
-  function h:get(name)
-    for _, p in ipairs(self.list) do if p[1] == name then return p[2] end end
-    return nil
-  end
-  function h:getNumValues(name)
-    local n = 0
-    for _, p in ipairs(self.list) do if p[1] == name then n = n + 1 end end
-    return n
-  end
-  function h:getAtIndex(name, i)
-    local n = 0
-    for _, p in ipairs(self.list) do
-      if p[1] == name then
-        if n == i then return p[2] end
-        n = n + 1
-      end
-    end
-    return nil
-  end
-  function h:remove(name)
-    local kept = {}
-    for _, p in ipairs(self.list) do if p[1] ~= name then table.insert(kept, p) end end
-    self.list = kept
-  end
-  function h:replace(name, value)
-    local kept = {}
-    for _, p in ipairs(self.list) do if p[1] ~= name then table.insert(kept, p) end end
-    table.insert(kept, {name, value})
-    self.list = kept
-  end
-  return h
-end
-"""
 
 
 def run(policy: MeshPolicy, headers: list[tuple[str, str]]) -> str | None:
-    """Run envoy_on_request over ``headers``; return the routing header afterwards (asserting it is single)."""
-    runtime = lupa.LuaRuntime()
-    runtime.execute(normaliser.lua_source(policy))
-    make = runtime.execute(HEADERS_LUA)
-    pairs = runtime.table_from([runtime.table_from([k, v]) for k, v in headers])
-    header_map = make(pairs)
-    handle = runtime.eval("function(h) return {headers = function(self) return h end} end")(header_map)
-    runtime.globals().envoy_on_request(handle)
-    assert header_map.getNumValues(header_map, policy.spec.routing_header) <= 1
-    return header_map.get(header_map, policy.spec.routing_header)
+    """The routing header after the mesh normaliser ran over ``headers`` (asserting there is at most one)."""
+    after = luaenv.run(normaliser.lua_source(policy), headers)
+    values = [v for k, v in after if k == policy.spec.routing_header]
+    assert len(values) <= 1
+    return values[0] if values else None
 
 
 def test_runs_on_luajit() -> None:
-    assert lupa.LuaRuntime().lua_implementation.startswith("LuaJIT 2.1")
+    assert luaenv.lupa.LuaRuntime().lua_implementation.startswith("LuaJIT 2.1")
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,11 @@ routing cost does not grow with the number of sandboxes. Hosts without claims ke
 (:mod:`meshgen.backends.normaliser`), first in every listener's filter chain. It is there even without claims,
 so sandboxes coming and going never change an existing listener (only fork hosts add and remove their own).
 
+**The edge.** One more listener per Service port, on the edge address, plays the ingress gateway: it runs the
+edge filter (:mod:`meshgen.backends.edge`: routing keys from untrusted clients removed, as the Istio backend's
+GATEWAY-context filter does) instead of the plain normaliser, and routes with the same route configuration
+(a gateway whose routing is the mesh's, which is what a sandbox test through the edge needs).
+
 **Delivery.** Each listener takes its routes over RDS from ``<config_dir>/rds-<port>.json`` in a watched
 directory, so a deployment (``meshgen.testenv``, or an xDS server) changes routes without touching a listener.
 """
@@ -30,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
-from meshgen.backends import envoy_routes, istio, normaliser
+from meshgen.backends import edge, envoy_routes, istio, normaliser
 from meshgen.backends.envoy_clusters import Destinations
 from meshgen.backends.localmesh import DEFAULT_MESH, Addresses, LocalMesh, addresses, listen_port
 from meshgen.baseline.model import VIRTUAL_SERVICE, Resource, host_matches, is_mesh_bound
@@ -92,25 +97,28 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
     ]
     if problems:
         raise InvalidInput(problems)
+    mesh_lua = normaliser.lua_source(plan.policy)
     listeners = [
-        _listener(plan, mesh, laid_out.listeners[fqdn], port.port, fqdn)
+        _listener(mesh, laid_out.listeners[fqdn], port.port, f"{fqdn}_{port.port}", mesh_lua)
         for fqdn, host in laid_out.hosts.items() for port in host.ports
     ]
+    edge_lua = edge.edge_source(plan.policy, plan.edge)
+    listeners += [_listener(mesh, laid_out.edge, port, f"edge_{port}", edge_lua) for port in ports]
     listeners.sort(key=lambda x: str(x["name"]))
     return EnvoyConfig(tuple(listeners), tuple(clusters), tuple(route_configs), laid_out)
 
 
-def _listener(plan: Plan, mesh: LocalMesh, address: str, port: int, fqdn: str) -> JsonObject:
+def _listener(mesh: LocalMesh, address: str, port: int, name: str, lua: str) -> JsonObject:
     config_source = {
         "resource_api_version": "V3",
         "path_config_source": {"path": f"{mesh.config_dir}/{route_config_file(str(port))}",
                                "watched_directory": {"path": mesh.config_dir}},
     }
-    filters = [normaliser.lua_filter(plan.policy),
+    filters = [normaliser.lua_filter(lua),
                *({"name": name, "typed_config": {"@type": kind}} for name, kind in _HTTP_FILTERS)]
     return {
         "@type": LISTENER_TYPE,
-        "name": f"{fqdn}_{port}",
+        "name": name,
         "address": {"socket_address": {"address": address, "port_value": listen_port(port)}},
         "filter_chains": [{"filters": [{"name": _HCM, "typed_config": {
             "@type": _HCM_TYPE,

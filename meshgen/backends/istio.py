@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshgen.backends import normaliser
+from meshgen.backends import edge, normaliser
 from meshgen.baseline.model import DESTINATION_RULE, Resource, resolve_host
 from meshgen.documents import JsonObject, clone
 from meshgen.ownership import ANNOTATION_ROUTES, MANAGED_BY, MESHGEN
@@ -174,14 +174,17 @@ def baseline_destination_rule(plan: Plan, fqdn: str, namespace: str) -> Resource
 
 
 def envoy_filter(plan: Plan) -> JsonObject:
-    """The EnvoyFilter that runs the routing-key normaliser first on sidecar outbound and gateway traffic."""
+    """The EnvoyFilter that runs the routing-key normaliser first on sidecar outbound traffic, and at gateways
+    the edge filter (untrusted routing keys removed, then the normaliser)."""
+    sources = (("SIDECAR_OUTBOUND", normaliser.lua_source(plan.policy)),
+               ("GATEWAY", edge.edge_source(plan.policy, plan.edge)))
     patches = [
         {
             "applyTo": "HTTP_FILTER",
             "match": {"context": context, "listener": {"filterChain": {"filter": {"name": HCM}}}},
-            "patch": {"operation": "INSERT_FIRST", "value": normaliser.lua_filter(plan.policy)},
+            "patch": {"operation": "INSERT_FIRST", "value": normaliser.lua_filter(source)},
         }
-        for context in ("SIDECAR_OUTBOUND", "GATEWAY")
+        for context, source in sources
     ]
     return {
         "apiVersion": NETWORKING_V1ALPHA3,

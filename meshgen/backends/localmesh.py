@@ -11,6 +11,7 @@ hash of the name, probing past collisions in name order), so adding a sandbox do
   Service port (route configuration ``80``, domains ``host:80``).
 - a workload (baseline Deployment or fork) gets one address ``127.<network>.64-127.x`` and answers on
   :attr:`LocalMesh.echo_port` for every port of every Service that selects it (a local process has one socket).
+- the edge (the local mesh's ingress gateway) listens on ``127.<network>.255.254``, on every Service port.
 """
 
 from __future__ import annotations
@@ -66,12 +67,17 @@ class Addresses:
     hosts: Mapping[str, Host]
     listeners: Mapping[str, str]
     workloads: tuple[Workload, ...]
+    edge: str = ""
 
     def listener(self, fqdn: str, port: int | None = None) -> tuple[str, int]:
         """The loopback address and port where requests for ``fqdn`` on Service ``port`` enter the mesh (its
         first port by default)."""
         host = self.hosts[fqdn]
         return self.listeners[fqdn], listen_port(port if port is not None else host.ports[0].port)
+
+    def edge_listener(self, fqdn: str, port: int | None = None) -> tuple[str, int]:
+        """Where requests for ``fqdn`` enter from outside the mesh (through the edge filter)."""
+        return self.edge, self.listener(fqdn, port)[1]
 
 
 def listen_port(port: int) -> int:
@@ -107,7 +113,7 @@ def addresses(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> Addresses:
         Workload(identity, namespace, labels, sandbox, assigned[key], mesh.echo_port, served)
         for key, (identity, namespace, labels, sandbox, served) in sorted(zip(keys, found, strict=True))
     )
-    return Addresses(mesh, hosts, listeners, workloads)
+    return Addresses(mesh, hosts, listeners, workloads, f"127.{mesh.network}.255.254")
 
 
 def _assign(names: Iterable[str], network: int, first_octet: int) -> dict[str, str]:

@@ -86,8 +86,7 @@ function routing_key(headers)
   return nil
 end
 
-function envoy_on_request(handle)
-  local headers = handle:headers()
+function normalise(headers)
   local count = headers:getNumValues(ROUTING_HEADER)
   local present = headers:getAtIndex(ROUTING_HEADER, 0)
   if present ~= nil and present ~= "" then
@@ -100,28 +99,40 @@ function envoy_on_request(handle)
 end
 """
 
+_MESH_ENTRY = """
+function envoy_on_request(handle)
+  normalise(handle:headers())
+end
+"""
 
-def _lua_string(value: str) -> str:
+
+def lua_string(value: str) -> str:
+    """A Lua string literal."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
 
-def lua_source(policy: MeshPolicy) -> str:
-    """The normaliser's Lua source for ``policy``; byte-identical for identical policies."""
+def normaliser_source(policy: MeshPolicy) -> str:
+    """The normaliser's functions (``normalise(headers)`` and what it needs), without an entry point."""
     sources = "\n".join(
-        f"  {{{_lua_string(s.kind)}, {_lua_string(s.key)}}}," for s in policy.spec.propagation
+        f"  {{{lua_string(s.kind)}, {lua_string(s.key)}}}," for s in policy.spec.propagation
     )
     return _TEMPLATE.format(
         policy=policy.metadata.name,
-        header=_lua_string(policy.spec.routing_header),
+        header=lua_string(policy.spec.routing_header),
         sources=sources,
         max_len=ROUTING_KEY_MAX,
     )
 
 
-def lua_filter(policy: MeshPolicy) -> dict[str, object]:
-    """The Envoy HTTP filter entry (``name`` + ``typed_config``) running the normaliser."""
+def lua_source(policy: MeshPolicy) -> str:
+    """The sidecar (mesh) filter: normalise the key on every request; byte-identical for identical policies."""
+    return normaliser_source(policy) + _MESH_ENTRY
+
+
+def lua_filter(source: str) -> dict[str, object]:
+    """The Envoy HTTP filter entry (``name`` + ``typed_config``) running the Lua ``source``."""
     return {
         "name": FILTER_NAME,
-        "typed_config": {"@type": LUA_FILTER_TYPE, "default_source_code": {"inline_string": lua_source(policy)}},
+        "typed_config": {"@type": LUA_FILTER_TYPE, "default_source_code": {"inline_string": source}},
     }

@@ -8,6 +8,7 @@ sandboxes.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,8 @@ DEPLOYMENT = "Deployment"
 SERVICE = "Service"
 VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
-KINDS = (DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE)
+SECRET = "Secret"  # read only when the MeshPolicy names one (the edge token); its data is never printed
+KINDS = (DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE, SECRET)
 MESH_GATEWAY = "mesh"
 
 
@@ -169,6 +171,20 @@ class Baseline:
         if namespace is None:
             return self.by_kind.get(kind, ())
         return self.by_kind_namespace.get((kind, namespace), ())
+
+    def secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
+        """One key of a Secret (``data`` is base64, ``stringData`` plain), or None if absent or undecodable."""
+        secret = self.get(SECRET, namespace, name)
+        if secret is None:
+            return None
+        plain = (secret.body.get("stringData") or {}).get(key)
+        if isinstance(plain, str):
+            return plain.encode()
+        encoded = (secret.body.get("data") or {}).get(key)
+        try:
+            return base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else None
+        except ValueError:
+            return None
 
     def names_of(self, kind: str, namespace: str) -> list[str]:
         """Names of ``kind`` in ``namespace`` (for 'did you mean')."""

@@ -38,7 +38,7 @@ def cluster_options(f: F) -> F:
 
 def _reconciler(kubeconfig: str | None, context: str | None, namespaces: tuple[str, ...],
                 policy_path: str | None, specs: Specs | None = None, dry_run: DryRun = DryRun.NONE) -> Reconciler:
-    policy, _ = compiler.read_policy(policy_path, specs or Specs())
+    policy, _, _ = compiler.read_policy(policy_path, specs or Specs())
     client = Client.from_kubeconfig(kubeconfig, context)
     suffix = {DryRun.NONE: "", DryRun.CLIENT: " (dry run)", DryRun.SERVER: " (server dry run)"}[dry_run]
     return Reconciler(client, policy, namespaces, on_change=lambda c: click.echo(c.summary + suffix))
@@ -55,23 +55,35 @@ def _finish(report: Report) -> None:
 @click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG", help="Path to the kubeconfig file.")
 @click.option("--context", default=None, help="The kubeconfig context to use.")
 @click.option("--print-only", is_flag=True, help="Print the CRDs and RBAC instead of applying the CRDs.")
-def install_command(kubeconfig: str | None, context: str | None, print_only: bool) -> None:
+@click.option("--print-rbac", is_flag=True, help="Only print the RBAC meshgen needs (no cluster access).")
+@click.option("--group", default="meshgen-appliers", show_default=True,
+              help="The group the RBAC binds (the identity your CI jobs use belongs to it).")
+@options.policy
+def install_command(kubeconfig: str | None, context: str | None, print_only: bool, print_rbac: bool, group: str,
+                    policy_path: str | None) -> None:
     """Install meshgen's CRDs (Sandbox, RouteGroup in meshgen.dev) and print the RBAC meshgen needs.
 
-    Progress goes to stderr; stdout is a ClusterRole and ClusterRoleBinding (for the group meshgen-appliers)
-    with exactly the permissions of apply/diff/delete/get/gc, ready for kubectl apply -f -.
+    Progress goes to stderr; stdout is a ClusterRole and ClusterRoleBinding (for --group) with exactly the
+    permissions of apply/diff/delete/get/gc, ready for kubectl apply -f -. With an edge token in the policy
+    (ingress mode token), a Role also grants reading that one Secret.
 
     \b
     Examples:
       meshgen install | kubectl apply -f -
+      meshgen install --print-rbac --policy policies/prod.yaml --group ci-deployers | kubectl apply -f -
       meshgen install --print-only > meshgen-install.yaml
     """
+    policy, _, _ = compiler.read_policy(policy_path, Specs())
+    rbac = crds.rbac(policy, group)
+    if print_rbac:
+        click.echo(dump_yaml(rbac), nl=False)
+        return
     if print_only:
-        click.echo(dump_yaml([*crds.definitions(), *crds.rbac()]), nl=False)
+        click.echo(dump_yaml([*crds.definitions(), *rbac]), nl=False)
         return
     for line in crds.install(Client.from_kubeconfig(kubeconfig, context)):
         click.echo(line, err=True)
-    click.echo(dump_yaml(crds.rbac()), nl=False)
+    click.echo(dump_yaml(rbac), nl=False)
 
 
 def _read(filenames: tuple[str, ...]) -> NewSpecs:

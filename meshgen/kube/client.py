@@ -161,7 +161,12 @@ class Client:
             return reply if isinstance(reply, dict) else {}
         message = reply.get("message") if isinstance(reply, dict) else None
         error = _BY_STATUS.get(status, Unreachable if status >= 500 else ClusterError)
-        raise error(f"{what}: {message or 'HTTP ' + str(status)} ({status})")
+        text = f"{what}: {message or 'HTTP ' + str(status)} ({status})"
+        if error is Forbidden:
+            resource = what.split(" ", maxsplit=1)[0]
+            text += (f"\n  fix: the identity lacks the permission to {verb} {resource}; grant meshgen's role to it: "
+                     "meshgen install --print-rbac --group <its group> | kubectl apply -f -")
+        raise error(text)
 
 
 def _dry(dry_run: bool) -> dict[str, str] | None:

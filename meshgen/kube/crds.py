@@ -20,7 +20,7 @@ from meshgen.kube import diffing, kinds
 from meshgen.kube.client import Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_DESIRED_HASH
-from meshgen.spec.models import RouteGroupSpec, SandboxSpec
+from meshgen.spec.models import DEFAULT_POLICY, MeshPolicy, RouteGroupSpec, SandboxSpec
 
 _KEEP = ("description", "minLength", "maxLength", "minItems", "maxItems", "enum", "required", "minimum",
          "maximum")
@@ -116,9 +116,13 @@ def definitions() -> list[JsonObject]:
 _VERBS_OWNED = ["get", "list", "create", "patch", "delete"]
 
 
-def rbac(subject_group: str = "meshgen-appliers") -> list[JsonObject]:
+def rbac(policy: MeshPolicy = DEFAULT_POLICY, subject_group: str = "meshgen-appliers") -> list[JsonObject]:
     """A ClusterRole with exactly what ``meshgen apply|diff|delete|get|gc`` use, and a binding to a group.
-    ``meshgen install`` additionally needs to create and patch CustomResourceDefinitions."""
+    ``meshgen install`` additionally needs to create and patch CustomResourceDefinitions.
+
+    Reads are LISTs; ``get`` serves the re-read after a write conflict and ``meshgen get NAME``. With an edge
+    token (ingress mode token), a Role in the Secret's namespace grants ``get`` on that one Secret by name:
+    meshgen never lists Secrets."""
     rules: list[dict[str, Any]] = [
         {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes", "routegroups"], "verbs": _VERBS_OWNED},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _VERBS_OWNED},
@@ -132,7 +136,20 @@ def rbac(subject_group: str = "meshgen-appliers") -> list[JsonObject]:
                "metadata": {"name": "meshgen-applier"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshgen-applier"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": subject_group}]}
-    return [role, binding]
+    objects: list[JsonObject] = [role, binding]
+    secret = policy.spec.ingress.token_secret
+    if secret is not None:
+        name = "meshgen-edge-token-reader"
+        objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                        "metadata": {"name": name, "namespace": secret.namespace},
+                        "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret.name],
+                                   "verbs": ["get"]}]})
+        objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": {"name": name, "namespace": secret.namespace},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                      "name": subject_group}]})
+    return objects
 
 
 def install(client: Client, dry_run: bool = False, timeout: float = 60.0) -> list[str]:

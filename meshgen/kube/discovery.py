@@ -8,6 +8,7 @@ object, so the number of requests does not grow with the number of sandboxes. Th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from meshgen.kube.client import Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_UPDATED_AT
 from meshgen.spec.loading import Specs, load_specs
+from meshgen.spec.models import SecretRef
 
 CLUSTER_SOURCE = "cluster"
 _BASELINE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE)
@@ -90,9 +92,11 @@ def list_specs(client: Client) -> StoredSpecs:
     return StoredSpecs(sandboxes.items, groups.items, resource_version)
 
 
-def observe(client: Client, namespaces: Sequence[str] = (), filter_namespace: str = "istio-system") -> ClusterState:
+def observe(client: Client, namespaces: Sequence[str] = (), filter_namespace: str = "istio-system",
+            secret: SecretRef | None = None) -> ClusterState:
     """Stored specs, then every Deployment, Service, VirtualService, DestinationRule and EnvoyFilter (all
-    namespaces, or only ``namespaces`` plus the policy's filter namespace for EnvoyFilters)."""
+    namespaces, or only ``namespaces`` plus the policy's filter namespace for EnvoyFilters), and the one Secret
+    the policy names, if any (read by name: meshgen never lists Secrets)."""
     stored = list_specs(client)
     live: dict[Ref, JsonObject] = {}
     for kind in kinds.RENDERED:
@@ -108,8 +112,11 @@ def observe(client: Client, namespaces: Sequence[str] = (), filter_namespace: st
                 raise ClusterError(f"{exc}; Istio's CRDs are not installed in this cluster") from exc
             for item in listing.items:
                 live[Ref.of(item)] = item
-    baseline = baseline_from_objects((o for r, o in sorted(live.items()) if r.api in _BASELINE_KINDS),
-                                     CLUSTER_SOURCE)
+    objects = [o for r, o in sorted(live.items()) if r.api in _BASELINE_KINDS]
+    if secret is not None:
+        with contextlib.suppress(NotFound):  # the planner reports a missing Secret, with the fix
+            objects.append(client.get(Ref("Secret", secret.namespace, secret.name)))
+    baseline = baseline_from_objects(objects, CLUSTER_SOURCE)
     return ClusterState(stored, live, baseline)
 
 

@@ -42,6 +42,7 @@ class Kind:
 DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments")
 SERVICE = Kind("Service", "", "v1", "services")
 NAMESPACE = Kind("Namespace", "", "v1", "namespaces", namespaced=False)
+SECRET = Kind("Secret", "", "v1", "secrets")  # only the edge token's, read by name, never listed
 VIRTUAL_SERVICE = Kind("VirtualService", "networking.istio.io", "v1", "virtualservices")
 DESTINATION_RULE = Kind("DestinationRule", "networking.istio.io", "v1", "destinationrules")
 ENVOY_FILTER = Kind("EnvoyFilter", "networking.istio.io", "v1alpha3", "envoyfilters")
@@ -51,7 +52,7 @@ CRD = Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customreso
 
 # What the Istio backend renders, in the order they are read.
 RENDERED = (DEPLOYMENT, SERVICE, DESTINATION_RULE, VIRTUAL_SERVICE, ENVOY_FILTER)
-BY_NAME = {k.kind: k for k in (*RENDERED, NAMESPACE, SANDBOX, ROUTE_GROUP, CRD)}
+BY_NAME = {k.kind: k for k in (*RENDERED, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD)}
 
 
 def of(body: dict[str, Any]) -> Kind:

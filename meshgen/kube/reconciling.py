@@ -117,7 +117,8 @@ class Reconciler:
     # -- the loop --------------------------------------------------------------------------------------------
 
     def observe(self) -> ClusterState:
-        return discovery.observe(self.client, self.namespaces, self.policy.spec.filter_namespace)
+        return discovery.observe(self.client, self.namespaces, self.policy.spec.filter_namespace,
+                                 self.policy.spec.ingress.token_secret)
 
     def desired(self, state: ClusterState, specs: Specs, texts: dict[str, str],
                 report: Report | None = None) -> list[JsonObject]:

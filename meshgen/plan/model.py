@@ -20,7 +20,7 @@ from typing import Any
 from meshgen.baseline.model import Baseline, ObjectKey, Resource
 from meshgen.documents import JsonObject
 from meshgen.ownership import ROUTE_PREFIX
-from meshgen.spec.models import MeshPolicy, WorkloadRef
+from meshgen.spec.models import IngressMode, MeshPolicy, WorkloadRef
 
 
 class OwnerKind(enum.StrEnum):
@@ -162,6 +162,19 @@ class RouteTable:
 
 
 @dataclass(frozen=True)
+class Edge:
+    """Who may bring a routing key into the mesh at its edge (ingress gateways, the local mesh's edge listener).
+    Everyone else has the routing header and the routing members of baggage/tracestate removed there.
+
+    ``token_sha256`` is the SHA-256 (hex) of the edge token; the token itself never enters the plan."""
+
+    mode: IngressMode = IngressMode.STRIP
+    cidrs: tuple[str, ...] = ()
+    token_header: str | None = None
+    token_sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class Diagnostic:
     """A warning the user should see, with the object it is about."""
 
@@ -184,6 +197,7 @@ class Plan:
     tables: tuple[RouteTable, ...]
     warnings: tuple[Diagnostic, ...] = ()
     hosts: Mapping[str, Host] = field(default_factory=dict, compare=False, repr=False)
+    edge: Edge = Edge()
 
     @property
     def routing_header(self) -> str:

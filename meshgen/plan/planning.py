@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 
 from meshgen.baseline.model import DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, Baseline, ObjectKey, pod_labels
 from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
 from meshgen.plan import forks as forking
-from meshgen.plan.model import Claim, Diagnostic, Fork, Owner, OwnerKind, Plan, RouteTable
+from meshgen.plan import guardrails
+from meshgen.plan.model import Claim, Diagnostic, Edge, Fork, Owner, OwnerKind, Plan, RouteTable
 from meshgen.plan.routes import plan_tables
 from meshgen.spec.loading import Specs
 from meshgen.spec.models import MeshPolicy
@@ -89,10 +91,16 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
         all_claims.extend(group_claims)
 
     problems.extend(_name_collisions(forks, baseline, where))
+    sandbox_claims = [c for s in sandboxes for c in claims_by_sandbox.get(s.name, [])]
+    problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where))
     tables, table_problems = plan_tables(baseline, all_claims, hosts, domain)
     problems.extend(table_problems)
     problems.extend(_owned_table_collisions(tables, baseline))
+    edge = _edge(policy, baseline, where)
+    if isinstance(edge, Problem):
+        problems.append(edge)
     raise_if_any(problems)
+    assert isinstance(edge, Edge)
 
     all_claims.sort(key=lambda c: (c.host, c.owner.order))
     return Plan(
@@ -104,7 +112,26 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
         tables=tables,
         warnings=tuple(warnings),
         hosts=hosts,
+        edge=edge,
     )
+
+
+def _edge(policy: MeshPolicy, baseline: Baseline, where: Where) -> Edge | Problem:
+    """The edge trust the policy asks for; in token mode, the token's digest from the Secret it names."""
+    ingress = policy.spec.ingress
+    ref = ingress.token_secret
+    if ref is None or ingress.token is None:
+        return Edge(ingress.mode, tuple(ingress.allow_cidrs))
+    value = baseline.secret_value(ref.namespace, ref.name, ref.key)
+    if not value:
+        return Problem(
+            where("MeshPolicy", policy.metadata.name).at("spec", "ingress", "token", "secretRef"),
+            f"ingress mode token needs the edge token from {ref}, which the baseline does not have",
+            f"create it (kubectl -n {ref.namespace} create secret generic {ref.name} "
+            f"--from-literal={ref.key}=$(openssl rand -hex 32)); for an offline compile, add its manifest with "
+            "--baseline",
+        )
+    return Edge(ingress.mode, tuple(ingress.allow_cidrs), ingress.token.header, hashlib.sha256(value).hexdigest())
 
 
 def _duplicate_keys(owners: Iterable[Owner], where: Where) -> list[Problem]:

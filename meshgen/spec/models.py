@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -288,13 +289,94 @@ DEFAULT_PROPAGATION = (
 )
 
 
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block like 10.0.0.0/8 or fd00::/8 ({exc})") from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+class SecretRef(Model):
+    """A key of a Kubernetes Secret. meshgen reads it, never prints it, and embeds only its SHA-256."""
+
+    namespace: DnsLabel
+    name: ObjectName
+    key: NonEmpty = "token"
+
+    def __str__(self) -> str:
+        return f"Secret {self.namespace}/{self.name} key {self.key!r}"
+
+
+class EdgeToken(Model):
+    """A shared secret a trusted client presents in a header to keep its routing key at the edge."""
+
+    header: HeaderName = "x-meshgen-edge-token"
+    secret_ref: SecretRef = Field(alias="secretRef")
+
+
+class IngressMode(enum.StrEnum):
+    """Who may bring a routing key in from outside the mesh."""
+
+    STRIP = "strip"  # nobody: keys are removed at the edge
+    ALLOW_CIDRS = "allowCidrs"  # clients whose address is in allowCidrs
+    TOKEN = "token"  # clients presenting the edge token
+
+
+class Ingress(Model):
+    """Edge protection: a routing key is a capability (it chooses which code serves a request), so keys arriving
+    at an ingress gateway are removed unless the client is trusted."""
+
+    mode: IngressMode = IngressMode.STRIP
+    allow_cidrs: tuple[Cidr, ...] = Field(default=(), alias="allowCidrs")
+    token: EdgeToken | None = None
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Ingress:
+        if self.mode is IngressMode.ALLOW_CIDRS and not self.allow_cidrs:
+            raise ValueError("mode allowCidrs needs at least one entry in allowCidrs")
+        if self.mode is IngressMode.TOKEN and self.token is None:
+            raise ValueError("mode token needs token: {header, secretRef: {namespace, name, key}}")
+        return self
+
+    @property
+    def token_secret(self) -> SecretRef | None:
+        """The Secret holding the edge token, when the mode uses one."""
+        return self.token.secret_ref if self.mode is IngressMode.TOKEN and self.token is not None else None
+
+
+class Guardrails(Model):
+    """Limits a platform team sets on what sandboxes may do. A violation is an error naming the rule."""
+
+    allowed_namespaces: tuple[DnsLabel, ...] = Field(default=(), alias="allowedNamespaces")
+    denied_namespaces: tuple[DnsLabel, ...] = Field(default=("kube-system", "istio-system"), alias="deniedNamespaces")
+    allowed_registries: tuple[NonEmpty, ...] = Field(default=(), alias="allowedRegistries")
+    max_sandboxes_per_host: int | None = Field(default=None, ge=1, alias="maxSandboxesPerHost")
+    max_ttl: str | None = Field(default=None, alias="maxTTL")
+    required_labels: tuple[NonEmpty, ...] = Field(default=(), alias="requiredLabels")
+
+    @model_validator(mode="after")
+    def _ttl(self) -> Guardrails:
+        if self.max_ttl is not None and names.parse_duration(self.max_ttl) is None:
+            raise ValueError(f"maxTTL {self.max_ttl!r} is not a positive duration like 30m, 2h, 1d12h, 1w")
+        return self
+
+    @property
+    def max_ttl_seconds(self) -> int | None:
+        return names.parse_duration(self.max_ttl) if self.max_ttl else None
+
+
 class MeshPolicySpec(Model):
-    """How routing keys travel and where meshgen's shared objects live."""
+    """How routing keys travel, who may set them, what sandboxes may do, and where meshgen's shared objects live."""
 
     routing_header: HeaderName = Field(default=DEFAULT_ROUTING_HEADER, alias="routingHeader")
     propagation: tuple[PropagationSource, ...] = Field(default=DEFAULT_PROPAGATION, min_length=1)
     filter_namespace: DnsLabel = Field(default="istio-system", alias="filterNamespace")
     cluster_domain: ObjectName = Field(default="cluster.local", alias="clusterDomain")
+    ingress: Ingress = Ingress()
+    guardrails: Guardrails = Guardrails()
 
     @model_validator(mode="after")
     def _unique_sources(self) -> MeshPolicySpec:

@@ -98,13 +98,18 @@ class RunningMesh:
         return config
 
     def send(self, request: traffic.Request) -> traffic.Response:
-        """Send ``request`` to the mesh listener of its host, the way a client inside the mesh would."""
+        """Send ``request`` to the mesh listener of its host, the way a client inside the mesh would (or, with
+        ``via: edge``, to the edge listener, from ``request.source`` if given)."""
         if self.addresses is None or request.host not in self.addresses.hosts:
             known = ", ".join(self.addresses.hosts) if self.addresses else "none: nothing applied yet"
             raise InvalidInput([Problem(None, f"request host {request.host} is not a service host of the mesh",
                                         f"use a fully qualified service host; hosts: {known}")])
-        address, port = self.addresses.listener(request.host, request.port)
-        conn = http.client.HTTPConnection(address, port, timeout=REQUEST_TIMEOUT)
+        if request.via == "edge":
+            address, port = self.addresses.edge_listener(request.host, request.port)
+        else:
+            address, port = self.addresses.listener(request.host, request.port)
+        source = (request.source, 0) if request.source else None
+        conn = http.client.HTTPConnection(address, port, timeout=REQUEST_TIMEOUT, source_address=source)
         try:
             conn.putrequest(request.method, request.path, skip_host=True, skip_accept_encoding=True)
             conn.putheader("host", request.host)

@@ -226,24 +226,6 @@ def test_get_and_gc(cluster: Cluster) -> None:
     assert cluster.exists("Deployment", f"reviews-v1-{keep}")
 
 
-def test_the_printed_rbac_is_enough_and_needed(cluster: Cluster) -> None:
-    cluster.create_baseline()
-    rbac = cluster.meshgen("install")
-    assert rbac.returncode == 0, rbac.stderr
-    from meshgen.documents import parse_documents
-
-    for doc in parse_documents(rbac.stdout, "rbac"):
-        kind = "clusterroles" if doc.body["kind"] == "ClusterRole" else "clusterrolebindings"
-        status, reply = cluster.plane.request("POST", f"/apis/rbac.authorization.k8s.io/v1/{kind}", doc.body)
-        assert status in (201, 409), reply
-    path = cluster.spec_file(sandbox(f"{cluster.namespace}-rbac"))
-    allowed = cluster.plane.kubeconfig_for("ci-bot", "meshgen-appliers")
-    assert cluster.meshgen("apply", "-f", str(path), kubeconfig=str(allowed)).returncode == 0
-    stranger = cluster.plane.kubeconfig_for("stranger")
-    denied = cluster.meshgen("apply", "-f", str(path), kubeconfig=str(stranger))
-    assert denied.returncode == 2 and "forbidden" in denied.stderr.lower()
-
-
 def test_the_bundled_example_with_a_route_group_applies_and_deletes_cleanly(cluster: Cluster) -> None:
     cluster.create_baseline()
     from tests.kube.conftest import ROOT

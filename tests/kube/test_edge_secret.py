@@ -1,0 +1,47 @@
+"""Ingress mode token against a real kube-apiserver: meshgen reads the edge token from its Secret (by name, with a
+Role granting exactly that), writes only its SHA-256, and never prints it — not in apply, diff or errors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+from meshgen.kube.kinds import Ref
+from tests.kube.conftest import Cluster
+from tests.kube.test_rbac import grant, sandbox
+
+TOKEN = "kube-edge-token-5e1f"
+
+
+def test_the_edge_token_is_read_from_its_secret_and_never_printed(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.create_baseline()
+    secret_name = f"edge-{cluster.namespace}"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: meshgen.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: edge}\nspec:\n  ingress:\n"
+        f"    mode: token\n    token: {{secretRef: {{namespace: istio-system, name: {secret_name}}}}}\n")
+    spec = cluster.spec_file(sandbox(f"{cluster.namespace}-tok"))
+    missing = cluster.meshgen("apply", "-f", str(spec), "--policy", str(policy))
+    assert missing.returncode == 2 and f"Secret istio-system/{secret_name}" in missing.stderr, missing.stderr
+
+    cluster.client().create({"apiVersion": "v1", "kind": "Secret",
+                             "metadata": {"name": secret_name, "namespace": "istio-system"},
+                             "data": {"token": base64.b64encode(TOKEN.encode()).decode()}})
+    rbac = cluster.meshgen("install", "--print-rbac", "--group", "edge-bots", "--policy", str(policy))
+    assert f"resourceNames:\n  - {secret_name}" in rbac.stdout
+    grant(cluster, rbac.stdout)
+    bot = str(cluster.plane.kubeconfig_for(f"edge-{cluster.namespace}", "edge-bots"))
+
+    outputs = []
+    for args in (("diff", "-f", str(spec)), ("apply", "-f", str(spec)), ("diff", "-f", str(spec))):
+        result = cluster.meshgen(*args, "--policy", str(policy), kubeconfig=bot)
+        assert result.returncode in (0, 1), result.stderr
+        outputs += [result.stdout, result.stderr]
+    for text in outputs:
+        assert TOKEN not in text and base64.b64encode(TOKEN.encode()).decode() not in text
+    envoy_filter = cluster.client().get(Ref("EnvoyFilter", "istio-system", "meshgen-routing-key"))
+    gateway = next(p for p in envoy_filter["spec"]["configPatches"] if p["match"]["context"] == "GATEWAY")
+    lua = gateway["patch"]["value"]["typed_config"]["default_source_code"]["inline_string"]
+    assert hashlib.sha256(TOKEN.encode()).hexdigest() in lua and TOKEN not in lua
+    assert cluster.meshgen("delete", f"{cluster.namespace}-tok", "--policy", str(policy)).returncode == 0
