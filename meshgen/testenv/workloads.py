@@ -18,7 +18,7 @@ from pathlib import Path
 
 from meshgen import traffic
 from meshgen.backends.localmesh import Workload
-from meshgen.baseline.model import SERVICE, resolve_host
+from meshgen.baseline.model import SERVICE, service_fqdn
 from meshgen.errors import InvalidInput, Problem
 from meshgen.plan.model import Plan
 from meshgen.testenv.processes import Process, wait_until
@@ -81,7 +81,7 @@ def resolve_calls(plan: Plan, topology: traffic.Topology) -> dict[str, list[str]
     namespace, or ``name.namespace``)."""
     domain = plan.policy.spec.cluster_domain
     services = plan.baseline.of_kind(SERVICE)
-    known = {resolve_host(s.name, s.namespace, domain) for s in services}
+    known = {service_fqdn(s.namespace, s.name, domain) for s in services}
     calls: dict[str, list[str]] = {}
     problems = []
     for caller, callees in topology.calls.items():
@@ -89,13 +89,19 @@ def resolve_calls(plan: Plan, topology: traffic.Topology) -> dict[str, list[str]
         if not matched:
             problems.append(Problem(None, f"topology: no Service named {caller!r} in the baseline"))
         for service in matched:
-            targets = [resolve_host(c, service.namespace, domain) for c in callees]
+            targets = [_service_host(c, service.namespace, domain) for c in callees]
             problems.extend(Problem(None, f"topology: {caller} calls {c!r}, which is not a Service of the baseline")
                             for c, t in zip(callees, targets, strict=True) if t not in known)
-            calls[resolve_host(service.name, service.namespace, domain)] = targets
+            calls[service_fqdn(service.namespace, service.name, domain)] = targets
     if problems:
         raise InvalidInput(problems)
     return calls
+
+
+def _service_host(name: str, namespace: str, domain: str) -> str:
+    """A topology's Service name (``name`` in ``namespace``, or ``name.namespace``) as its host."""
+    service, _, other = name.partition(".")
+    return service_fqdn(other or namespace, service, domain) if "." not in other else name
 
 
 def forwarded_headers(plan: Plan) -> tuple[str, ...]:
