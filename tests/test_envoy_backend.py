@@ -176,7 +176,7 @@ def test_invariants_hold_for_random_plans(scenario) -> None:
 ROUTE_FACTS = [
     ({"route": [{"destination": {"host": "reviews"}}]},
      {"match": {"prefix": "/"}, "route": {"cluster": "C(reviews)", "timeout": "0s", "retry_policy": {
-         "retry_on": envoy_routes.ISTIO_DEFAULT_RETRY_ON, "num_retries": 2, "retriable_status_codes": [503],
+         "retry_on": envoy_routes.ISTIO_DEFAULT_RETRY_ON, "num_retries": 2,
          "retry_host_predicate": [envoy_routes._PREVIOUS_HOSTS], "host_selection_retry_max_attempts": "5"}}}),
     ({"timeout": "1m30s", "retries": {"attempts": 0}, "route": [{"destination": {"host": "reviews"}}]},
      {"match": {"prefix": "/"}, "route": {"cluster": "C(reviews)", "timeout": "90s"}}),
