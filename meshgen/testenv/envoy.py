@@ -80,7 +80,12 @@ class EnvoyProcess:
         self.process = Process(self.name, [
             envoy_binary(), "-c", str(bootstrap), "--admin-address-path", str(self._address_file),
             "--disable-hot-restart", "--concurrency", str(self.concurrency), "-l", self.log_level,
+            *self.arguments(),
         ], self.workdir / "envoy.log").start()
+
+    def arguments(self) -> list[str]:
+        """Extra command-line arguments."""
+        return []
 
     def wait_live(self, timeout: float = 20.0) -> None:
         """Wait until the admin interface reports LIVE (every initial resource received and accepted)."""

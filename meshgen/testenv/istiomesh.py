@@ -14,19 +14,23 @@ reconciler, routed by upstream Envoy sidecars that istiod configures. The "via i
    plan's local layout. A ``WorkloadEntry`` per workload carries the pod labels of the Deployment *as stored in
    the cluster* and the workload's loopback address (EndpointSlices cannot hold loopback addresses, see
    :mod:`meshgen.testenv.sidecars`), so istiod's registry decides which Service selects which workload;
-5. an echo process per workload, a sidecar Envoy per workload and one for the test client, each with a
+5. an echo process per workload, a sidecar Envoy per workload and one test client per namespace, each with a
    ``Sidecar`` resource binding its outbound listeners to its own loopback address. A workload reaches the
    services it calls through its own sidecar (its directory points there);
 6. ready means: every proxy connected and every type acked (``/debug/syncz``), no NACK, and every proxy's
    accepted configuration holding exactly the case's Services as clusters (with the endpoints their selectors
-   pick), every named route of the case's VirtualServices, and the routing-key filter iff the EnvoyFilter exists.
+   pick), every named route of the VirtualServices exported to it, and the routing-key filter iff the EnvoyFilter
+   exists.
 
-Requests from traffic.yaml go through the test client's sidecar, the way a client pod's requests would.
+A request from traffic.yaml is sent by the test client in the namespace of the host it addresses, through that
+client's sidecar, the way a pod next to the service would send it (so configuration exported only to that
+namespace, ``exportTo: ["."]``, applies as it would there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import shutil
 import socket
@@ -38,7 +42,7 @@ from types import TracebackType
 from meshgen import traffic
 from meshgen.backends import normaliser
 from meshgen.backends.localmesh import LocalMesh, Workload, addresses, all_hosts, proxy_addresses
-from meshgen.baseline.model import resolve_host, selects
+from meshgen.baseline.model import selects
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
 from meshgen.kube import discovery, kinds
@@ -54,8 +58,7 @@ from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
 from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
 
-CLIENT_NAMESPACE = "meshgen-testclient"
-CLIENT = "client"
+CLIENT = "meshgen-testclient"
 _CASE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE, kinds.WORKLOAD_ENTRY,
                kinds.SIDECAR)
 READY_TIMEOUT = 60.0
@@ -81,7 +84,7 @@ class IstioMesh:
         self.namespaces: tuple[str, ...] = ()
         self.policy: MeshPolicy | None = None
         self.hosts: dict[str, Host] = {}
-        self.entry: Proxy | None = None
+        self.clients: dict[str, Proxy] = {}
 
     def __enter__(self) -> IstioMesh:
         return self
@@ -100,7 +103,7 @@ class IstioMesh:
                                                                                    layout.hosts.values()}))
         self.policy, self.hosts = plan.policy, all_hosts(plan)
         self._check_ports()
-        for namespace in (*self.namespaces, CLIENT_NAMESPACE):
+        for namespace in self.namespaces:
             self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
         self.before = self._objects()
         self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
@@ -111,21 +114,23 @@ class IstioMesh:
         report = self._reconciler().apply(NewSpecs(load_specs(documents), tuple(specs)))
         self.progress(f"meshgen apply: {len(report.changes)} change(s)")
         entries = self._workload_entries(layout.workloads)
-        names = [f"{w.namespace}/{w.identity}" for w in layout.workloads] + [f"{CLIENT_NAMESPACE}/{CLIENT}"]
+        names = [f"{w.namespace}/{w.identity}" for w in layout.workloads]
+        names += [f"{ns}/{CLIENT}" for ns in self.namespaces]
         assigned = proxy_addresses(names, LocalMesh(network=self.network))
-        self.entry = Proxy(CLIENT, CLIENT_NAMESPACE, {"app": "meshgen-testclient"}, assigned[names[-1]])
+        self.clients = {ns: Proxy(CLIENT, ns, {"app": CLIENT}, assigned[f"{ns}/{CLIENT}"]) for ns in self.namespaces}
         proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[f"{w.namespace}/{w.identity}"])
                    for w in layout.workloads]
-        for proxy in (*proxies, self.entry):
+        for proxy in (*proxies, *self.clients.values()):
             self._create(proxy.sidecar(self.namespaces))
         self._start(plan, topology or traffic.Topology(), layout.workloads, proxies)
 
     def send(self, request: traffic.Request) -> traffic.Response:
-        """Send ``request`` through the test client's sidecar (its outbound listener for the host's port)."""
+        """Send ``request`` through the sidecar of the test client in the host's namespace (its outbound listener
+        for the host's port)."""
         host = self.hosts.get(request.host)
-        if host is None or self.entry is None:
+        if host is None:
             raise workloads.unknown_host(request, list(self.hosts))
-        return workloads.send(self.entry.address, request.port or host.ports[0].port, request)
+        return workloads.send(self.clients[host.namespace].address, request.port or host.ports[0].port, request)
 
     def clear(self) -> None:
         """Stop the case's processes, ``meshgen delete`` every stored spec, delete what the case created, and
@@ -149,7 +154,7 @@ class IstioMesh:
             owned = [Ref.of(o) for kind in kinds.RENDERED for o in self.client.list(kind).items if is_owned(o)]
             if left or owned:
                 raise EnvironmentProblem(f"clearing the case left objects behind: {', '.join(map(str, left + owned))}")
-        self.namespaces, self.policy, self.hosts, self.entry = (), None, {}, None
+        self.namespaces, self.policy, self.hosts, self.clients = (), None, {}, {}
 
     def check_no_nacks(self) -> None:
         """Raise if any proxy ever rejected configuration: istiod's view (``lastError``) and Envoy's own counters."""
@@ -228,12 +233,11 @@ class IstioMesh:
 
     def _start(self, plan: Plan, topology: traffic.Topology, layout: Sequence[Workload],
                proxies: Sequence[Proxy]) -> None:
-        assert self.entry is not None
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        self.progress(f"starting {len(proxies) + 1} sidecar(s) and {len(layout)} workload(s)")
+        self.progress(f"starting {len(proxies) + len(self.clients)} sidecar(s) and {len(layout)} workload(s)")
         self.proxies = [SidecarEnvoy(self.workdir / "proxies" / p.id, p, self.istiod.xds_address, self.istio_version)
-                        for p in (*proxies, self.entry)]
+                        for p in (*proxies, *self.clients.values())]
         for proxy in self.proxies:
             proxy.launch()
         started: list[tuple[Workload, Path]] = []
@@ -246,19 +250,20 @@ class IstioMesh:
         for proxy in self.proxies:
             proxy.wait_live(READY_TIMEOUT)
         self.istiod.wait_synced([p.proxy.id for p in self.proxies], READY_TIMEOUT)
-        self._wait_configured(layout)
+        self._wait_configured()
         self.check_no_nacks()
 
-    def _wait_configured(self, layout: Sequence[Workload]) -> None:
+    def _wait_configured(self) -> None:
         """Wait until every proxy holds this case's configuration (and nothing left from an earlier one)."""
-        clusters, routes, filtered = self._expected(layout)
+        clusters, routes, filtered = self._expected()
         suffixes = tuple(f".{ns}.svc.{self._domain}" for ns in self.namespaces)
         missing: dict[str, str] = {}
 
         def configured(proxy: SidecarEnvoy) -> bool:
-            have = {n: e for n, e in proxy.endpoints().items() if n.startswith("outbound|") and n.endswith(suffixes)}
+            have = {n: e for n, e in proxy.endpoints().items()
+                    if n.startswith("outbound|") and n.split("|")[2] == "" and n.endswith(suffixes)}
             wrong = {n for n in set(have) | set(clusters) if have.get(n) != clusters.get(n)}
-            lost = routes - proxy.route_names()
+            lost = routes.get(proxy.proxy.namespace, set()) - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
             missing[proxy.name] = (f"clusters/endpoints differing: {sorted(wrong)}; routes missing: {sorted(lost)}; "
                                    f"routing-key filter {'present' if has_filter else 'absent'}, expected "
@@ -268,7 +273,7 @@ class IstioMesh:
         for proxy in self.proxies:
             assert proxy.process is not None
             try:
-                wait_until(lambda p=proxy: configured(p), f"{proxy.name} to hold the case's configuration",  # type: ignore[misc]
+                wait_until(functools.partial(configured, proxy), f"{proxy.name} to hold the case's configuration",
                            [proxy.process], READY_TIMEOUT)
             except EnvironmentProblem as exc:
                 raise EnvironmentProblem(f"{exc}\n  {missing.get(proxy.name, '')}") from None
@@ -277,35 +282,29 @@ class IstioMesh:
     def _domain(self) -> str:
         return self.policy.spec.cluster_domain if self.policy is not None else "cluster.local"
 
-    def _expected(self, layout: Sequence[Workload]) -> tuple[dict[str, set[str]], set[str], bool]:
-        """From the cluster as it is now: each Service port's (and DestinationRule subset's) cluster with the
-        addresses of the WorkloadEntries it selects; the named routes of every VirtualService; whether the
-        routing-key EnvoyFilter exists."""
-        entries = [e for ns in self.namespaces for e in self.client.list(kinds.WORKLOAD_ENTRY, ns).items]
+    def _expected(self) -> tuple[dict[str, set[str]], dict[str, set[str]], bool]:
+        """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
+        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there;
+        whether the routing-key EnvoyFilter exists. (Subset clusters are left out: which DestinationRule a proxy
+        gets depends on istiod's merging of rules for one host, exportTo and workloadSelector.)"""
         clusters: dict[str, set[str]] = {}
-        selectors: dict[str, tuple[dict[str, str], list[int]]] = {}
+        routes: dict[str, set[str]] = {}
         for ns in self.namespaces:
+            entries = self.client.list(kinds.WORKLOAD_ENTRY, ns).items
             for service in self.client.list(kinds.SERVICE, ns).items:
                 fqdn = f"{service['metadata']['name']}.{ns}.svc.{self._domain}"
-                selectors[fqdn] = (dict(service["spec"].get("selector") or {}),
-                                   [int(p["port"]) for p in service["spec"].get("ports") or []])
-        subsets: list[tuple[str, str | None, dict[str, str]]] = [(fqdn, None, {}) for fqdn in selectors]
-        routes: set[str] = set()
-        for ns in self.namespaces:
-            for rule in self.client.list(kinds.DESTINATION_RULE, ns).items:
-                fqdn = resolve_host(str(rule["spec"]["host"]), ns, self._domain)
-                subsets += [(fqdn, s["name"], dict(s.get("labels") or {})) for s in rule["spec"].get("subsets") or []]
+                chosen = {str(e["spec"]["address"]) for e in entries
+                          if selects(service["spec"].get("selector") or {}, e["spec"].get("labels") or {})}
+                for port in service["spec"].get("ports") or []:
+                    clusters[f"outbound|{port['port']}||{fqdn}"] = chosen
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
-                routes |= {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
-        for fqdn, subset, extra in subsets:
-            if fqdn not in selectors:
-                continue
-            selector, ports = selectors[fqdn]
-            namespace = fqdn.split(".")[1]
-            chosen = {str(e["spec"]["address"]) for e in entries if e["metadata"]["namespace"] == namespace
-                      and selects({**selector, **extra}, e["spec"].get("labels") or {})}
-            for port in ports:
-                clusters[f"outbound|{port}|{subset or ''}|{fqdn}"] = chosen
+                if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
+                    continue
+                names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
+                exported = vs["spec"].get("exportTo") or ["*"]
+                for target in self.namespaces:
+                    if "*" in exported or target in exported or ("." in exported and target == ns):
+                        routes.setdefault(target, set()).update(names)
         assert self.policy is not None
         filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
         return clusters, routes, filtered

@@ -120,6 +120,11 @@ class SidecarEnvoy(EnvoyProcess):
     def bootstrap(self) -> dict[str, Any]:
         return bootstrap(self.proxy, self.xds_address, self.istio_version)
 
+    def arguments(self) -> list[str]:
+        # istiod still sets the deprecated max_grpc_timeout on every route: one warning per route would bury
+        # the log lines that matter (a rejected update is logged by the config component).
+        return ["--component-log-level", "misc:error"]
+
     def endpoints(self) -> dict[str, set[str]]:
         """Every cluster istiod sent, with the addresses of its healthy endpoints."""
         out: dict[str, set[str]] = {}
