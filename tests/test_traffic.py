@@ -36,7 +36,7 @@ def test_every_case_that_routes_has_traffic() -> None:
 def test_case_traffic(case: golden.Case, mesh: RunningMesh) -> None:
     outcome = golden.compile_case(case)
     assert outcome.plan is not None, outcome.error
-    failures = golden.check_traffic(case, outcome.plan, mesh)
+    failures = golden.check_traffic(case, outcome, mesh)
     assert not failures, "\n".join(failures)
 
 

@@ -35,7 +35,7 @@ import random
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -45,7 +45,7 @@ from meshgen.backends.localmesh import LocalMesh, Workload, addresses, all_hosts
 from meshgen.baseline.model import selects
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
-from meshgen.kube import discovery, kinds
+from meshgen.kube import crds, discovery, kinds
 from meshgen.kube.client import AlreadyExists, Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.kube.reconciling import NewSpecs, Reconciler
@@ -53,7 +53,7 @@ from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
 from meshgen.plan.model import Host, Plan
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import MeshPolicy
-from meshgen.testenv import sidecars, workloads
+from meshgen.testenv import binaries, controlplane, sidecars, workloads
 from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
 from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
@@ -335,3 +335,30 @@ def _can_bind(port: int) -> bool:
             return True  # in use: binding is allowed, something already does
     return True
 
+
+
+@contextlib.contextmanager
+def running(workdir: Path | None = None, progress: Callable[[str], None] | None = None,
+            istiod_env: Mapping[str, str] | None = None) -> Iterator[IstioMesh]:
+    """A whole local Istio for one command: etcd + kube-apiserver with Istio's and meshgen's CRDs, istiod, and an
+    :class:`IstioMesh` on them. Everything is stopped on the way out; the directory (logs) is removed unless
+    something failed."""
+    say = progress or (lambda line: None)
+    directory = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="meshgen-istio-"))
+    plane = controlplane.ControlPlane(directory / "controlplane", binaries.ensure())
+    istiod = Istiod(directory / "istiod", binaries.ensure_istio().pilot_discovery, plane.kubeconfig,
+                    dict(istiod_env or {}))
+    failed = True
+    try:
+        say(f"starting etcd, kube-apiserver and istiod (logs in {directory})")
+        plane.start()
+        crds.install(Client.from_kubeconfig(str(plane.kubeconfig)))
+        istiod.start()
+        with IstioMesh(plane.kubeconfig, istiod, directory / "mesh", progress=say) as mesh:
+            yield mesh
+        failed = False
+    finally:
+        istiod.stop()
+        plane.stop()
+        if workdir is None and not failed:
+            shutil.rmtree(directory, ignore_errors=True)
