@@ -115,6 +115,10 @@ class Istiod:
     process: processes.Process | None = field(default=None, repr=False)
 
     @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
     def xds_address(self) -> str:
         return f"127.0.0.1:{self.xds_port}"
 
