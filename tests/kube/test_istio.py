@@ -7,6 +7,8 @@ registry (DESIGN invariant 2), a rejected configuration is caught, and clearing 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -101,3 +103,22 @@ def test_a_rejected_configuration_is_caught(mesh: IstioMesh, istio: Istiod) -> N
         time.sleep(0.1)
     istio.raise_nacks()
     istio.wait_synced([p.proxy.id for p in mesh.proxies])
+
+
+def test_verify_via_istio_starts_its_own_stack_and_reports_each_check(tmp_path, istio) -> None:
+    """The whole local Istio of a CI job's check, from the command line: its own etcd, kube-apiserver and istiod."""
+    case = GOLDEN / "single-fork"
+    checks = tmp_path / "traffic.yaml"
+    checks.write_text("- request: {host: reviews.bookinfo.svc.cluster.local,\n"
+                      "            headers: {x-meshgen-routing-key: pr1234}}\n"
+                      "  expect: {servedBy: reviews-v1@pr-1234}\n"
+                      "- name: wrong on purpose\n"
+                      "  request: {host: ratings.bookinfo.svc.cluster.local}\n"
+                      "  expect: {servedBy: ratings-v1@pr-1234}\n")
+    result = subprocess.run([sys.executable, "-m", "meshgen", "verify", "-f", str(case / golden.SANDBOXES),
+                             "--baseline", str(case / golden.BASELINE), "--traffic", str(checks), "--via", "istio"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "PASS    GET reviews.bookinfo.svc.cluster.local/" in result.stdout
+    assert "FAIL    wrong on purpose" in result.stdout
+    assert result.stdout.splitlines()[-1] == "1 passed, 1 failed (via istio)"
