@@ -112,5 +112,5 @@ def test_verify_prints_a_pass_fail_table_and_fails_on_a_mismatch(tmp_path: Path,
     assert lines[3].startswith("FAIL    wrong on purpose") and lines[3].endswith("200 ratings-v1")
     assert "- servedBy: expected ratings-v1@pr-1234, got ratings-v1" in result.stdout
     assert lines[-1] == "1 passed, 1 failed (via envoy)"
-    checks.write_text("\n".join(checks.read_text().splitlines()[:3]) + "\n")
+    checks.write_text("\n".join(checks.read_text().splitlines()[:4]) + "\n")
     assert meshgen(*args).exit_code == 0
