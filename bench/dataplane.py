@@ -54,17 +54,18 @@ ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"baseline": 0.95, "sandbox": 0.90}
 
 
-def plan_with(n: int) -> Plan:
+def plan_with(n: int, namespace: str = "bench") -> Plan:
     """A one-service baseline with ``n`` sandboxes forking its workload (keys k0000.., sorted by name)."""
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "bench"},
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": namespace},
                "spec": {"selector": {"app": "svc"}, "ports": [{"name": "http", "port": PORT}]}}
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "svc-v1", "namespace": "bench"},
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "svc-v1", "namespace": namespace},
                   "spec": {"selector": {"matchLabels": {"app": "svc"}},
                            "template": {"metadata": {"labels": {"app": "svc"}},
                                         "spec": {"containers": [{"name": "app", "image": "example/svc:1"}]}}}}
     baseline = load_baseline([Document(Location("bench", i), d) for i, d in enumerate([service, deployment])])
     sandboxes = [{"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": f"sb-{i:04d}"},
-                  "spec": {"routingKey": f"k{i:04d}", "forks": [{"forkOf": {"namespace": "bench", "name": "svc-v1"}}]}}
+                  "spec": {"routingKey": f"k{i:04d}",
+                           "forks": [{"forkOf": {"namespace": namespace, "name": "svc-v1"}}]}}
                  for i in range(n)]
     specs = load_specs([Document(Location("bench", i), s) for i, s in enumerate(sandboxes)])
     return build_plan(specs, baseline, DEFAULT_POLICY)
@@ -140,13 +141,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(wrk: tuple[list[str], dict[str, str]], pid: int, port: int, headers: list[str],
-            duration: int) -> tuple[float, float, float, float]:
+            duration: int, host: str = HOST, address: str = "127.0.0.1") -> tuple[float, float, float, float]:
     """(requests/s, p50 ms, p99 ms, Envoy CPU µs per request) of one wrk run."""
-    argv = [*wrk[0], "-t1", "-c16", f"-d{duration}s", "--latency", "-H", f"Host: {HOST}"]
+    argv = [*wrk[0], "-t1", "-c16", f"-d{duration}s", "--latency", "-H", f"Host: {host}"]
     for header in headers:
         argv += ["-H", header]
     before = cpu_seconds(pid)
-    out = subprocess.run([*argv, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, env=wrk[1],
+    out = subprocess.run([*argv, f"http://{address}:{port}/"], capture_output=True, text=True, env=wrk[1],
                          check=True).stdout
     used = cpu_seconds(pid) - before
     count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
