@@ -233,29 +233,37 @@ def run_all(wrk: tuple[list[str], dict[str, str]], pid: int,
     return results
 
 
-def report(results: dict[Cell, list[tuple[float, float, float, float]]], counts: list[int],
-           keys: dict[int, str]) -> None:
-    def med(cell: Cell, i: int) -> float:
-        return statistics.median(x[i] for x in results[cell])
-
-    names = {"matcher": "(a) envoy backend, matcher tree", "linear": "(b) linear table (Istio VS shape)"}
+def print_table(results: dict[Cell, list[tuple[float, float, float, float]]], counts: list[int],
+                names: dict[str, str]) -> None:
+    """The markdown table: one row per (variant, N, request), medians, ratios against N = counts[0]."""
     print()
     print("| variant | N | request | req/s | ratio vs N=0 | p50 ms | p99 ms | Envoy CPU µs/req | CPU ratio |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for variant in ("matcher", "linear"):
+    for variant, name in names.items():
         for n in counts:
             for kind in ("baseline", "sandbox"):
                 cell = (variant, n, kind)
-                ratio = med(cell, 0) / med((variant, counts[0], kind), 0)
-                cpu_ratio = med((variant, counts[0], kind), 3) / med(cell, 3)
-                print(f"| {names[variant]} | {n} | {kind} | {med(cell, 0):.0f} | {ratio:.2f} | {med(cell, 1):.2f} | "
-                      f"{med(cell, 2):.2f} | {med(cell, 3):.1f} | {cpu_ratio:.2f} |")
+                ratio = median(results, cell, 0) / median(results, (variant, counts[0], kind), 0)
+                cpu_ratio = median(results, (variant, counts[0], kind), 3) / median(results, cell, 3)
+                print(f"| {name} | {n} | {kind} | {median(results, cell, 0):.0f} | {ratio:.2f} | "
+                      f"{median(results, cell, 1):.2f} | {median(results, cell, 2):.2f} | "
+                      f"{median(results, cell, 3):.1f} | {cpu_ratio:.2f} |")
     print()
+
+
+def median(results: dict[Cell, list[tuple[float, float, float, float]]], cell: Cell, i: int) -> float:
+    return statistics.median(x[i] for x in results[cell])
+
+
+def report(results: dict[Cell, list[tuple[float, float, float, float]]], counts: list[int],
+           keys: dict[int, str]) -> None:
+    print_table(results, counts, {"matcher": "(a) envoy backend, matcher tree",
+                                  "linear": "(b) linear table (Istio VS shape)"})
     print(f"sandbox requests carry the worst-placed key in baggage (N={counts[-1]}: {keys[counts[-1]]}). "
           "CPU ratio = Envoy CPU per request at N=0 / at N (1.00 = no extra cost).")
     top = counts[-1]
     for kind, goal in GOALS.items():
-        ratio = med(("matcher", top, kind), 0) / med(("matcher", counts[0], kind), 0)
+        ratio = median(results, ("matcher", top, kind), 0) / median(results, ("matcher", counts[0], kind), 0)
         verdict = "meets" if ratio >= goal else "MISSES"
         print(f"goal (a) at N={top}, {kind}: ratio {ratio:.2f} {verdict} >= {goal:.2f}")
 

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ from meshgen.testenv.envoy import Envoy, EnvoyProcess
 from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
 
 PORT = dataplane.PORT
-Cell = tuple[str, int, str]
+Cell = dataplane.Cell
 NAMES = {"envoy": "(a) envoy backend, matcher tree", "istiod": "(b) istiod, Istio backend's VirtualService"}
 
 
@@ -209,21 +208,7 @@ def run_all(wrk: tuple[list[str], dict[str, str]], targets: dict[tuple[str, int]
 
 def report(results: dict[Cell, list[tuple[float, float, float, float]]], counts: list[int],
            keys: dict[int, str]) -> None:
-    def med(cell: Cell, i: int) -> float:
-        return statistics.median(x[i] for x in results[cell])
-
-    print()
-    print("| variant | N | request | req/s | ratio vs N=0 | p50 ms | p99 ms | Envoy CPU µs/req | CPU ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for variant, name in NAMES.items():
-        for n in counts:
-            for kind in ("baseline", "sandbox"):
-                cell = (variant, n, kind)
-                ratio = med(cell, 0) / med((variant, counts[0], kind), 0)
-                cpu_ratio = med((variant, counts[0], kind), 3) / med(cell, 3)
-                print(f"| {name} | {n} | {kind} | {med(cell, 0):.0f} | {ratio:.2f} | {med(cell, 1):.2f} | "
-                      f"{med(cell, 2):.2f} | {med(cell, 3):.1f} | {cpu_ratio:.2f} |")
-    print()
+    dataplane.print_table(results, counts, NAMES)
     print(json.dumps({"worst-placed keys": keys}))
     print("Both variants include one upstream hop to a direct-response Envoy. CPU ratio = Envoy CPU per request at "
           "N=0 / at N (1.00 = no extra cost).")

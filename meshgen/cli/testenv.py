@@ -4,7 +4,6 @@ istiod, to try meshgen."""
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 from pathlib import Path
 from types import FrameType
@@ -13,7 +12,7 @@ import click
 
 from meshgen.kube import crds
 from meshgen.kube.client import Client
-from meshgen.testenv import binaries, controlplane, istiod
+from meshgen.testenv import binaries, controlplane, istiod, processes
 
 
 def default_directory() -> Path:
@@ -61,7 +60,7 @@ def up_command(detach: bool, directory: Path | None, with_istio: bool, xds_port:
         click.echo(f"export KUBECONFIG={state['kubeconfig']}")
         return
     pilot = binaries.ensure_istio().pilot_discovery if with_istio else None
-    if pilot is not None and xds_port and not _free(xds_port):
+    if pilot is not None and xds_port and not processes.can_bind(xds_port):
         raise click.ClickException(f"127.0.0.1:{xds_port} is in use (another istiod?); pass --xds-port 0 for any "
                                    "free port")
     plane = controlplane.ControlPlane(directory, binaries.ensure(), detached=detach)
@@ -111,15 +110,6 @@ def up_command(detach: bool, directory: Path | None, with_istio: bool, xds_port:
             server.stop()
         plane.stop()
         click.echo("stopped", err=True)
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @testenv_group.command("down")

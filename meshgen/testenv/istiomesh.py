@@ -33,7 +33,6 @@ import contextlib
 import functools
 import random
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -53,7 +52,7 @@ from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
 from meshgen.plan.model import Host, Plan
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import MeshPolicy
-from meshgen.testenv import binaries, controlplane, sidecars, workloads
+from meshgen.testenv import binaries, controlplane, processes, sidecars, workloads
 from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
 from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
@@ -200,7 +199,7 @@ class IstioMesh:
         """Sidecars bind Service ports as they are; one below 1024 needs the right to bind it."""
         for host in self.hosts.values():
             for port in host.ports:
-                if port.port < 1024 and not _can_bind(port.port):
+                if port.port < 1024 and processes.can_bind(port.port) is False:
                     raise EnvironmentProblem(
                         f"Service {host.namespace}/{host.name} has port {port.port}, and sidecars bind Service ports "
                         f"as they are: run as root, or lower net.ipv4.ip_unprivileged_port_start to {port.port}")
@@ -325,15 +324,6 @@ def _pod(identity: str) -> str:
     return identity.replace("@", "--")
 
 
-def _can_bind(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except PermissionError:
-            return False
-        except OSError:
-            return True  # in use: binding is allowed, something already does
-    return True
 
 
 

@@ -11,10 +11,10 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, TypeVar
 
 import pytest
 
@@ -31,27 +31,27 @@ from meshgen.testenv.istiomesh import IstioMesh
 ROOT = Path(__file__).resolve().parents[2]
 BOOKINFO = (ROOT / "examples" / "baseline" / "bookinfo.yaml").read_text()
 _counter = itertools.count()
+T = TypeVar("T")
 
 
 def _binaries() -> binaries.Binaries:
-    found = binaries.locate()
-    if found is not None:
-        return found
-    if binaries.can_build():
-        return binaries.ensure()
-    _missing(f"tests against a real kube-apiserver need etcd, kube-apiserver and Istio's CRDs: {binaries.HOW_TO_GET}")
+    return _found(binaries.locate, binaries.ensure, "tests against a real kube-apiserver need etcd, kube-apiserver "
+                                                    "and Istio's CRDs")
 
 
 def _istio_binaries() -> binaries.IstioBinaries:
-    found = binaries.locate_istio()
+    return _found(binaries.locate_istio, binaries.ensure_istio, "tests through real istiod need pilot-discovery and "
+                                                                "istioctl")
+
+
+def _found(locate: Callable[[], T | None], ensure: Callable[[], T], needs: str) -> T:
+    """What ``locate`` finds, else what ``ensure`` builds (with Go), else skip (fail under CI=true)."""
+    found = locate()
     if found is not None:
         return found
     if binaries.can_build():
-        return binaries.ensure_istio()
-    _missing(f"tests through real istiod need pilot-discovery and istioctl: {binaries.HOW_TO_GET}")
-
-
-def _missing(message: str) -> NoReturn:
+        return ensure()
+    message = f"{needs}: {binaries.HOW_TO_GET}"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
