@@ -162,13 +162,18 @@ def _latency(out: str, pct: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, rounds: int) -> tuple[argparse.Namespace, list[int]]:
+    """The command line both data-plane benchmarks take, and the sandbox counts it names."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions (median kept)")
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved repetitions (median kept)")
     parser.add_argument("--sandboxes", default="0,10,100,1000", help="comma-separated N")
     args = parser.parse_args()
-    counts = [int(n) for n in args.sandboxes.split(",")]
+    return args, [int(n) for n in args.sandboxes.split(",")]
+
+
+def main() -> None:
+    args, counts = arguments(__doc__.splitlines()[0], rounds=5)
     wrk = wrk_command()
 
     print(f"compiling N = {counts} ...", flush=True)

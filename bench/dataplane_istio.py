@@ -17,7 +17,7 @@ reconciler is not what is measured here). Load: ``wrk -t1 -c16``; rounds are int
 Ratios compare each row with N = 0 of the same variant and request; "Envoy CPU µs/req" is the measured Envoy's
 user+system time per request, the figure least disturbed by a shared machine.
 
-Usage: python bench/dataplane_istio.py [--duration 3] [--rounds 3] [--sandboxes 0,10,100,1000]
+Usage: python bench/dataplane_istio.py [--duration 3] [--rounds 5] [--sandboxes 0,10,100,1000]
 """
 
 from __future__ import annotations
@@ -147,12 +147,7 @@ def wait_routed(address: str, n: int, key: str, timeout: float = 180.0) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (median kept)")
-    parser.add_argument("--sandboxes", default="0,10,100,1000", help="comma-separated N")
-    args = parser.parse_args()
-    counts = [int(n) for n in args.sandboxes.split(",")]
+    args, counts = dataplane.arguments(__doc__.splitlines()[0], rounds=5)
     wrk = dataplane.wrk_command()
     networks = random.SystemRandom().sample(range(100, 250), len(counts) + 1)
     upstream = {f"127.{networks[0]}.200.1": "baseline", f"127.{networks[0]}.200.2": "fork"}
