@@ -54,17 +54,18 @@ ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"baseline": 0.95, "sandbox": 0.90}
 
 
-def plan_with(n: int) -> Plan:
+def plan_with(n: int, namespace: str = "bench") -> Plan:
     """A one-service baseline with ``n`` sandboxes forking its workload (keys k0000.., sorted by name)."""
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "bench"},
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": namespace},
                "spec": {"selector": {"app": "svc"}, "ports": [{"name": "http", "port": PORT}]}}
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "svc-v1", "namespace": "bench"},
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "svc-v1", "namespace": namespace},
                   "spec": {"selector": {"matchLabels": {"app": "svc"}},
                            "template": {"metadata": {"labels": {"app": "svc"}},
                                         "spec": {"containers": [{"name": "app", "image": "example/svc:1"}]}}}}
     baseline = load_baseline([Document(Location("bench", i), d) for i, d in enumerate([service, deployment])])
     sandboxes = [{"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": f"sb-{i:04d}"},
-                  "spec": {"routingKey": f"k{i:04d}", "forks": [{"forkOf": {"namespace": "bench", "name": "svc-v1"}}]}}
+                  "spec": {"routingKey": f"k{i:04d}",
+                           "forks": [{"forkOf": {"namespace": namespace, "name": "svc-v1"}}]}}
                  for i in range(n)]
     specs = load_specs([Document(Location("bench", i), s) for i, s in enumerate(sandboxes)])
     return build_plan(specs, baseline, DEFAULT_POLICY)
@@ -140,13 +141,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(wrk: tuple[list[str], dict[str, str]], pid: int, port: int, headers: list[str],
-            duration: int) -> tuple[float, float, float, float]:
+            duration: int, host: str = HOST, address: str = "127.0.0.1") -> tuple[float, float, float, float]:
     """(requests/s, p50 ms, p99 ms, Envoy CPU µs per request) of one wrk run."""
-    argv = [*wrk[0], "-t1", "-c16", f"-d{duration}s", "--latency", "-H", f"Host: {HOST}"]
+    argv = [*wrk[0], "-t1", "-c16", f"-d{duration}s", "--latency", "-H", f"Host: {host}"]
     for header in headers:
         argv += ["-H", header]
     before = cpu_seconds(pid)
-    out = subprocess.run([*argv, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, env=wrk[1],
+    out = subprocess.run([*argv, f"http://{address}:{port}/"], capture_output=True, text=True, env=wrk[1],
                          check=True).stdout
     used = cpu_seconds(pid) - before
     count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -161,13 +162,18 @@ def _latency(out: str, pct: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, rounds: int) -> tuple[argparse.Namespace, list[int]]:
+    """The command line both data-plane benchmarks take, and the sandbox counts it names."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions (median kept)")
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved repetitions (median kept)")
     parser.add_argument("--sandboxes", default="0,10,100,1000", help="comma-separated N")
     args = parser.parse_args()
-    counts = [int(n) for n in args.sandboxes.split(",")]
+    return args, [int(n) for n in args.sandboxes.split(",")]
+
+
+def main() -> None:
+    args, counts = arguments(__doc__.splitlines()[0], rounds=5)
     wrk = wrk_command()
 
     print(f"compiling N = {counts} ...", flush=True)
@@ -232,29 +238,37 @@ def run_all(wrk: tuple[list[str], dict[str, str]], pid: int,
     return results
 
 
-def report(results: dict[Cell, list[tuple[float, float, float, float]]], counts: list[int],
-           keys: dict[int, str]) -> None:
-    def med(cell: Cell, i: int) -> float:
-        return statistics.median(x[i] for x in results[cell])
-
-    names = {"matcher": "(a) envoy backend, matcher tree", "linear": "(b) linear table (Istio VS shape)"}
+def print_table(results: dict[Cell, list[tuple[float, float, float, float]]], counts: list[int],
+                names: dict[str, str]) -> None:
+    """The markdown table: one row per (variant, N, request), medians, ratios against N = counts[0]."""
     print()
     print("| variant | N | request | req/s | ratio vs N=0 | p50 ms | p99 ms | Envoy CPU µs/req | CPU ratio |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for variant in ("matcher", "linear"):
+    for variant, name in names.items():
         for n in counts:
             for kind in ("baseline", "sandbox"):
                 cell = (variant, n, kind)
-                ratio = med(cell, 0) / med((variant, counts[0], kind), 0)
-                cpu_ratio = med((variant, counts[0], kind), 3) / med(cell, 3)
-                print(f"| {names[variant]} | {n} | {kind} | {med(cell, 0):.0f} | {ratio:.2f} | {med(cell, 1):.2f} | "
-                      f"{med(cell, 2):.2f} | {med(cell, 3):.1f} | {cpu_ratio:.2f} |")
+                ratio = median(results, cell, 0) / median(results, (variant, counts[0], kind), 0)
+                cpu_ratio = median(results, (variant, counts[0], kind), 3) / median(results, cell, 3)
+                print(f"| {name} | {n} | {kind} | {median(results, cell, 0):.0f} | {ratio:.2f} | "
+                      f"{median(results, cell, 1):.2f} | {median(results, cell, 2):.2f} | "
+                      f"{median(results, cell, 3):.1f} | {cpu_ratio:.2f} |")
     print()
+
+
+def median(results: dict[Cell, list[tuple[float, float, float, float]]], cell: Cell, i: int) -> float:
+    return statistics.median(x[i] for x in results[cell])
+
+
+def report(results: dict[Cell, list[tuple[float, float, float, float]]], counts: list[int],
+           keys: dict[int, str]) -> None:
+    print_table(results, counts, {"matcher": "(a) envoy backend, matcher tree",
+                                  "linear": "(b) linear table (Istio VS shape)"})
     print(f"sandbox requests carry the worst-placed key in baggage (N={counts[-1]}: {keys[counts[-1]]}). "
           "CPU ratio = Envoy CPU per request at N=0 / at N (1.00 = no extra cost).")
     top = counts[-1]
     for kind, goal in GOALS.items():
-        ratio = med(("matcher", top, kind), 0) / med(("matcher", counts[0], kind), 0)
+        ratio = median(results, ("matcher", top, kind), 0) / median(results, ("matcher", counts[0], kind), 0)
         verdict = "meets" if ratio >= goal else "MISSES"
         print(f"goal (a) at N={top}, {kind}: ratio {ratio:.2f} {verdict} >= {goal:.2f}")
 

@@ -45,6 +45,8 @@ class Inputs:
     baseline: Baseline
     policy: MeshPolicy
     texts: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The spec documents as written (what `meshgen apply` would store), in input order.
+    documents: tuple[JsonObject, ...] = field(default=(), repr=False)
 
 
 @contextlib.contextmanager
@@ -127,8 +129,9 @@ def read_inputs(
     problems: list[Problem] = []
     texts: dict[str, str] = {}
     specs, baseline, policy = Specs(), Baseline.of(()), None
+    documents: list[Document] = []
     try:
-        specs, found = read_specs(spec_paths, limits)
+        specs, documents, found = read_spec_documents(spec_paths, limits)
         texts.update(found)
     except InvalidInput as exc:
         problems.extend(exc.problems)
@@ -144,7 +147,7 @@ def read_inputs(
         problems.extend(exc.problems)
     if problems or policy is None:
         raise InvalidInput(problems)
-    return Inputs(specs, baseline, policy, texts)
+    return Inputs(specs, baseline, policy, texts, tuple(d.body for d in documents))
 
 
 def plan_of(inputs: Inputs) -> Plan:

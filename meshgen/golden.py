@@ -6,7 +6,8 @@ with neither must compile. ``update`` rewrites the expectation from the current 
 
 A case that routes also has ``traffic.yaml`` (requests and what must answer them, see :mod:`meshgen.traffic`) and
 optionally ``topology.yaml``; given a running mesh, :func:`check` applies the case to it and sends every request.
-The mesh is passed in (anything with ``apply`` and ``send``), so this module starts no process itself.
+The mesh is passed in (anything with ``apply`` and ``send``: the plain-Envoy mesh or the istiod mesh of
+:mod:`meshgen.testenv`), so this module starts no process itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshgen import compiler, traffic
+from meshgen.documents import JsonObject
 from meshgen.errors import InvalidInput, MeshgenError
 from meshgen.plan.model import Plan
 
@@ -31,9 +33,12 @@ TOPOLOGY = "topology.yaml"
 
 
 class Mesh(Protocol):
-    """A running mesh traffic checks go through (:class:`meshgen.testenv.mesh.RunningMesh`)."""
+    """A running mesh traffic checks go through (:class:`meshgen.testenv.mesh.RunningMesh`,
+    :class:`meshgen.testenv.istiomesh.IstioMesh`). ``apply`` takes the plan and the spec documents it was compiled
+    from: a mesh with a cluster stores those, as ``meshgen apply`` does."""
 
-    def apply(self, plan: Plan, topology: traffic.Topology | None = None) -> Any: ...
+    def apply(self, plan: Plan, topology: traffic.Topology | None = None,
+              specs: Sequence[JsonObject] = ()) -> Any: ...
 
     def send(self, request: traffic.Request) -> traffic.Response: ...
 
@@ -58,11 +63,12 @@ class Case:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What compiling a case produced: output text and its plan, or error text (never both)."""
+    """What compiling a case produced: output text, its plan and the spec documents, or error text (never both)."""
 
     output: str | None
     error: str | None
     plan: Plan | None = None
+    documents: tuple[JsonObject, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ def compile_case(case: Case) -> Outcome:
             str(case.policy) if case.policy else None,
         )
         plan = compiler.plan_of(inputs)
-        return Outcome(compiler.dump(compiler.render(plan)), None, plan)
+        return Outcome(compiler.dump(compiler.render(plan)), None, plan, inputs.documents)
     except InvalidInput as exc:
         return Outcome(None, exc.render().replace(f"{case.path}/", "") + "\n")
 
@@ -108,29 +114,25 @@ def check(case: Case, mesh: Mesh | None = None) -> Result:
     result = _check_compile(case, outcome)
     if mesh is None or case.traffic is None or outcome.plan is None:
         return result
-    failures = check_traffic(case, outcome.plan, mesh)
+    failures = check_traffic(case, outcome, mesh)
     if not failures:
         return result
     compile_detail = [result.detail.rstrip("\n")] if result.detail else []
     return Result(case, False, "\n".join([*compile_detail, *failures]) + "\n")
 
 
-def check_traffic(case: Case, plan: Plan, mesh: Mesh) -> list[str]:
-    """Apply ``plan`` to ``mesh``, send every request of the case's traffic.yaml, and describe each mismatch."""
-    assert case.traffic is not None
+def check_traffic(case: Case, outcome: Outcome, mesh: Mesh) -> list[str]:
+    """Apply the compiled case to ``mesh``, send every request of its traffic.yaml, and describe each mismatch."""
+    assert case.traffic is not None and outcome.plan is not None
     try:
         checks = traffic.load_checks(case.traffic)
         topology_file = case.path / TOPOLOGY
-        mesh.apply(plan, traffic.load_topology(topology_file if topology_file.exists() else None))
+        mesh.apply(outcome.plan, traffic.load_topology(topology_file if topology_file.exists() else None),
+                   outcome.documents)
+        verdicts = traffic.run(checks, mesh)
     except MeshgenError as exc:
         return [f"traffic: {str(exc).replace(f'{case.path}/', '')}"]
-    failures = []
-    for item in checks:
-        response = mesh.send(item.request)
-        problems = traffic.mismatches(item.expect, response)
-        if problems:
-            failures.append(traffic.report(item, response, problems))
-    return failures
+    return [traffic.report(v.check, v.response, v.problems) for v in verdicts if not v.ok]
 
 
 def _check_compile(case: Case, outcome: Outcome) -> Result:

@@ -26,7 +26,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, field_validator
 
@@ -116,6 +116,34 @@ class Response:
     def header(self, name: str) -> str | None:
         """The first value of a response header, or None."""
         return next((v for k, v in self.headers if k == name.lower()), None)
+
+
+class Sender(Protocol):
+    """Anything requests can be sent through: a running mesh (:mod:`meshgen.testenv`)."""
+
+    def send(self, request: Request) -> Response: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check sent: what came back, and how it differs from the expectation (nothing: it passed)."""
+
+    check: Check
+    response: Response
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def run(checks: Sequence[Check], mesh: Sender) -> list[Verdict]:
+    """Send every check's request through ``mesh``, in order, and compare each answer with its expectation."""
+    verdicts = []
+    for check in checks:
+        response = mesh.send(check.request)
+        verdicts.append(Verdict(check, response, tuple(mismatches(check.expect, response))))
+    return verdicts
 
 
 def load_checks(path: Path) -> list[Check]:

@@ -140,8 +140,7 @@ build_istio() {
   mkdir -p "$dir"
   lock_dir "$dir"
   all_exist "${OUT[@]}" "$dir/crd-all.gen.yaml" && return 0
-  src="$(cd "$TESTENV_DIR/istio" && go list -m -f '{{.Dir}}' "$ISTIO_MODULE")"
-  [[ -d "$src" ]] || die "could not locate $ISTIO_MODULE@$v in the module cache"
+  src="$(istio_source)"
   # Stamp like upstream dev builds (VERSION file + "-dev", e.g. 1.31-dev) so version parsing works.
   ver="$(tr -d '[:space:]' <"$src/VERSION" 2>/dev/null || true)"
   ver="${ver:+$ver-dev}"
@@ -155,6 +154,15 @@ build_istio() {
   [[ -s "$dir/istioctl" ]] ||
     go_build istio istio.io/istio/istioctl/cmd/istioctl "$dir/istioctl" vtprotobuf,disable_pgv "$ld"
   copy_istio_crds "$src" "$dir"
+}
+
+# The istio.io/istio module's directory, downloading it first if needed (`go list -m` alone prints nothing for a
+# module that is not in the module cache yet, which is the case on a fresh machine).
+istio_source() {
+  local src
+  src="$(cd "$TESTENV_DIR/istio" && go mod download -json "$ISTIO_MODULE" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+  [[ -d "$src" ]] || die "could not locate $ISTIO_MODULE in the module cache"
+  echo "$src"
 }
 
 # Istio CRDs, copied out of the module so tests need neither go nor the module cache.
@@ -182,9 +190,7 @@ build_istio_crds() {
   lock_dir "$dir"
   all_exist "${OUT[@]}" && return 0
   log "downloading $ISTIO_MODULE@$v for its CRDs ..."
-  src="$(cd "$TESTENV_DIR/istio" && go mod download -json "$ISTIO_MODULE" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
-  [[ -d "$src" ]] || die "could not locate $ISTIO_MODULE@$v in the module cache"
-  copy_istio_crds "$src" "$dir"
+  copy_istio_crds "$(istio_source)" "$dir"
 }
 
 [[ $# -eq 1 ]] || usage

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given
 
 from meshgen import compiler, golden
-from meshgen.backends import envoy, envoy_routes
+from meshgen.backends import envoy, envoy_clusters, envoy_routes
 from meshgen.baseline.loading import load_baseline
 from meshgen.errors import InvalidInput
-from meshgen.plan.model import Plan
+from meshgen.plan.model import Plan, ServicePort
 from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import Specs, load_specs
 from meshgen.spec.models import DEFAULT_POLICY
@@ -124,6 +124,20 @@ def test_subset_clusters_select_by_labels_and_forks_are_nobodys_endpoint() -> No
     assert policies["outbound|9080||ratings.bookinfo.svc.cluster.local"] == 4294967295
 
 
+@pytest.mark.parametrize(("name", "app_protocol", "http2"), [
+    ("http", None, False), ("grpc", None, True), ("grpc-api", None, True), ("grpc-web", None, True),
+    ("http2-x", None, True), ("http", "grpc", True), ("grpc", "http", False), ("web", "kubernetes.io/h2c", True),
+    ("tcp", None, False),
+])
+def test_ports_istiod_calls_over_http2_are_called_over_http2(name: str, app_protocol: str | None,
+                                                               http2: bool) -> None:
+    """istiod's ConvertProtocol: appProtocol first, else the port name up to its first '-'."""
+    assert envoy_clusters.speaks_http2(ServicePort(name, 9090, "TCP", app_protocol)) is http2
+    clusters = {c["name"]: c for c in envoy.build(plan_of("multi-port-service")).clusters}
+    assert "typed_extension_protocol_options" in clusters["outbound|9090||api.shop.svc.cluster.local"]
+    assert "typed_extension_protocol_options" not in clusters["outbound|8080||api.shop.svc.cluster.local"]
+
+
 @pytest.mark.parametrize("case", COMPILING, ids=[c.name for c in COMPILING])
 def test_output_is_valid_for_real_envoy(case: golden.Case, tmp_path: Path) -> None:
     """``envoy --mode validate`` on the case's resources (RDS inlined: validation does not read RDS files)."""
@@ -176,7 +190,7 @@ def test_invariants_hold_for_random_plans(scenario) -> None:
 ROUTE_FACTS = [
     ({"route": [{"destination": {"host": "reviews"}}]},
      {"match": {"prefix": "/"}, "route": {"cluster": "C(reviews)", "timeout": "0s", "retry_policy": {
-         "retry_on": envoy_routes.ISTIO_DEFAULT_RETRY_ON, "num_retries": 2, "retriable_status_codes": [503],
+         "retry_on": envoy_routes.ISTIO_DEFAULT_RETRY_ON, "num_retries": 2,
          "retry_host_predicate": [envoy_routes._PREVIOUS_HOSTS], "host_selection_retry_max_attempts": "5"}}}),
     ({"timeout": "1m30s", "retries": {"attempts": 0}, "route": [{"destination": {"host": "reviews"}}]},
      {"match": {"prefix": "/"}, "route": {"cluster": "C(reviews)", "timeout": "90s"}}),

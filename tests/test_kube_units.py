@@ -208,7 +208,8 @@ def test_the_rbac_covers_every_kind_meshgen_writes() -> None:
 
 def test_binaries_honour_meshgen_testenv_bin_then_kubebuilder_assets(tmp_path, monkeypatch) -> None:
     mine, envtest = tmp_path / "mine", tmp_path / "envtest"
-    for directory, files in ((mine, ("etcd", binaries.ISTIO_CRDS)), (envtest, ("etcd", "kube-apiserver"))):
+    for directory, files in ((mine, ("etcd", binaries.ISTIO_CRDS, "pilot-discovery")),
+                             (envtest, ("etcd", "kube-apiserver"))):
         directory.mkdir()
         for name in files:
             (directory / name).write_text("")
@@ -218,6 +219,10 @@ def test_binaries_honour_meshgen_testenv_bin_then_kubebuilder_assets(tmp_path, m
     monkeypatch.setenv("MESHGEN_CACHE_DIR", str(tmp_path / "empty-cache"))
     found = binaries.locate()
     assert found == binaries.Binaries(mine / "etcd", envtest / "kube-apiserver", mine / binaries.ISTIO_CRDS)
+    assert binaries.locate_istio() is None and binaries.missing() == ["istioctl"]
+    (mine / "istioctl").write_text("")
+    (mine / "istioctl").chmod(0o755)
+    assert binaries.locate_istio() == binaries.IstioBinaries(mine / "pilot-discovery", mine / "istioctl")
     monkeypatch.delenv("KUBEBUILDER_ASSETS")
     assert binaries.locate() is None and binaries.missing() == ["kube-apiserver"]
 
@@ -225,4 +230,4 @@ def test_binaries_honour_meshgen_testenv_bin_then_kubebuilder_assets(tmp_path, m
 def test_pinned_versions_come_from_the_go_modules() -> None:
     assert (binaries.ETCD.version() or "").startswith("v3.")
     assert (binaries.KUBE_APISERVER.version() or "").startswith("v1.")
-    assert binaries.ISTIO_CRDS_FILE.version()
+    assert binaries.ISTIO_CRDS_FILE.version() == binaries.PILOT_DISCOVERY.version() == binaries.ISTIOCTL.version()

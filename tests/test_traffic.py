@@ -36,7 +36,7 @@ def test_every_case_that_routes_has_traffic() -> None:
 def test_case_traffic(case: golden.Case, mesh: RunningMesh) -> None:
     outcome = golden.compile_case(case)
     assert outcome.plan is not None, outcome.error
-    failures = golden.check_traffic(case, outcome.plan, mesh)
+    failures = golden.check_traffic(case, outcome, mesh)
     assert not failures, "\n".join(failures)
 
 
@@ -90,3 +90,27 @@ def test_mismatches_and_hop_paths() -> None:
     text = traffic.Response(504, (), "upstream request timeout")
     assert traffic.mismatches(traffic.Expectation.model_validate({"status": 504, "body": "upstream request timeout"}),
                               text) == []
+
+
+def test_verify_prints_a_pass_fail_table_and_fails_on_a_mismatch(tmp_path: Path, meshgen) -> None:
+    case = GOLDEN / "single-fork"
+    checks = tmp_path / "traffic.yaml"
+    checks.write_text("- name: sandbox key reaches the fork\n"
+                      "  request: {host: reviews.bookinfo.svc.cluster.local,\n"
+                      "            headers: {x-meshgen-routing-key: pr1234}}\n"
+                      "  expect: {servedBy: reviews-v1@pr-1234}\n"
+                      "- name: wrong on purpose\n"
+                      "  request: {host: ratings.bookinfo.svc.cluster.local}\n"
+                      "  expect: {servedBy: ratings-v1@pr-1234}\n")
+    args = ("verify", "-f", str(case / golden.SANDBOXES), "--baseline", str(case / golden.BASELINE),
+            "--traffic", str(checks))
+    result = meshgen(*args)
+    assert result.exit_code == 2
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["result", "check", "expected", "got", "(via", "envoy)"]
+    assert lines[2].startswith("PASS    sandbox key reaches the fork") and lines[2].endswith("200 reviews-v1@pr-1234")
+    assert lines[3].startswith("FAIL    wrong on purpose") and lines[3].endswith("200 ratings-v1")
+    assert "- servedBy: expected ratings-v1@pr-1234, got ratings-v1" in result.stdout
+    assert lines[-1] == "1 passed, 1 failed (via envoy)"
+    checks.write_text("\n".join(checks.read_text().splitlines()[:4]) + "\n")
+    assert meshgen(*args).exit_code == 0

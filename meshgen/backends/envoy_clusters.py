@@ -5,6 +5,9 @@ the same names here. A cluster's endpoints are the workloads its Service selects
 selection uses the workloads' real pod labels, so a fork (whose labels no baseline Service selects, DESIGN
 invariant 2) can only ever be an endpoint of its own fork Service's clusters.
 
+A port whose protocol is gRPC or HTTP/2 (``appProtocol``, else the port name's prefix, as istiod reads it) is called
+upstream over HTTP/2, as istiod configures it; other ports over HTTP/1.1.
+
 Traffic policy follows Istio: its defaults (least-request balancing, circuit breakers wide open, 10 s connect
 timeout) unless the host's DestinationRule says otherwise; a subset's policy overrides the host's field by field;
 a fork host gets the policy of the host it forks. Policy fields this backend cannot express fail the compile.
@@ -29,10 +32,13 @@ from meshgen.baseline.model import (
 )
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
-from meshgen.plan.model import Host, Plan
+from meshgen.plan.model import Host, Plan, ServicePort
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _UNLIMITED = 4294967295  # Istio's default circuit-breaker thresholds: effectively none
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_HTTP2 = {"typed_extension_protocol_options": {_HTTP_OPTIONS: {
+    "@type": f"type.googleapis.com/{_HTTP_OPTIONS}", "explicit_http_config": {"http2_protocol_options": {}}}}}
 _LB = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST",
        "RANDOM": "RANDOM"}
 
@@ -117,11 +123,12 @@ class Destinations:
                     continue
                 selector = {**self.selectors.get(fqdn, {}), **labels}
                 for port in host.ports:
-                    out.append(self._cluster(cluster_name(fqdn, port.port, subset), host, selector, fields))
+                    out.append(self._cluster(cluster_name(fqdn, port.port, subset), host, port, selector, fields))
         out.sort(key=lambda c: str(c["name"]))
         return out, problems
 
-    def _cluster(self, name: str, host: Host, selector: dict[str, str], fields: JsonObject) -> JsonObject:
+    def _cluster(self, name: str, host: Host, port: ServicePort, selector: dict[str, str],
+                 fields: JsonObject) -> JsonObject:
         endpoints = [
             {"endpoint": {"address": {"socket_address": {"address": w.address, "port_value": w.port}}}}
             for w in self.addresses.workloads if w.namespace == host.namespace and selects(selector, w.labels)
@@ -131,8 +138,18 @@ class Destinations:
             "name": name,
             "type": "STATIC",
             **fields,
+            **(_HTTP2 if speaks_http2(port) else {}),
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}] if endpoints else []},
         }
+
+
+def speaks_http2(port: ServicePort) -> bool:
+    """istiod's reading of a port's protocol (``ConvertProtocol``): ``appProtocol`` if set, else the port name up to
+    its first ``-``; grpc, grpc-web and http2 (and ``kubernetes.io/h2c``) are HTTP/2 upstream."""
+    name = (port.app_protocol if port.app_protocol is not None else port.name).lower()
+    if name == "kubernetes.io/h2c" or name.startswith("grpc-web"):
+        return True
+    return name.split("-", 1)[0] in ("grpc", "http2")
 
 
 def traffic_policy(policy: Mapping[str, Any]) -> JsonObject:

@@ -10,7 +10,8 @@ and written down so the Envoy backend means exactly what Istio means:
   translation, see DESIGN), so it becomes an inverted ``present_match``.
 - ``rewrite.uri`` is a prefix rewrite (the matched prefix, or the whole path of an exact match, is replaced).
 - no ``timeout`` means no timeout (Istio sets ``0s``; Envoy's own default would be 15 s), and no ``retries`` means
-  Istio's default policy (2 attempts on connect failures, refused streams and 503).
+  Istio's default policy (2 retries on connect failures, refused streams, and gRPC unavailable/cancelled; it
+  names ``retriable-status-codes`` but lists no code, so an answered 503 is not retried — observed with istiod).
 - fault and CORS become per-route filter config; the listener carries the matching filters.
 
 Anything else in a route fails the compile with the VirtualService and the field named: a route that would be
@@ -230,7 +231,7 @@ def _destinations(destinations: list[Any], source: RouteSource) -> JsonObject:
 def _retry_policy(retries: Mapping[str, Any] | None) -> JsonObject | None:
     if retries is None:
         return {"retry_on": ISTIO_DEFAULT_RETRY_ON, "num_retries": ISTIO_DEFAULT_ATTEMPTS,
-                "retriable_status_codes": [503], "retry_host_predicate": [_PREVIOUS_HOSTS],
+                "retry_host_predicate": [_PREVIOUS_HOSTS],
                 "host_selection_retry_max_attempts": "5"}
     for key in sorted(set(retries) - {"attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities"}):
         raise Unsupported(("retries", key), "not supported by the envoy backend")
@@ -238,7 +239,7 @@ def _retry_policy(retries: Mapping[str, Any] | None) -> JsonObject | None:
     if attempts == 0:
         return None
     conditions = [c.strip() for c in str(retries.get("retryOn", ISTIO_DEFAULT_RETRY_ON)).split(",") if c.strip()]
-    codes = sorted({int(c) for c in conditions if c.isdigit()} | ({503} if "retryOn" not in retries else set()))
+    codes = sorted({int(c) for c in conditions if c.isdigit()})
     named = [c for c in conditions if not c.isdigit()]
     if codes and "retriable-status-codes" not in named:
         named.append("retriable-status-codes")

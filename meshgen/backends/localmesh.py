@@ -11,6 +11,8 @@ hash of the name, probing past collisions in name order), so adding a sandbox do
   Service port (route configuration ``80``, domains ``host:80``).
 - a workload (baseline Deployment or fork) gets one address ``127.<network>.64-127.x`` and answers on
   :attr:`LocalMesh.echo_port` for every port of every Service that selects it (a local process has one socket).
+- a sidecar proxy (the istio test environment gives each workload, and the test client, its own Envoy) gets one
+  address ``127.<network>.128-191.x``, where its outbound listeners bind.
 - the edge (the local mesh's ingress gateway) listens on ``127.<network>.255.254``, on every Service port.
 """
 
@@ -27,6 +29,7 @@ _PER_OCTET = 254
 _BLOCK = 64 * _PER_OCTET  # addresses per range: 64 third octets, .1 to .254
 _HOST_RANGE = 0
 _WORKLOAD_RANGE = 64
+_PROXY_RANGE = 128
 PRIVILEGED_SHIFT = 10000
 
 
@@ -114,6 +117,11 @@ def addresses(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> Addresses:
         for key, (identity, namespace, labels, sandbox, served) in sorted(zip(keys, found, strict=True))
     )
     return Addresses(mesh, hosts, listeners, workloads, f"127.{mesh.network}.255.254")
+
+
+def proxy_addresses(names: Iterable[str], mesh: LocalMesh = DEFAULT_MESH) -> dict[str, str]:
+    """A loopback address per sidecar proxy name, in the proxy range of ``mesh``'s network."""
+    return _assign(names, mesh.network, _PROXY_RANGE)
 
 
 def _assign(names: Iterable[str], network: int, first_octet: int) -> dict[str, str]:

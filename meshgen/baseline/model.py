@@ -91,16 +91,14 @@ def service_fqdn(namespace: str, name: str, cluster_domain: str) -> str:
 
 
 def resolve_host(host: str, namespace: str, cluster_domain: str) -> str:
-    """Istio's reading of a host in a VirtualService or DestinationRule in ``namespace``: a short name
-    (``reviews``) or ``name.namespace`` is a Service; anything with more dots (or a wildcard) stays as is."""
-    if host.startswith("*") or host.endswith(f".svc.{cluster_domain}"):
+    """Istio's reading of a host in a VirtualService or DestinationRule in ``namespace`` (istiod's
+    ``ResolveShortnameToFQDN``): a name without a dot (``reviews``) is that namespace's Service; anything with a dot
+    stays as written. So ``reviews.bookinfo`` is *not* the reviews Service: istiod gives a VirtualService for it a
+    virtual host of its own, which requests for ``reviews.bookinfo.svc.cluster.local`` never reach (observed with
+    real istiod, see the cross-namespace golden case)."""
+    if "." in host or host == "*":
         return host
-    parts = host.split(".")
-    if len(parts) == 1:
-        return service_fqdn(namespace, host, cluster_domain)
-    if len(parts) == 2:
-        return service_fqdn(parts[1], parts[0], cluster_domain)
-    return host
+    return service_fqdn(namespace, host, cluster_domain)
 
 
 def host_matches(pattern: str, host: str) -> bool:

@@ -53,9 +53,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from meshgen.cli import cluster, compiling, demo, golden, schema, testenv
+    from meshgen.cli import cluster, compiling, demo, golden, schema, testenv, verify
 
-    for module in (compiling, demo, golden, schema, cluster, testenv):
+    for module in (compiling, demo, golden, schema, cluster, testenv, verify):
         for command in module.COMMANDS:
             main.add_command(command)
 

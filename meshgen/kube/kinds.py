@@ -48,11 +48,14 @@ DESTINATION_RULE = Kind("DestinationRule", "networking.istio.io", "v1", "destina
 ENVOY_FILTER = Kind("EnvoyFilter", "networking.istio.io", "v1alpha3", "envoyfilters")
 SANDBOX = Kind("Sandbox", "meshgen.dev", "v1alpha1", "sandboxes", namespaced=False)
 ROUTE_GROUP = Kind("RouteGroup", "meshgen.dev", "v1alpha1", "routegroups", namespaced=False)
+# Not written by meshgen; the istiod test environment (meshgen.testenv.istiomesh) creates them for its proxies.
+WORKLOAD_ENTRY = Kind("WorkloadEntry", "networking.istio.io", "v1", "workloadentries")
+SIDECAR = Kind("Sidecar", "networking.istio.io", "v1", "sidecars")
 CRD = Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
 
 # What the Istio backend renders, in the order they are read.
 RENDERED = (DEPLOYMENT, SERVICE, DESTINATION_RULE, VIRTUAL_SERVICE, ENVOY_FILTER)
-BY_NAME = {k.kind: k for k in (*RENDERED, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD)}
+BY_NAME = {k.kind: k for k in (*RENDERED, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD, WORKLOAD_ENTRY, SIDECAR)}
 
 
 def of(body: dict[str, Any]) -> Kind:

@@ -1,4 +1,5 @@
-"""Finding (or building, once) the servers of the test environment: etcd, kube-apiserver, and Istio's CRDs.
+"""Finding (or building, once) the servers of the test environment: etcd, kube-apiserver, Istio's CRDs, and
+Istio's own programs (``pilot-discovery``, which is istiod, and ``istioctl``).
 
 Looked up in this order, first hit wins, per file:
 
@@ -8,7 +9,9 @@ Looked up in this order, first hit wins, per file:
    ``testenv/build.sh`` from the versions pinned in ``testenv/<component>/go.mod``.
 
 :func:`ensure` builds whatever is missing with ``testenv/build.sh`` when Go is installed (slow the first time:
-about 17 minutes for etcd + kube-apiserver on 2 cores; then cached), and otherwise says how to get the files.
+about 17 minutes for etcd + kube-apiserver and 10 more for Istio on 2 cores; then cached), and otherwise says how
+to get the files. The control plane (:func:`locate`, :func:`ensure`) and Istio (:func:`locate_istio`,
+:func:`ensure_istio`) are looked up separately: the reconciler's tests need only the first.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ ISTIO_CRDS = "crd-all.gen.yaml"
 
 HOW_TO_GET = (
     "get them one of three ways: install Go >= 1.24 and run `make testenv` (builds once into ~/.cache/meshgen, "
-    "~17 min cold on 2 cores); or point MESHGEN_TESTENV_BIN at a directory holding etcd, kube-apiserver and "
-    "Istio's crd-all.gen.yaml; or set KUBEBUILDER_ASSETS (setup-envtest) for etcd and kube-apiserver"
+    "~27 min cold on 2 cores); or point MESHGEN_TESTENV_BIN at a directory holding etcd, kube-apiserver, "
+    "pilot-discovery, istioctl and Istio's crd-all.gen.yaml; or set KUBEBUILDER_ASSETS (setup-envtest) for etcd "
+    "and kube-apiserver"
 )
 
 
@@ -55,7 +59,12 @@ class Component:
 ETCD = Component("etcd", "go.etcd.io/etcd/server/v3", "etcd")
 KUBE_APISERVER = Component("kube-apiserver", "k8s.io/kubernetes", "kube-apiserver")
 ISTIO_CRDS_FILE = Component("istio", "istio.io/istio", ISTIO_CRDS)
-_BUILD_TARGET = {ETCD: "etcd", KUBE_APISERVER: "kube-apiserver", ISTIO_CRDS_FILE: "istio-crds"}
+PILOT_DISCOVERY = Component("istio", "istio.io/istio", "pilot-discovery")
+ISTIOCTL = Component("istio", "istio.io/istio", "istioctl")
+CONTROL_PLANE = (ETCD, KUBE_APISERVER, ISTIO_CRDS_FILE)
+ISTIO = (PILOT_DISCOVERY, ISTIOCTL)
+_BUILD_TARGET = {ETCD: "etcd", KUBE_APISERVER: "kube-apiserver", ISTIO_CRDS_FILE: "istio-crds",
+                 PILOT_DISCOVERY: "istio", ISTIOCTL: "istio"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,14 @@ class Binaries:
     etcd: Path
     kube_apiserver: Path
     istio_crds: Path
+
+
+@dataclass(frozen=True)
+class IstioBinaries:
+    """istiod (``pilot-discovery``) and ``istioctl``, built from the same pinned istio.io/istio module."""
+
+    pilot_discovery: Path
+    istioctl: Path
 
 
 def cache_dir() -> Path:
@@ -90,8 +107,8 @@ def find(component: Component) -> Path | None:
 
 
 def locate() -> Binaries | None:
-    """Everything, if all of it is already there (never builds)."""
-    found = [find(c) for c in (ETCD, KUBE_APISERVER, ISTIO_CRDS_FILE)]
+    """The control plane's files, if all of them are already there (never builds)."""
+    found = [find(c) for c in CONTROL_PLANE]
     if any(p is None for p in found):
         return None
     etcd, apiserver, crds = found
@@ -99,9 +116,15 @@ def locate() -> Binaries | None:
     return Binaries(etcd, apiserver, crds)
 
 
-def missing() -> list[str]:
-    """Names of the files :func:`locate` cannot find."""
-    return [c.file for c in (ETCD, KUBE_APISERVER, ISTIO_CRDS_FILE) if find(c) is None]
+def locate_istio() -> IstioBinaries | None:
+    """pilot-discovery and istioctl, if both are already there (never builds)."""
+    pilot, istioctl = (find(c) for c in ISTIO)
+    return IstioBinaries(pilot, istioctl) if pilot and istioctl else None
+
+
+def missing(components: tuple[Component, ...] = CONTROL_PLANE + ISTIO) -> list[str]:
+    """Names of the files that cannot be found."""
+    return [c.file for c in components if find(c) is None]
 
 
 def can_build() -> bool:
@@ -110,8 +133,24 @@ def can_build() -> bool:
 
 
 def ensure() -> Binaries:
-    """Everything, building what is missing with ``testenv/build.sh`` (needs Go), or a clear error."""
-    for component in (ETCD, KUBE_APISERVER, ISTIO_CRDS_FILE):
+    """The control plane's files, building what is missing with ``testenv/build.sh`` (needs Go), or a clear
+    error."""
+    _build_missing(CONTROL_PLANE)
+    found = locate()
+    assert found is not None
+    return found
+
+
+def ensure_istio() -> IstioBinaries:
+    """pilot-discovery and istioctl, building them if missing (needs Go; ~10 min cold on 2 cores)."""
+    _build_missing(ISTIO)
+    found = locate_istio()
+    assert found is not None
+    return found
+
+
+def _build_missing(components: tuple[Component, ...]) -> None:
+    for component in components:
         if find(component) is not None:
             continue
         if not can_build():
@@ -122,9 +161,6 @@ def ensure() -> Binaries:
         if result.returncode != 0 or find(component) is None:
             raise EnvironmentProblem(f"testenv/build.sh {_BUILD_TARGET[component]} failed (exit "
                                      f"{result.returncode}); see its output above")
-    found = locate()
-    assert found is not None
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,17 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    found = locate()
-    if found is None and not can_build() and "--if-possible" in args:
+    if missing() and not can_build() and "--if-possible" in args:
         print(f"meshgen testenv: {', '.join(missing())} not found and no Go to build them; the real-cluster tests "
               f"will skip. To run them, {HOW_TO_GET}", file=sys.stderr)
         return 0
     try:
-        found = found or ensure()
+        found = ensure()
+        istio = ensure_istio()
     except EnvironmentProblem as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"meshgen testenv: {found.etcd}, {found.kube_apiserver}, {found.istio_crds}", file=sys.stderr)
+    print(f"meshgen testenv: {found.etcd}, {found.kube_apiserver}, {found.istio_crds}, {istio.pilot_discovery}, "
+          f"{istio.istioctl}", file=sys.stderr)
     return 0
 
 

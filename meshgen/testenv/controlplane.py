@@ -217,10 +217,17 @@ class ControlPlane:
 
     # -- detached control planes -----------------------------------------------------------------------------
 
-    def save_state(self) -> None:
+    def save_state(self, **extra: Any) -> None:
+        """Record pids and addresses for ``stop_detached``; ``extra`` adds entries (an ``istiod`` pid and its
+        addresses, when one runs on this control plane)."""
         assert self.etcd is not None and self.apiserver is not None
-        state = {"kubeconfig": str(self.kubeconfig), "url": self.url,
-                 "pids": {"etcd": self.etcd.pid, "kube-apiserver": self.apiserver.pid}}
+        state: dict[str, Any] = {"kubeconfig": str(self.kubeconfig), "url": self.url,
+                                 "pids": {"etcd": self.etcd.pid, "kube-apiserver": self.apiserver.pid}}
+        for key, value in extra.items():
+            if key == "pids":
+                state["pids"].update(value)
+            else:
+                state[key] = value
         (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
 
@@ -245,8 +252,8 @@ def stop_detached(directory: Path) -> bool:
     if state is None:
         return False
     pids = state.get("pids") or {}
-    for name in ("kube-apiserver", "etcd"):
+    for name, command in (("istiod", "pilot-discovery"), ("kube-apiserver", "kube-apiserver"), ("etcd", "etcd")):
         if name in pids:
-            processes.stop_pid(int(pids[name]), name)
+            processes.stop_pid(int(pids[name]), command)
     (directory / STATE_FILE).unlink(missing_ok=True)
     return True

@@ -18,7 +18,8 @@ from meshgen.errors import InvalidInput, Problem
 from meshgen.plan.model import OwnerKind, Plan
 from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import Specs
-from meshgen.testenv.mesh import RunningMesh, resolve_calls
+from meshgen.testenv.mesh import RunningMesh
+from meshgen.testenv.workloads import resolve_calls
 
 
 @dataclass(frozen=True)

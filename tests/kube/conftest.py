@@ -11,10 +11,10 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -25,20 +25,33 @@ from meshgen.kube.reconciling import NewSpecs, Reconciler, Report
 from meshgen.ownership import is_owned
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import DEFAULT_POLICY
-from meshgen.testenv import binaries, controlplane
+from meshgen.testenv import binaries, controlplane, istiod
+from meshgen.testenv.istiomesh import IstioMesh
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOKINFO = (ROOT / "examples" / "baseline" / "bookinfo.yaml").read_text()
 _counter = itertools.count()
+T = TypeVar("T")
 
 
 def _binaries() -> binaries.Binaries:
-    found = binaries.locate()
+    return _found(binaries.locate, binaries.ensure, "tests against a real kube-apiserver need etcd, kube-apiserver "
+                                                    "and Istio's CRDs")
+
+
+def _istio_binaries() -> binaries.IstioBinaries:
+    return _found(binaries.locate_istio, binaries.ensure_istio, "tests through real istiod need pilot-discovery and "
+                                                                "istioctl")
+
+
+def _found(locate: Callable[[], T | None], ensure: Callable[[], T], needs: str) -> T:
+    """What ``locate`` finds, else what ``ensure`` builds (with Go), else skip (fail under CI=true)."""
+    found = locate()
     if found is not None:
         return found
     if binaries.can_build():
-        return binaries.ensure()
-    message = f"tests against a real kube-apiserver need etcd, kube-apiserver and Istio's CRDs: {binaries.HOW_TO_GET}"
+        return ensure()
+    message = f"{needs}: {binaries.HOW_TO_GET}"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -53,6 +66,28 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlp
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def istio(control_plane: controlplane.ControlPlane,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[istiod.Istiod]:
+    """istiod on the session's control plane, for the whole session (Envoys reconnect slowly to a restarted one)."""
+    server = istiod.Istiod(tmp_path_factory.mktemp("istiod"), _istio_binaries().pilot_discovery,
+                           control_plane.kubeconfig)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def istio_mesh(control_plane: controlplane.ControlPlane, istio: istiod.Istiod,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[IstioMesh]:
+    """One istiod mesh for the session; each test applies its case and clears it (so the per-test namespaces of
+    the other cluster tests never see a case's stored sandboxes)."""
+    with IstioMesh(control_plane.kubeconfig, istio, tmp_path_factory.mktemp("istio-mesh")) as mesh:
+        yield mesh
 
 
 @dataclass

@@ -1,0 +1,354 @@
+"""A case through real istiod: the baseline and the sandboxes in a real kube-apiserver, applied with meshgen's own
+reconciler, routed by upstream Envoy sidecars that istiod configures. The "via istio" counterpart of
+:mod:`meshgen.testenv.mesh` (which runs the Envoy backend's imitation of istiod).
+
+:meth:`IstioMesh.apply` takes one case to the cluster, in the order a user's cluster would see it:
+
+1. the previous case is cleared (:meth:`IstioMesh.clear`);
+2. the baseline objects (Deployments, Services, VirtualServices, DestinationRules) are created as written.
+   Deployments just sit there: no kubelet or controller runs anything, so no Pod and no EndpointSlice exists;
+3. the sandbox specs go through :class:`~meshgen.kube.reconciling.Reconciler` ``apply`` — the code of
+   ``meshgen apply`` — which stores them and writes the forks, fork Services, DestinationRules, VirtualServices and
+   the EnvoyFilter;
+4. the Deployments are read back: each baseline Deployment and each fork meshgen created is one workload of the
+   plan's local layout. A ``WorkloadEntry`` per workload carries the pod labels of the Deployment *as stored in
+   the cluster* and the workload's loopback address (EndpointSlices cannot hold loopback addresses, see
+   :mod:`meshgen.testenv.sidecars`), so istiod's registry decides which Service selects which workload;
+5. an echo process per workload, a sidecar Envoy per workload and one test client per namespace, each with a
+   ``Sidecar`` resource binding its outbound listeners to its own loopback address. A workload reaches the
+   services it calls through its own sidecar (its directory points there);
+6. ready means: every proxy connected and every type acked (``/debug/syncz``), no NACK, and every proxy's
+   accepted configuration holding exactly the case's Services as clusters (with the endpoints their selectors
+   pick), every named route of the VirtualServices exported to it, and the routing-key filter iff the EnvoyFilter
+   exists.
+
+A request from traffic.yaml is sent by the test client in the namespace of the host it addresses, through that
+client's sidecar, the way a pod next to the service would send it (so configuration exported only to that
+namespace, ``exportTo: ["."]``, applies as it would there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from meshgen import traffic
+from meshgen.backends import normaliser
+from meshgen.backends.localmesh import LocalMesh, Workload, addresses, all_hosts, proxy_addresses
+from meshgen.baseline.model import selects
+from meshgen.documents import Document, JsonObject
+from meshgen.errors import EnvironmentProblem, Location
+from meshgen.kube import crds, discovery, kinds
+from meshgen.kube.client import AlreadyExists, Client, NotFound
+from meshgen.kube.kinds import Ref
+from meshgen.kube.reconciling import NewSpecs, Reconciler
+from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
+from meshgen.plan.model import Host, Plan
+from meshgen.spec.loading import load_specs
+from meshgen.spec.models import MeshPolicy
+from meshgen.testenv import binaries, controlplane, processes, sidecars, workloads
+from meshgen.testenv.istiod import Istiod
+from meshgen.testenv.processes import Process, stop_all, wait_until
+from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
+
+CLIENT = "meshgen-testclient"
+_CASE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE, kinds.WORKLOAD_ENTRY,
+               kinds.SIDECAR)
+READY_TIMEOUT = 60.0
+
+
+class IstioMesh:
+    """Sidecars, workloads and cluster objects for whatever case was applied last. Use as a context manager."""
+
+    def __init__(self, kubeconfig: Path, istiod: Istiod, workdir: Path | None = None, network: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self._owns_workdir = workdir is None
+        self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="meshgen-istio-"))
+        self.client = Client.from_kubeconfig(str(kubeconfig))
+        self.istiod = istiod
+        # From the OS, not the seeded module generator: two meshes on one machine must not pick the same network.
+        self.network = network if network is not None else random.SystemRandom().randrange(100, 250)
+        self.progress = progress or (lambda line: None)
+        self.istio_version = istiod.version()
+        self.proxies: list[SidecarEnvoy] = []
+        self.echoes: list[Process] = []
+        self.created: list[Ref] = []
+        self.before: set[Ref] = set()
+        self.namespaces: tuple[str, ...] = ()
+        self.policy: MeshPolicy | None = None
+        self.hosts: dict[str, Host] = {}
+        self.clients: dict[str, Proxy] = {}
+
+    def __enter__(self) -> IstioMesh:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close(keep_logs=exc is not None)
+
+    # -- a case ----------------------------------------------------------------------------------------------
+
+    def apply(self, plan: Plan, topology: traffic.Topology | None = None, specs: Sequence[JsonObject] = ()) -> None:
+        """Run ``plan``'s case: its baseline, then ``specs`` (the Sandbox/RouteGroup documents it was compiled
+        from) through meshgen's reconciler, then workloads and sidecars; returns when every proxy serves it."""
+        self.clear()
+        layout = addresses(plan, LocalMesh(network=self.network))
+        self.namespaces = tuple(sorted({w.namespace for w in layout.workloads} | {h.namespace for h in
+                                                                                   layout.hosts.values()}))
+        self.policy, self.hosts = plan.policy, all_hosts(plan)
+        self._check_ports()
+        for namespace in self.namespaces:
+            self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
+        self.before = self._objects()
+        self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
+        for resource in plan.baseline.resources:
+            body = {**resource.body, "metadata": {**resource.metadata, "namespace": resource.namespace}}
+            self._create(body)
+        documents = [Document(Location("specs", i), body) for i, body in enumerate(specs)]
+        report = self._reconciler().apply(NewSpecs(load_specs(documents), tuple(specs)))
+        self.progress(f"meshgen apply: {len(report.changes)} change(s)")
+        entries = self._workload_entries(layout.workloads)
+        names = [f"{w.namespace}/{w.identity}" for w in layout.workloads]
+        names += [f"{ns}/{CLIENT}" for ns in self.namespaces]
+        assigned = proxy_addresses(names, LocalMesh(network=self.network))
+        self.clients = {ns: Proxy(CLIENT, ns, {"app": CLIENT}, assigned[f"{ns}/{CLIENT}"]) for ns in self.namespaces}
+        proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[f"{w.namespace}/{w.identity}"])
+                   for w in layout.workloads]
+        for proxy in (*proxies, *self.clients.values()):
+            self._create(proxy.sidecar(self.namespaces))
+        self._start(plan, topology or traffic.Topology(), layout.workloads, proxies)
+
+    def send(self, request: traffic.Request) -> traffic.Response:
+        """Send ``request`` through the sidecar of the test client in the host's namespace (its outbound listener
+        for the host's port)."""
+        host = self.hosts.get(request.host)
+        if host is None:
+            raise workloads.unknown_host(request, list(self.hosts))
+        return workloads.send(self.clients[host.namespace].address, request.port or host.ports[0].port, request)
+
+    def clear(self) -> None:
+        """Stop the case's processes, ``meshgen delete`` every stored spec, delete what the case created, and
+        check that its namespaces hold nothing more than before it (namespaces stay: without a namespace
+        controller a deleted namespace would never finish terminating)."""
+        stop_all([*(p.process for p in self.proxies if p.process is not None), *self.echoes])
+        self.proxies, self.echoes = [], []
+        if self.policy is not None:
+            stored = discovery.list_specs(self.client)
+            reconciler = self._reconciler()
+            for kind, items in (("RouteGroup", stored.route_groups), ("Sandbox", stored.sandboxes)):
+                if items:
+                    reconciler.delete(kind, [o["metadata"]["name"] for o in items])
+        for ref in reversed(self.created):
+            if ref.kind != "Namespace":
+                with contextlib.suppress(NotFound):
+                    self.client.delete(ref)
+        self.created = []
+        if self.namespaces:
+            left = sorted(self._objects() - self.before)
+            owned = [Ref.of(o) for kind in kinds.RENDERED for o in self.client.list(kind).items if is_owned(o)]
+            if left or owned:
+                raise EnvironmentProblem(f"clearing the case left objects behind: {', '.join(map(str, left + owned))}")
+        self.namespaces, self.policy, self.hosts, self.clients = (), None, {}, {}
+
+    def check_no_nacks(self) -> None:
+        """Raise if any proxy ever rejected configuration: istiod's view (``lastError``) and Envoy's own counters."""
+        self.istiod.raise_nacks()
+        for proxy in self.proxies:
+            rejected = {k: v for k, v in proxy.rejections().items() if v != "0"}
+            if rejected:
+                assert proxy.process is not None
+                raise EnvironmentProblem(f"{proxy.name} rejected configuration ({', '.join(sorted(rejected))})\n"
+                                         f"{proxy.process.describe()}")
+
+    def processes(self) -> list[Process]:
+        return [*(p.process for p in self.proxies if p.process is not None), *self.echoes]
+
+    def close(self, keep_logs: bool = False) -> None:
+        """Clear the case and remove the working directory if this mesh made it, unless ``keep_logs``."""
+        try:
+            self.clear()
+        finally:
+            stop_all(self.processes())
+            if self._owns_workdir and not keep_logs:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- steps -----------------------------------------------------------------------------------------------
+
+    def _reconciler(self) -> Reconciler:
+        assert self.policy is not None
+        return Reconciler(self.client, self.policy, self.namespaces)
+
+    def _create(self, body: JsonObject, exist_ok: bool = False) -> None:
+        try:
+            self.client.create(body)
+        except AlreadyExists:
+            if exist_ok:
+                return
+            raise
+        self.created.append(Ref.of(body))
+
+    def _objects(self) -> set[Ref]:
+        return {Ref.of(o) for kind in _CASE_KINDS for ns in self.namespaces for o in self.client.list(kind, ns).items}
+
+    def _check_ports(self) -> None:
+        """Sidecars bind Service ports as they are; one below 1024 needs the right to bind it."""
+        for host in self.hosts.values():
+            for port in host.ports:
+                if port.port < 1024 and processes.can_bind(port.port) is False:
+                    raise EnvironmentProblem(
+                        f"Service {host.namespace}/{host.name} has port {port.port}, and sidecars bind Service ports "
+                        f"as they are: run as root, or lower net.ipv4.ip_unprivileged_port_start to {port.port}")
+
+    def _workload_entries(self, layout: Sequence[Workload]) -> dict[str, dict[str, str]]:
+        """A WorkloadEntry per Deployment in the cluster (baseline, and forks meshgen created), with the pod
+        labels stored there; returns those labels by workload identity. The Deployments must be exactly the
+        plan's workloads: a missing or extra fork means ``meshgen apply`` did not do what the plan says."""
+        labels: dict[str, dict[str, str]] = {}
+        ports: dict[str, dict[str, int]] = {}
+        for namespace in self.namespaces:
+            for deployment in self.client.list(kinds.DEPLOYMENT, namespace).items:
+                labels[_identity(deployment)] = dict(deployment["spec"]["template"]["metadata"].get("labels") or {})
+            for service in self.client.list(kinds.SERVICE, namespace).items:
+                for port in service["spec"].get("ports") or []:
+                    if not port.get("name"):
+                        raise EnvironmentProblem(f"Service {namespace}/{service['metadata']['name']}: the istio test "
+                                                 "environment needs every Service port named (WorkloadEntry ports "
+                                                 "are keyed by port name)")
+                    ports.setdefault(namespace, {})[port["name"]] = 0
+        expected = {w.identity for w in layout}
+        if set(labels) != expected:
+            raise EnvironmentProblem(f"the cluster holds the workloads {sorted(labels)} after meshgen apply; the "
+                                     f"plan has {sorted(expected)}")
+        for workload in layout:
+            names = dict.fromkeys(ports.get(workload.namespace, {}), workload.port)
+            self._create(sidecars.workload_entry(_pod(workload.identity), workload.namespace,
+                                                 labels[workload.identity], workload.address, names))
+        return labels
+
+    def _start(self, plan: Plan, topology: traffic.Topology, layout: Sequence[Workload],
+               proxies: Sequence[Proxy]) -> None:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.progress(f"starting {len(proxies) + len(self.clients)} sidecar(s) and {len(layout)} workload(s)")
+        self.proxies = [SidecarEnvoy(self.workdir / "proxies" / p.id, p, self.istiod.xds_address, self.istio_version)
+                        for p in (*proxies, *self.clients.values())]
+        for proxy in self.proxies:
+            proxy.launch()
+        started: list[tuple[Workload, Path]] = []
+        for workload, sidecar in zip(layout, proxies, strict=True):
+            directory = logs / f"directory-{sidecar.id}.json"
+            listeners = {fqdn: (sidecar.address, host.ports[0].port) for fqdn, host in self.hosts.items()}
+            workloads.write_directory(directory, listeners, plan, topology)
+            started.append((workload, directory))
+        self.echoes = workloads.start(started, logs)
+        for proxy in self.proxies:
+            proxy.wait_live(READY_TIMEOUT)
+        self.istiod.wait_synced([p.proxy.id for p in self.proxies], READY_TIMEOUT)
+        self._wait_configured()
+        self.check_no_nacks()
+
+    def _wait_configured(self) -> None:
+        """Wait until every proxy holds this case's configuration (and nothing left from an earlier one)."""
+        clusters, routes, filtered = self._expected()
+        suffixes = tuple(f".{ns}.svc.{self._domain}" for ns in self.namespaces)
+        missing: dict[str, str] = {}
+
+        def configured(proxy: SidecarEnvoy) -> bool:
+            have = {n: e for n, e in proxy.endpoints().items()
+                    if n.startswith("outbound|") and n.split("|")[2] == "" and n.endswith(suffixes)}
+            wrong = {n for n in set(have) | set(clusters) if have.get(n) != clusters.get(n)}
+            lost = routes.get(proxy.proxy.namespace, set()) - proxy.route_names()
+            has_filter = normaliser.FILTER_NAME in proxy.listener_text()
+            missing[proxy.name] = (f"clusters/endpoints differing: {sorted(wrong)}; routes missing: {sorted(lost)}; "
+                                   f"routing-key filter {'present' if has_filter else 'absent'}, expected "
+                                   f"{'present' if filtered else 'absent'}")
+            return not wrong and not lost and has_filter == filtered
+
+        for proxy in self.proxies:
+            assert proxy.process is not None
+            try:
+                wait_until(functools.partial(configured, proxy), f"{proxy.name} to hold the case's configuration",
+                           [proxy.process], READY_TIMEOUT)
+            except EnvironmentProblem as exc:
+                raise EnvironmentProblem(f"{exc}\n  {missing.get(proxy.name, '')}") from None
+
+    @property
+    def _domain(self) -> str:
+        return self.policy.spec.cluster_domain if self.policy is not None else "cluster.local"
+
+    def _expected(self) -> tuple[dict[str, set[str]], dict[str, set[str]], bool]:
+        """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
+        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there;
+        whether the routing-key EnvoyFilter exists. (Subset clusters are left out: which DestinationRule a proxy
+        gets depends on istiod's merging of rules for one host, exportTo and workloadSelector.)"""
+        clusters: dict[str, set[str]] = {}
+        routes: dict[str, set[str]] = {}
+        for ns in self.namespaces:
+            entries = self.client.list(kinds.WORKLOAD_ENTRY, ns).items
+            for service in self.client.list(kinds.SERVICE, ns).items:
+                fqdn = f"{service['metadata']['name']}.{ns}.svc.{self._domain}"
+                chosen = {str(e["spec"]["address"]) for e in entries
+                          if selects(service["spec"].get("selector") or {}, e["spec"].get("labels") or {})}
+                for port in service["spec"].get("ports") or []:
+                    clusters[f"outbound|{port['port']}||{fqdn}"] = chosen
+            for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
+                if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
+                    continue
+                names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
+                exported = vs["spec"].get("exportTo") or ["*"]
+                for target in self.namespaces:
+                    if "*" in exported or target in exported or ("." in exported and target == ns):
+                        routes.setdefault(target, set()).update(names)
+        assert self.policy is not None
+        filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
+        return clusters, routes, filtered
+
+
+def _identity(deployment: JsonObject) -> str:
+    """A Deployment as a workload identity: its name, or ``<forked workload>@<sandbox>`` for a fork."""
+    meta = deployment["metadata"]
+    sandbox = (meta.get("labels") or {}).get(LABEL_SANDBOX)
+    if sandbox is None:
+        return str(meta["name"])
+    forked = str((meta.get("annotations") or {}).get(ANNOTATION_FORK_OF, "/?")).split("/", 1)[1]
+    return f"{forked}@{sandbox}"
+
+
+def _pod(identity: str) -> str:
+    """A DNS-label name for a workload identity (``reviews-v1@pr-1`` -> ``reviews-v1--pr-1``)."""
+    return identity.replace("@", "--")
+
+
+
+
+
+@contextlib.contextmanager
+def running(workdir: Path | None = None, progress: Callable[[str], None] | None = None,
+            istiod_env: Mapping[str, str] | None = None) -> Iterator[IstioMesh]:
+    """A whole local Istio for one command: etcd + kube-apiserver with Istio's and meshgen's CRDs, istiod, and an
+    :class:`IstioMesh` on them. Everything is stopped on the way out; the directory (logs) is removed unless
+    something failed."""
+    say = progress or (lambda line: None)
+    directory = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="meshgen-istio-"))
+    plane = controlplane.ControlPlane(directory / "controlplane", binaries.ensure())
+    istiod = Istiod(directory / "istiod", binaries.ensure_istio().pilot_discovery, plane.kubeconfig,
+                    dict(istiod_env or {}))
+    failed = True
+    try:
+        say(f"starting etcd, kube-apiserver and istiod (logs in {directory})")
+        plane.start()
+        crds.install(Client.from_kubeconfig(str(plane.kubeconfig)))
+        istiod.start()
+        with IstioMesh(plane.kubeconfig, istiod, directory / "mesh", progress=say) as mesh:
+            yield mesh
+        failed = False
+    finally:
+        istiod.stop()
+        plane.stop()
+        if workdir is None and not failed:
+            shutil.rmtree(directory, ignore_errors=True)

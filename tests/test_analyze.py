@@ -1,0 +1,72 @@
+"""istioctl analyze: every golden case's output passes with no error and only the warnings golden/ANALYZE.md lists
+with a reason; ``meshgen compile --analyze`` reports analyze's errors as a failed compile."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from meshgen import golden
+from meshgen.testenv import binaries, istioctl
+from tests.conftest import GOLDEN
+
+COMPILING = [c for c in golden.discover(GOLDEN) if (c.path / golden.EXPECTED).exists()]
+LISTED = re.compile(r"^\| (IST\d{4}) \| ([^|]+?) \|", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    found = binaries.find(binaries.ISTIOCTL)
+    if found is None:
+        message = f"istioctl analyze tests need istioctl: {binaries.HOW_TO_GET}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def test_golden_cases_have_no_analyze_error_and_only_listed_warnings(binary: Path) -> None:
+    listed = set(LISTED.findall((GOLDEN / "ANALYZE.md").read_text()))
+    assert listed, "golden/ANALYZE.md lists no warning"
+    seen: set[tuple[str, str]] = set()
+    unexplained = []
+    for case in COMPILING:
+        for finding in istioctl.analyze([case.path / golden.EXPECTED, case.path / golden.BASELINE], binary):
+            assert finding.level != istioctl.ERROR, f"{case.name}: {finding.render()}"
+            seen.add((finding.code, finding.origin))
+            if (finding.code, finding.origin) not in listed:
+                unexplained.append(f"{case.name}: {finding.render()}")
+    assert not unexplained, "warnings not listed in golden/ANALYZE.md:\n" + "\n".join(unexplained)
+    assert listed <= seen, f"golden/ANALYZE.md lists warnings no case has any more: {sorted(listed - seen)}"
+
+
+def test_compile_analyze_fails_on_an_analyze_error(binary: Path, tmp_path: Path, meshgen, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    case = GOLDEN / "single-fork"
+    args = ["compile", "-f", str(case / golden.SANDBOXES), "--analyze"]
+    ok = meshgen(*args, "--baseline", str(case / golden.BASELINE))
+    assert ok.exit_code == 0 and ok.stdout.startswith("---")
+    assert "istioctl analyze: Warning [IST0133] (EnvoyFilter istio-system/meshgen-routing-key <compiled>:" in ok.stderr
+
+    shutil.copytree(case / golden.BASELINE, tmp_path / "baseline")
+    (tmp_path / "baseline" / "ratings-vs.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings, namespace: bookinfo}\n"
+        "spec:\n  hosts: [ratings]\n  http: [{route: [{destination: {host: ratings, subset: v9}}]}]\n")
+    bad = meshgen(*args, "--baseline", str(tmp_path / "baseline"))
+    assert bad.exit_code == 2 and bad.stdout == ""
+    assert "error: istioctl analyze: Error [IST0101] (VirtualService bookinfo/ratings" in bad.stderr
+
+
+def test_compile_analyze_says_how_to_get_istioctl(tmp_path: Path, meshgen, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("MESHGEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("MESHGEN_TESTENV_BIN", raising=False)
+    case = GOLDEN / "single-fork"
+    result = meshgen("compile", "-f", str(case / golden.SANDBOXES), "--baseline", str(case / golden.BASELINE),
+                     "--analyze")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "istioctl is not on PATH" in result.stderr
