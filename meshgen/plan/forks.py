@@ -8,6 +8,7 @@ patch, so no baseline Service can ever select a fork's pods.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 from meshgen.baseline.model import DEPLOYMENT, Baseline, Resource, pod_labels, selects, service_fqdn
@@ -57,9 +58,11 @@ def build_fork(
     index: int,
     where: Location,
     cluster_domain: str,
+    hosts: Mapping[str, Host] | None = None,
 ) -> Fork:
     """Derive the fork of ``sandbox.spec.forks[index]``, reached with ``routing_key`` (the sandbox's key, computed
-    once by the caller). ``where`` locates that entry for errors."""
+    once by the caller). ``where`` locates that entry for errors; ``hosts`` are the baseline's hosts by fqdn, when
+    the caller has them already."""
     fork_spec = sandbox.spec.forks[index]
     ref = fork_spec.fork_of
     original = find_workload(baseline, ref, where.at("forkOf"))
@@ -79,7 +82,7 @@ def build_fork(
     _check_isolated(baseline, original, body, where)
 
     services = tuple(
-        _fork_service(svc, sandbox.name, selector, cluster_domain, ref) for svc in
+        _fork_service(svc, sandbox.name, selector, cluster_domain, ref, hosts or {}) for svc in
         baseline.services_selecting(original.namespace, pod_labels(original))
     )
     return Fork(sandbox.name, routing_key, ref, name, body, services)
@@ -224,10 +227,12 @@ def _check_isolated(baseline: Baseline, original: Resource, body: JsonObject, wh
 
 
 def _fork_service(
-    service: Resource, sandbox: str, selector: dict[str, str], cluster_domain: str, ref: spec.WorkloadRef
+    service: Resource, sandbox: str, selector: dict[str, str], cluster_domain: str, ref: spec.WorkloadRef,
+    hosts: Mapping[str, Host],
 ) -> ForkService:
     name = fit_name(service.name, sandbox)
-    baseline_host = host_of(service, cluster_domain)
+    known = hosts.get(service_fqdn(service.namespace, service.name, cluster_domain))
+    baseline_host = known if known is not None else host_of(service, cluster_domain)
     spec_body: JsonObject = {"selector": dict(selector), "ports": [_fork_port(p) for p in service.spec["ports"]]}
     if service.spec.get("clusterIP") == "None":
         spec_body["clusterIP"] = "None"  # headless stays headless: clients resolve pods the same way

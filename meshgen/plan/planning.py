@@ -43,7 +43,7 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
         for i in range(len(sandbox.spec.forks)):
             try:
                 fork = forking.build_fork(baseline, sandbox, owner.routing_key, i, origin.at("spec", "forks", i),
-                                          domain)
+                                          domain, hosts)
             except InvalidInput as exc:
                 problems.extend(exc.problems)
                 continue
