@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from meshgen import compiler
 from meshgen.baseline.loading import baseline_from_objects
-from meshgen.baseline.model import Baseline
+from meshgen.baseline.model import SECRET, Baseline
 from meshgen.documents import JsonObject
 from meshgen.errors import ClusterError, InvalidInput
 from meshgen.kube import diffing, discovery, kinds, ordering, patching, storing
@@ -224,5 +224,8 @@ class Reconciler:
 
 
 def _with_object(state: ClusterState, ref: Ref, live: JsonObject) -> Baseline:
+    """The observed baseline with one object replaced by its fresh live version (the edge token's Secret, read
+    apart from the live objects, is kept)."""
     objects = [live if r == ref else o for r, o in sorted(state.live.items()) if r.api is not kinds.ENVOY_FILTER]
+    objects += [secret.body for secret in state.baseline.of_kind(SECRET)]
     return baseline_from_objects(objects, discovery.CLUSTER_SOURCE)
