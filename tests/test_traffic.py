@@ -67,6 +67,17 @@ def test_traffic_file_errors_name_file_line_and_field(tmp_path: Path) -> None:
     assert f"{path}:4: [1].expect.colour" in text
 
 
+def test_an_edge_request_goes_to_the_gateway_port_not_a_service_port(tmp_path: Path) -> None:
+    path = tmp_path / "traffic.yaml"
+    path.write_text("- request: {host: a, via: edge}\n  expect: {}\n- request: {host: a, via: edge, port: 8080}\n"
+                    "  expect: {}\n- request: {host: a, via: edge, port: 9080}\n  expect: {}\n")
+    with pytest.raises(InvalidInput) as caught:
+        traffic.load_checks(path)
+    text = caught.value.render()
+    assert f"{path}:5: [2].request" in text and "the edge gateway's port 8080, not a Service port" in text
+    assert ":1:" not in text and ":3:" not in text
+
+
 def test_mismatches_and_hop_paths() -> None:
     body = {"served_by": "productpage-v1", "path": "/", "headers": {"x-a": "1"}, "calls": [
         {"service": "r", "status": 200, "served_by": "reviews-v2", "calls": [
