@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from meshgen.backends import envoy, envoy_routes, istio
+from meshgen.backends import envoy, envoy_routes, envoy_vhosts, istio
 from meshgen.backends.envoy_clusters import Destinations
 from meshgen.backends.localmesh import LocalMesh, addresses
 from meshgen.baseline.loading import load_baseline
@@ -100,7 +100,7 @@ def matcher_vhost(plan: Plan) -> dict[str, Any]:
 def linear_vhost(plan: Plan) -> dict[str, Any]:
     """(b) The Istio backend's VirtualService for the host as a linear route list, answering directly."""
     tables = [t for t in plan.tables if HOST in t.hosts]
-    http = istio.virtual_service(plan, tables[0])["spec"]["http"] if tables else [envoy.default_route(HOST)]
+    http = istio.virtual_service(plan, tables[0])["spec"]["http"] if tables else [envoy_vhosts.default_route(HOST)]
     destinations = Destinations(plan, addresses(plan))
     source = envoy_routes.RouteSource(None, PORT, lambda d: destinations.cluster_of(d, "bench", PORT))
     routes = [r for i, route in enumerate(http) for r in envoy_routes.translate(route, i, source)]
@@ -185,7 +185,8 @@ def main() -> None:
         plan = plan_with(n)
         keys[n] = plan.owners[-1].routing_key if plan.owners else "nobody"
         if not filters:
-            listener = envoy.build(plan, LocalMesh(config_dir="/unused")).listeners[0]
+            built = envoy.build(plan, LocalMesh(config_dir="/unused")).listeners
+            listener = next(x for x in built if x["name"] != envoy.EDGE_LISTENER)  # a mesh listener's filters
             filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
         for variant, vhost in (("matcher", matcher_vhost(plan)), ("linear", linear_vhost(plan))):
             vhost["domains"] = ["*"]

@@ -7,6 +7,8 @@ A golden case's ``traffic.yaml`` is a list of checks::
                 headers: {baggage: "userid=7,meshgen-routing-key=pr1234;p=1"}}
       expect: {servedBy: reviews-v1@pr-1234}
 
+A request with ``via: edge`` comes from outside the mesh, through the edge gateway (see :class:`Request`).
+
 ``expect`` may give ``status`` (default 200), ``servedBy`` (who answered), ``path`` (a chain of hops from the
 first service down: ``[productpage-v1, reviews-v1@pr-1234, ratings-v1]``), ``requestPath`` and
 ``requestHeaders`` (what the serving workload received, to prove rewrites and header edits; a ``null`` value means
@@ -28,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from meshgen.backends.localmesh import EDGE_PORT
 from meshgen.documents import locate_all, parse_documents, parse_list, read_text
 from meshgen.errors import InvalidInput, Problem
 from meshgen.spec.models import Model
@@ -41,8 +44,11 @@ HeaderValues = str | list[str]
 class Request(Model):
     """One HTTP request into the mesh, addressed to a service host (and port: the host's first by default).
 
-    ``via: edge`` sends it from outside the mesh, through the ingress edge (where untrusted routing keys are
-    removed); ``source`` is the client's address (a loopback address), to test ``allowCidrs``."""
+    ``via: edge`` sends it from outside the mesh to the edge: the ingress gateway, which removes untrusted routing
+    keys and routes by the gateway-bound VirtualServices (a host none of them routes gets 404). Its ``port`` is
+    the gateway's (:data:`~meshgen.backends.localmesh.EDGE_PORT`, the default), not a Service port, and ``host``
+    is the Host header sent, any name a gateway VirtualService may route. ``source`` is the client's address (a
+    loopback address), to test ``allowCidrs``."""
 
     host: str = Field(min_length=1)
     port: int | None = None
@@ -58,6 +64,13 @@ class Request(Model):
         if value is not None and not ipaddress.ip_address(value).is_loopback:
             raise ValueError(f"{value} is not a loopback address; local meshes run on 127.0.0.0/8")
         return value
+
+    @model_validator(mode="after")
+    def _edge_port(self) -> Request:
+        if self.via == "edge" and self.port not in (None, EDGE_PORT):
+            raise ValueError(f"port: an edge request goes to the edge gateway's port {EDGE_PORT}, not a Service "
+                             f"port; leave port out")
+        return self
 
     @field_validator("path")
     @classmethod

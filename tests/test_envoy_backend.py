@@ -45,7 +45,20 @@ def without_sandboxes(plan: Plan) -> Plan:
 
 
 def vhosts(config: envoy.EnvoyConfig) -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for rc in config.route_configs for v in rc["virtual_hosts"]}
+    """The mesh's virtual hosts by name."""
+    return {v["name"]: v for rc in config.route_configs if rc["name"] != envoy.EDGE_ROUTE_CONFIG
+            for v in rc["virtual_hosts"]}
+
+
+def edge_route_config(config: envoy.EnvoyConfig) -> dict[str, Any]:
+    (found,) = [rc for rc in config.route_configs if rc["name"] == envoy.EDGE_ROUTE_CONFIG]
+    return found
+
+
+def all_vhosts(config: envoy.EnvoyConfig) -> dict[str, dict[str, Any]]:
+    """The mesh's and the edge's virtual hosts (``edge/<name>``)."""
+    edge = {f"edge/{v['name']}": v for v in edge_route_config(config)["virtual_hosts"]}
+    return {**vhosts(config), **edge}
 
 
 def baseline_routes(vhost: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,9 +90,11 @@ def test_compile_backend_envoy_is_deterministic_and_complete(meshgen) -> None:
     first, second = meshgen(*args), meshgen(*args)
     assert first.exit_code == 0, first.output
     assert first.stdout == second.stdout
-    kinds = [o["@type"].rsplit(".", 1)[1] for o in json.loads(meshgen(*args, "-o", "json").stdout)["items"]]
+    items = json.loads(meshgen(*args, "-o", "json").stdout)["items"]
+    kinds = [o["@type"].rsplit(".", 1)[1] for o in items]
     assert kinds == sorted(kinds, key=["Listener", "Cluster", "RouteConfiguration"].index)
-    assert kinds.count("RouteConfiguration") == 1  # every bookinfo Service listens on 9080
+    # every bookinfo Service listens on 9080; the edge gateway has its own
+    assert [o["name"] for o in items if o["@type"].endswith("RouteConfiguration")] == ["9080", "http.8080"]
 
 
 def test_matcher_tree_for_a_claimed_host() -> None:
@@ -101,6 +116,67 @@ def test_hosts_without_claims_keep_a_plain_route_list() -> None:
     vhost = vhosts(envoy.build(plan_of("single-fork")))["ratings.bookinfo.svc.cluster.local:9080"]
     assert "matcher" not in vhost
     assert [r["route"]["cluster"] for r in vhost["routes"]] == ["outbound|9080||ratings.bookinfo.svc.cluster.local"]
+
+
+def test_the_edge_routes_by_gateway_virtual_services_with_sandbox_copies() -> None:
+    """golden/_shared/edge-gateway.yaml: one VirtualService for host "*" bound to the edge gateway."""
+    config = envoy.build(plan_of("edge-strip"))
+    edge = edge_route_config(config)
+    assert edge["ignore_port_in_host_matching"] is True
+    (vhost,) = edge["virtual_hosts"]
+    assert (vhost["name"], vhost["domains"]) == ("*:8080", ["*"])
+    assert [r["name"] for r in baseline_routes(vhost)] == ["productpage", "reviews"]
+    assert {k: [r["name"] for r in v] for k, v in key_lists(vhost).items()} == {
+        "pr1234": ["productpage", "meshgen-pr-1234-0", "reviews"]}
+    copy = key_lists(vhost)["pr1234"][1]
+    assert copy["route"]["cluster"] == "outbound|9080||reviews-pr-1234.bookinfo.svc.cluster.local"
+    assert copy["match"]["headers"] == [{"name": ":authority",
+                                         "string_match": {"exact": "reviews.bookinfo.svc.cluster.local"}}]
+    (listener,) = [x for x in config.listeners if x["name"] == envoy.EDGE_LISTENER]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert listener["address"]["socket_address"] == {"address": config.addresses.edge, "port_value": 8080}
+    assert hcm["use_remote_address"] is True and hcm["rds"]["route_config_name"] == "http.8080"
+    assert "meshgen edge filter" in hcm["http_filters"][0]["typed_config"]["default_source_code"]["inline_string"]
+
+
+def test_without_a_gateway_virtual_service_the_edge_answers_404() -> None:
+    assert edge_route_config(envoy.build(plan_of("single-fork")))["virtual_hosts"] == [
+        {"name": "blackhole:8080", "domains": ["*"], "routes": []}]
+
+
+def test_gateway_virtual_services_sharing_a_host_concatenate_with_catch_all_routes_last(tmp_path: Path) -> None:
+    """istiod's gateway route configuration: routes of every VirtualService for a host in one virtual host,
+    catch-all routes moved behind the others (SortVHostRoutes); a VirtualService bound to the mesh too counts."""
+    (tmp_path / "edge.yaml").write_text("""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: bookinfo}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [edge]
+  http:
+  - {name: a-all, route: [{destination: {host: productpage}}]}
+  - {name: a-reviews, match: [{uri: {prefix: /reviews}}], route: [{destination: {host: reviews}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: bookinfo}
+spec:
+  hosts: [bookinfo.example.com, ratings]
+  gateways: [mesh, istio-system/other]
+  http:
+  - {name: b-ratings, match: [{uri: {prefix: /ratings}}], route: [{destination: {host: ratings}}]}
+""")
+    inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                  [str(GOLDEN / "_shared" / "bookinfo.yaml"), str(tmp_path / "edge.yaml")])
+    config = envoy.build(compiler.plan_of(inputs))
+    edge = {v["name"]: v for v in edge_route_config(config)["virtual_hosts"]}
+    assert sorted(edge) == ["bookinfo.example.com:8080", "ratings.bookinfo.svc.cluster.local:8080"]
+    example = edge["bookinfo.example.com:8080"]
+    assert example["domains"] == ["bookinfo.example.com"]
+    assert [r["name"] for r in baseline_routes(example)] == ["a-reviews", "b-ratings", "a-all"]
+    assert {k: [r["name"] for r in v] for k, v in key_lists(example).items()} == {
+        "pr1234": ["meshgen-pr-1234-0", "a-reviews", "b-ratings", "a-all"]}
 
 
 def test_subset_clusters_select_by_labels_and_forks_are_nobodys_endpoint() -> None:
@@ -170,11 +246,11 @@ def test_invariants_hold_for_random_plans(scenario) -> None:
         config = envoy.build(plan)
     except InvalidInput:
         return
-    untouched = vhosts(envoy.build(without_sandboxes(plan)))
+    untouched = all_vhosts(envoy.build(without_sandboxes(plan)))
     fork_clusters = {c["name"] for c in config.clusters if c["name"].rsplit("|", 1)[1] in
                      {s.fork.fqdn for s in plan.fork_services()}}
     owners = {o.routing_key: o for o in plan.owners}
-    for name, vhost in vhosts(config).items():
+    for name, vhost in all_vhosts(config).items():  # the mesh's and the edge's
         if name not in untouched:
             continue  # a fork Service's own host: not baseline traffic
         base = baseline_routes(vhost)

@@ -95,12 +95,13 @@ def test_a_changed_plan_reaches_the_running_envoy_without_a_restart_or_a_dropped
 
 def test_a_rejected_configuration_is_reported_and_the_old_one_keeps_serving(mesh: RunningMesh) -> None:
     config = mesh.apply(plan_of(sandbox("pr-1", "pr1")))
-    (route_config,) = config.route_configs
+    route_config, edge = config.route_configs
+    assert edge["name"] == envoy_backend.EDGE_ROUTE_CONFIG
     # Envoy refuses a virtual host with both a route list and a matcher tree.
     broken_hosts = [{**v, "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}
                     if "matcher" in v else v for v in route_config["virtual_hosts"]]
     broken = envoy_backend.EnvoyConfig(config.listeners, config.clusters,
-                                       ({**route_config, "virtual_hosts": broken_hosts},), config.addresses)
+                                       ({**route_config, "virtual_hosts": broken_hosts}, edge), config.addresses)
     with pytest.raises(ConfigRejected) as caught:
         mesh.envoy.apply(broken)
     assert "rds.9080.update_rejected" in str(caught.value)

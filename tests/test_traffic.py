@@ -56,15 +56,28 @@ def test_golden_command_reports_each_traffic_mismatch(tmp_path: Path, meshgen) -
     assert meshgen("golden", "--cases", str(tmp_path), "--via", "none").exit_code == 0  # compile checks only
 
 
-def test_traffic_file_errors_name_file_line_and_field(tmp_path: Path) -> None:
+def load_errors(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """The rendered errors of loading ``text`` as a traffic.yaml, and its path."""
     path = tmp_path / "traffic.yaml"
-    path.write_text("- request: {host: a}\n  expect: {}\n- request: {host: b, path: nope}\n  expect: {servedBy: x,"
-                    " colour: red}\n")
+    path.write_text(text)
     with pytest.raises(InvalidInput) as caught:
         traffic.load_checks(path)
-    text = caught.value.render()
+    return path, caught.value.render()
+
+
+def test_traffic_file_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    path, text = load_errors(tmp_path, "- request: {host: a}\n  expect: {}\n- request: {host: b, path: nope}\n"
+                                       "  expect: {servedBy: x, colour: red}\n")
     assert f"{path}:3: [1].request.path" in text
     assert f"{path}:4: [1].expect.colour" in text
+
+
+def test_an_edge_request_goes_to_the_gateway_port_not_a_service_port(tmp_path: Path) -> None:
+    path, text = load_errors(tmp_path, "- request: {host: a, via: edge}\n  expect: {}\n"
+                                       "- request: {host: a, via: edge, port: 8080}\n  expect: {}\n"
+                                       "- request: {host: a, via: edge, port: 9080}\n  expect: {}\n")
+    assert f"{path}:5: [2].request" in text and "the edge gateway's port 8080, not a Service port" in text
+    assert ":1:" not in text and ":3:" not in text
 
 
 def test_mismatches_and_hop_paths() -> None:

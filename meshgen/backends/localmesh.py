@@ -13,7 +13,9 @@ hash of the name, probing past collisions in name order), so adding a sandbox do
   :attr:`LocalMesh.echo_port` for every port of every Service that selects it (a local process has one socket).
 - a sidecar proxy (the istio test environment gives each workload, and the test client, its own Envoy) gets one
   address ``127.<network>.128-191.x``, where its outbound listeners bind.
-- the edge (the local mesh's ingress gateway) listens on ``127.<network>.255.254``, on every Service port.
+- the edge (the local mesh's ingress gateway) listens on ``127.<network>.255.254``, on :data:`EDGE_PORT`: the
+  port of the one HTTP server of the Gateway it stands for (``istio-system/meshgen-edge`` in the istiod test
+  environment). It routes by the Host header, so it needs no address or port per service.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ _HOST_RANGE = 0
 _WORKLOAD_RANGE = 64
 _PROXY_RANGE = 128
 PRIVILEGED_SHIFT = 10000
+EDGE_PORT = 8080  # the edge gateway's HTTP server port, in both local meshes
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,9 @@ class Addresses:
         host = self.hosts[fqdn]
         return self.listeners[fqdn], listen_port(port if port is not None else host.ports[0].port)
 
-    def edge_listener(self, fqdn: str, port: int | None = None) -> tuple[str, int]:
-        """Where requests for ``fqdn`` enter from outside the mesh (through the edge filter)."""
-        return self.edge, self.listener(fqdn, port)[1]
+    def edge_listener(self) -> tuple[str, int]:
+        """Where requests enter from outside the mesh: the edge gateway, for every host (it routes by Host)."""
+        return self.edge, listen_port(EDGE_PORT)
 
 
 def listen_port(port: int) -> int:

@@ -51,11 +51,13 @@ ROUTE_GROUP = Kind("RouteGroup", "meshgen.dev", "v1alpha1", "routegroups", names
 # Not written by meshgen; the istiod test environment (meshgen.testenv.istiomesh) creates them for its proxies.
 WORKLOAD_ENTRY = Kind("WorkloadEntry", "networking.istio.io", "v1", "workloadentries")
 SIDECAR = Kind("Sidecar", "networking.istio.io", "v1", "sidecars")
+GATEWAY = Kind("Gateway", "networking.istio.io", "v1", "gateways")  # the test environment's edge
 CRD = Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
 
 # What the Istio backend renders, in the order they are read.
 RENDERED = (DEPLOYMENT, SERVICE, DESTINATION_RULE, VIRTUAL_SERVICE, ENVOY_FILTER)
-BY_NAME = {k.kind: k for k in (*RENDERED, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD, WORKLOAD_ENTRY, SIDECAR)}
+BY_NAME = {k.kind: k for k in (*RENDERED, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD, WORKLOAD_ENTRY, SIDECAR,
+                                     GATEWAY)}
 
 
 def of(body: dict[str, Any]) -> Kind:

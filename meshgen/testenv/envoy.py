@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meshgen.backends.envoy import EnvoyConfig, route_config_file
+from meshgen.backends.envoy import EnvoyConfig, rds_version_stat, route_config_file
 from meshgen.errors import EnvironmentProblem
 from meshgen.testenv.processes import Process, wait_until
 
@@ -182,7 +182,7 @@ class Envoy(EnvoyProcess):
             self._write(route_config_file(name), _response(version, [route_config]))
         self._write(LDS_FILE, _response(version, list(config.listeners)))
         wanted = {"listener_manager.lds.version_text": version}
-        wanted.update({f"http.outbound_{name}.rds.{name}.version_text": version for name in routes})
+        wanted.update({rds_version_stat(name): version for name in routes})
         self._wait(wanted, before, timeout)
         self._wait_listeners(len(config.listeners), timeout)
         if removed:

@@ -17,14 +17,17 @@ reconciler, routed by upstream Envoy sidecars that istiod configures. The "via i
 5. an echo process per workload, a sidecar Envoy per workload and one test client per namespace, each with a
    ``Sidecar`` resource binding its outbound listeners to its own loopback address. A workload reaches the
    services it calls through its own sidecar (its directory points there);
-6. ready means: every proxy connected and every type acked (``/debug/syncz``), no NACK, and every proxy's
+6. the edge: the Gateway ``istio-system/meshgen-edge`` (and one like it for each other gateway the case's
+   VirtualServices name) and the router Envoy that serves it (:mod:`meshgen.testenv.gateway`);
+7. ready means: every proxy connected and every type acked (``/debug/syncz``), no NACK, and every proxy's
    accepted configuration holding exactly the case's Services as clusters (with the endpoints their selectors
-   pick), every named route of the VirtualServices exported to it, and the routing-key filter iff the EnvoyFilter
-   exists.
+   pick), every named route of the VirtualServices exported to it (for the router: of the gateway-bound ones), the
+   routing-key filter iff the EnvoyFilter exists, and the router listening on its address.
 
 A request from traffic.yaml is sent by the test client in the namespace of the host it addresses, through that
 client's sidecar, the way a pod next to the service would send it (so configuration exported only to that
-namespace, ``exportTo: ["."]``, applies as it would there).
+namespace, ``exportTo: ["."]``, applies as it would there). A request ``via: edge`` goes to the router instead,
+from its ``source`` address if it names one.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from types import TracebackType
 
 from meshgen import traffic
 from meshgen.backends import normaliser
-from meshgen.backends.localmesh import LocalMesh, Workload, addresses, all_hosts, proxy_addresses
-from meshgen.baseline.model import selects
+from meshgen.backends.localmesh import EDGE_PORT, LocalMesh, Workload, addresses, all_hosts, proxy_addresses
+from meshgen.baseline.model import VIRTUAL_SERVICE, selects
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
 from meshgen.kube import crds, discovery, kinds
@@ -52,15 +55,16 @@ from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
 from meshgen.plan.model import Host, Plan
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import MeshPolicy
-from meshgen.testenv import binaries, controlplane, processes, sidecars, workloads
+from meshgen.testenv import binaries, controlplane, gateway, processes, sidecars, workloads
 from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
 from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
 
 CLIENT = "meshgen-testclient"
 _CASE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE, kinds.WORKLOAD_ENTRY,
-               kinds.SIDECAR)
+               kinds.SIDECAR, kinds.GATEWAY)
 READY_TIMEOUT = 60.0
+_EDGE = "(edge)"  # the router's key among the expected routes by proxy namespace: no namespace is named so
 
 
 class IstioMesh:
@@ -84,6 +88,7 @@ class IstioMesh:
         self.policy: MeshPolicy | None = None
         self.hosts: dict[str, Host] = {}
         self.clients: dict[str, Proxy] = {}
+        self.router: Proxy | None = None
 
     def __enter__(self) -> IstioMesh:
         return self
@@ -115,17 +120,24 @@ class IstioMesh:
         entries = self._workload_entries(layout.workloads)
         names = [f"{w.namespace}/{w.identity}" for w in layout.workloads]
         names += [f"{ns}/{CLIENT}" for ns in self.namespaces]
-        assigned = proxy_addresses(names, LocalMesh(network=self.network))
+        edge = f"{gateway.NAMESPACE}/{gateway.ROUTER_POD}"
+        assigned = proxy_addresses([*names, edge], LocalMesh(network=self.network))
         self.clients = {ns: Proxy(CLIENT, ns, {"app": CLIENT}, assigned[f"{ns}/{CLIENT}"]) for ns in self.namespaces}
         proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[f"{w.namespace}/{w.identity}"])
                    for w in layout.workloads]
         for proxy in (*proxies, *self.clients.values()):
             self._create(proxy.sidecar(self.namespaces))
+        self.router = gateway.router(assigned[edge])
+        for namespace, name in gateway.referenced(plan.baseline.of_kind(VIRTUAL_SERVICE)):
+            self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
+            self._create(gateway.gateway(name, namespace, bind=self.router.address))
         self._start(plan, topology or traffic.Topology(), layout.workloads, proxies)
 
     def send(self, request: traffic.Request) -> traffic.Response:
         """Send ``request`` through the sidecar of the test client in the host's namespace (its outbound listener
-        for the host's port)."""
+        for the host's port), or, ``via: edge``, to the edge gateway's router (which routes any Host)."""
+        if request.via == "edge" and self.router is not None:
+            return workloads.send(self.router.address, request.port or EDGE_PORT, request)
         host = self.hosts.get(request.host)
         if host is None:
             raise workloads.unknown_host(request, list(self.hosts))
@@ -153,7 +165,7 @@ class IstioMesh:
             owned = [Ref.of(o) for kind in kinds.RENDERED for o in self.client.list(kind).items if is_owned(o)]
             if left or owned:
                 raise EnvironmentProblem(f"clearing the case left objects behind: {', '.join(map(str, left + owned))}")
-        self.namespaces, self.policy, self.hosts, self.clients = (), None, {}, {}
+        self.namespaces, self.policy, self.hosts, self.clients, self.router = (), None, {}, {}, None
 
     def check_no_nacks(self) -> None:
         """Raise if any proxy ever rejected configuration: istiod's view (``lastError``) and Envoy's own counters."""
@@ -234,9 +246,10 @@ class IstioMesh:
                proxies: Sequence[Proxy]) -> None:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        self.progress(f"starting {len(proxies) + len(self.clients)} sidecar(s) and {len(layout)} workload(s)")
+        self.progress(f"starting {len(proxies) + len(self.clients)} sidecar(s), the edge router and "
+                      f"{len(layout)} workload(s)")
         self.proxies = [SidecarEnvoy(self.workdir / "proxies" / p.id, p, self.istiod.xds_address, self.istio_version)
-                        for p in (*proxies, *self.clients.values())]
+                        for p in (*proxies, *self.clients.values(), *([self.router] if self.router else []))]
         for proxy in self.proxies:
             proxy.launch()
         started: list[tuple[Workload, Path]] = []
@@ -262,12 +275,14 @@ class IstioMesh:
             have = {n: e for n, e in proxy.endpoints().items()
                     if n.startswith("outbound|") and n.split("|")[2] == "" and n.endswith(suffixes)}
             wrong = {n for n in set(have) | set(clusters) if have.get(n) != clusters.get(n)}
-            lost = routes.get(proxy.proxy.namespace, set()) - proxy.route_names()
+            router = proxy.proxy.kind == "router"
+            lost = routes.get(_EDGE if router else proxy.proxy.namespace, set()) - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
+            deaf = router and (proxy.proxy.address, EDGE_PORT) not in proxy.listening()
             missing[proxy.name] = (f"clusters/endpoints differing: {sorted(wrong)}; routes missing: {sorted(lost)}; "
                                    f"routing-key filter {'present' if has_filter else 'absent'}, expected "
-                                   f"{'present' if filtered else 'absent'}")
-            return not wrong and not lost and has_filter == filtered
+                                   f"{'present' if filtered else 'absent'}{'; not listening' if deaf else ''}")
+            return not wrong and not lost and has_filter == filtered and not deaf
 
         for proxy in self.proxies:
             assert proxy.process is not None
@@ -283,9 +298,10 @@ class IstioMesh:
 
     def _expected(self) -> tuple[dict[str, set[str]], dict[str, set[str]], bool]:
         """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
-        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there;
-        whether the routing-key EnvoyFilter exists. (Subset clusters are left out: which DestinationRule a proxy
-        gets depends on istiod's merging of rules for one host, exportTo and workloadSelector.)"""
+        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there (and
+        under ``_EDGE``, of the gateway-bound ones the router sees); whether the routing-key EnvoyFilter exists.
+        (Subset clusters are left out: which DestinationRule a proxy gets depends on istiod's merging of rules for
+        one host, exportTo and workloadSelector.)"""
         clusters: dict[str, set[str]] = {}
         routes: dict[str, set[str]] = {}
         for ns in self.namespaces:
@@ -297,10 +313,12 @@ class IstioMesh:
                 for port in service["spec"].get("ports") or []:
                     clusters[f"outbound|{port['port']}||{fqdn}"] = chosen
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
-                if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
-                    continue
                 names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
                 exported = vs["spec"].get("exportTo") or ["*"]
+                if gateway.is_edge_bound(vs) and ("*" in exported or gateway.NAMESPACE in exported):
+                    routes.setdefault(_EDGE, set()).update(names)
+                if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
+                    continue
                 for target in self.namespaces:
                     if "*" in exported or target in exported or ("." in exported and target == ns):
                         routes.setdefault(target, set()).update(names)

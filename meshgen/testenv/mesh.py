@@ -93,12 +93,13 @@ class RunningMesh:
         return config
 
     def send(self, request: traffic.Request) -> traffic.Response:
-        """Send ``request`` to the mesh listener of its host, the way a client inside the mesh would (or, with
-        ``via: edge``, to the edge listener, from ``request.source`` if given)."""
+        """Send ``request`` to the mesh listener of its host, the way a client inside the mesh would, or, with
+        ``via: edge``, to the edge gateway (which routes any Host its VirtualServices name), from
+        ``request.source`` if given."""
+        if self.addresses is not None and request.via == "edge":
+            return workloads.send(*self.addresses.edge_listener(), request)
         if self.addresses is None or request.host not in self.addresses.hosts:
             raise workloads.unknown_host(request, list(self.addresses.hosts) if self.addresses else [])
-        if request.via == "edge":
-            return workloads.send(*self.addresses.edge_listener(request.host, request.port), request)
         return workloads.send(*self.addresses.listener(request.host, request.port), request)
 
     def processes(self) -> list[Process]:

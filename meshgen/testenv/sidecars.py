@@ -40,12 +40,14 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 @dataclass(frozen=True)
 class Proxy:
-    """One sidecar: the pod it stands in for (name, namespace, labels) and its own loopback address."""
+    """One proxy: the pod it stands in for (name, namespace, labels) and its own loopback address. ``kind`` is
+    istiod's proxy type: ``sidecar``, or ``router`` for a gateway (:mod:`meshgen.testenv.gateway`)."""
 
     pod: str
     namespace: str
     labels: Mapping[str, str]
     address: str
+    kind: str = "sidecar"
 
     @property
     def id(self) -> str:
@@ -64,7 +66,7 @@ class Proxy:
         }
         if istio_version:
             metadata["ISTIO_VERSION"] = istio_version
-        return {"id": f"sidecar~{self.address}~{self.id}~{self.namespace}.svc.cluster.local",
+        return {"id": f"{self.kind}~{self.address}~{self.id}~{self.namespace}.svc.cluster.local",
                 "cluster": f"{self.pod}.{self.namespace}", "metadata": metadata}
 
     def sidecar(self, namespaces: Sequence[str]) -> JsonObject:
@@ -146,3 +148,14 @@ class SidecarEnvoy(EnvoyProcess):
     def listener_text(self) -> str:
         """The accepted listeners as JSON text (to look for a filter by name)."""
         return self.admin("/config_dump?resource=dynamic_listeners")
+
+    def listening(self) -> set[tuple[str, int]]:
+        """The address and port of every active listener."""
+        dump = json.loads(self.listener_text())
+        found = set()
+        for entry in dump.get("configs") or []:
+            address = (((entry.get("active_state") or {}).get("listener") or {}).get("address") or {})
+            socket = address.get("socket_address") or {}
+            if socket:
+                found.add((str(socket.get("address")), int(socket.get("port_value", 0))))
+        return found

@@ -7,6 +7,7 @@ registry (DESIGN invariant 2), a rejected configuration is caught, and clearing 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -14,11 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshgen import golden
+from meshgen import golden, traffic
 from meshgen.kube import kinds
 from meshgen.ownership import LABEL_SANDBOX
 from meshgen.testenv.istiod import Istiod, Nacked
 from meshgen.testenv.istiomesh import IstioMesh
+from meshgen.testenv.mesh import RunningMesh
 from tests.conftest import GOLDEN
 
 pytestmark = pytest.mark.kube
@@ -59,6 +61,44 @@ def test_case_traffic_via_istiod(case: golden.Case, mesh: IstioMesh) -> None:
     failures = golden.check_traffic(case, outcome, mesh)
     assert not failures, "\n".join(failures)
     mesh.check_no_nacks()
+
+
+OTHER_GATEWAY_VS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop-edge, namespace: bookinfo}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [shop-gateway]
+  http:
+  - {name: shop-reviews, match: [{uri: {prefix: /reviews}}], route: [{destination: {host: reviews}}]}
+  - {name: shop-all, route: [{destination: {host: productpage}}]}
+"""
+
+
+def test_the_edge_router_serves_every_gateway_a_virtual_service_names(mesh: IstioMesh, tmp_path) -> None:
+    """The router is istiod's router proxy for meshgen-edge and for bookinfo/shop-gateway (created alike), so a
+    VirtualService bound to a gateway of another name routes at the edge, as in the Envoy backend's one edge."""
+    shutil.copytree(GOLDEN / "single-fork", tmp_path / "case", symlinks=False)
+    (tmp_path / "case" / golden.BASELINE / "shop-edge.yaml").write_text(OTHER_GATEWAY_VS)
+    case = golden.Case("shop-edge", tmp_path / "case")
+    outcome = golden.compile_case(case)
+    assert outcome.plan is not None, outcome.error
+    mesh.apply(outcome.plan, None, outcome.documents)
+    gateways = {(g["metadata"]["namespace"], g["metadata"]["name"]) for g in mesh.client.list(kinds.GATEWAY).items}
+    assert gateways == {("istio-system", "meshgen-edge"), ("bookinfo", "shop-gateway")}
+    assert mesh.router is not None and mesh.router.node("")["id"].startswith("router~")
+    checks = [({"host": "bookinfo.example.com", "path": "/reviews/1", "via": "edge",
+                "headers": {"x-meshgen-routing-key": "pr1234"}}, "reviews-v1|reviews-v2"),
+              ({"host": "bookinfo.example.com", "via": "edge"}, "productpage-v1")]
+    with RunningMesh() as envoy_mesh:  # the Envoy backend's edge must answer the same
+        envoy_mesh.apply(outcome.plan)
+        for request, served in checks:
+            for sender in (mesh, envoy_mesh):
+                response = sender.send(traffic.Request.model_validate(request))
+                assert response.status == 200 and response.body["served_by"] in served.split("|"), (sender, request)
+        not_exposed = traffic.Request.model_validate({"host": "ratings.bookinfo.svc.cluster.local", "via": "edge"})
+        assert mesh.send(not_exposed).status == envoy_mesh.send(not_exposed).status == 404
 
 
 def test_no_fork_is_an_endpoint_of_a_baseline_service(mesh: IstioMesh) -> None:
