@@ -160,6 +160,24 @@ class Cluster:
         return [c.summary for c in reconciler.changes(state, discovery.specs_of(state.stored), {})]
 
 
+class EditsFirst(Client):
+    """A client with which someone else edits ``ref`` (``admin`` adds ``timeout: 7s`` to its first route) right
+    before meshgen's first patch of it: the guarded patch then conflicts and must be recomputed."""
+
+    def __init__(self, admin: Client, ref: kinds.Ref) -> None:
+        super().__init__(admin.api)
+        self.admin, self.ref, self.edited = admin, ref, False
+
+    def patch(self, target: kinds.Ref, operations: Any, dry_run: bool = False) -> dict[str, Any]:
+        if target == self.ref and not self.edited:
+            self.edited = True
+            live = self.admin.get(self.ref)
+            self.admin.patch(self.ref, [{"op": "test", "path": "/metadata/resourceVersion",
+                                         "value": live["metadata"]["resourceVersion"]},
+                                        {"op": "add", "path": "/spec/http/0/timeout", "value": "7s"}])
+        return super().patch(target, operations, dry_run)
+
+
 @pytest.fixture
 def cluster(control_plane: controlplane.ControlPlane, tmp_path: Path) -> Iterator[Cluster]:
     """A fresh namespace; afterwards every stored spec is deleted through meshgen (which restores user

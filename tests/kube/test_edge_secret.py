@@ -7,8 +7,14 @@ import base64
 import hashlib
 from pathlib import Path
 
+from meshgen.documents import parse_documents
+from meshgen.errors import Location
 from meshgen.kube.kinds import Ref
-from tests.kube.conftest import Cluster
+from meshgen.kube.reconciling import NewSpecs, Reconciler
+from meshgen.spec.loading import load_specs
+from meshgen.spec.models import MeshPolicy
+from meshgen.validation import validate_model
+from tests.kube.conftest import Cluster, EditsFirst
 from tests.kube.test_rbac import grant, sandbox
 
 TOKEN = "kube-edge-token-5e1f"
@@ -50,14 +56,6 @@ def test_the_edge_token_is_read_from_its_secret_and_never_printed(cluster: Clust
 def test_a_write_conflict_in_token_mode_recomputes_with_the_secret(cluster: Cluster) -> None:
     """The conflict path replans a user's VirtualService from its fresh live object; the edge token's Secret
     (read apart from the listed objects) must still be part of that baseline."""
-    from meshgen.documents import parse_documents
-    from meshgen.errors import Location
-    from meshgen.kube.client import Client
-    from meshgen.kube.reconciling import NewSpecs, Reconciler
-    from meshgen.spec.loading import load_specs
-    from meshgen.spec.models import MeshPolicy
-    from meshgen.validation import validate_model
-
     cluster.create_baseline()
     secret_name = f"edge2-{cluster.namespace}"
     admin = cluster.client()
@@ -67,21 +65,7 @@ def test_a_write_conflict_in_token_mode_recomputes_with_the_secret(cluster: Clus
         "apiVersion": "meshgen.dev/v1alpha1", "kind": "MeshPolicy", "metadata": {"name": "edge"},
         "spec": {"ingress": {"mode": "token", "token": {"secretRef": {"namespace": "istio-system",
                                                                       "name": secret_name}}}}}, Location("p"))
-    ref = Ref("VirtualService", cluster.namespace, "reviews")
-
-    class EditsFirst(Client):
-        edited = False
-
-        def patch(self, target, operations, dry_run=False):  # type: ignore[no-untyped-def]
-            if target == ref and not self.edited:
-                self.edited = True
-                live = admin.get(ref)
-                admin.patch(ref, [{"op": "test", "path": "/metadata/resourceVersion",
-                                   "value": live["metadata"]["resourceVersion"]},
-                                  {"op": "add", "path": "/spec/http/0/timeout", "value": "7s"}])
-            return super().patch(target, operations, dry_run)
-
-    client = EditsFirst(admin.api)
+    client = EditsFirst(admin, Ref("VirtualService", cluster.namespace, "reviews"))
     name = f"{cluster.namespace}-c"
     docs = parse_documents(sandbox(name).replace("NS", cluster.namespace), "s.yaml")
     Reconciler(client, policy).apply(NewSpecs(load_specs(docs), tuple(d.body for d in docs)))

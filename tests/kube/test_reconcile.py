@@ -8,8 +8,7 @@ import time
 import pytest
 
 from meshgen.kube import kinds
-from meshgen.kube.client import Client
-from tests.kube.conftest import Cluster
+from tests.kube.conftest import Cluster, EditsFirst
 
 pytestmark = pytest.mark.kube
 
@@ -176,24 +175,7 @@ def test_prune_never_deletes_an_object_without_the_meshgen_label(cluster: Cluste
 
 def test_a_foreign_edit_to_the_user_virtual_service_during_an_apply_survives(cluster: Cluster) -> None:
     cluster.create_baseline()
-    ref = kinds.Ref("VirtualService", cluster.namespace, "reviews")
-    admin = cluster.client()
-
-    class EditsFirst(Client):
-        """Someone changes the user's timeout between meshgen's read and its write."""
-
-        edited = False
-
-        def patch(self, target, operations, dry_run=False):  # type: ignore[no-untyped-def]
-            if target == ref and not self.edited:
-                self.edited = True
-                live = admin.get(ref)
-                admin.patch(ref, [{"op": "test", "path": "/metadata/resourceVersion",
-                                   "value": live["metadata"]["resourceVersion"]},
-                                  {"op": "add", "path": "/spec/http/0/timeout", "value": "7s"}])
-            return super().patch(target, operations, dry_run)
-
-    client = EditsFirst(admin.api)
+    client = EditsFirst(cluster.client(), kinds.Ref("VirtualService", cluster.namespace, "reviews"))
     name = f"{cluster.namespace}-e"
     cluster.apply(sandbox(name), client=client)
     assert client.edited and client.counts["get"] >= 1, "the guarded patch conflicted and was recomputed"
