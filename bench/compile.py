@@ -1,7 +1,8 @@
 """Compile-speed benchmark: 10,000 sandboxes over 500 services (100 of them with a user VirtualService).
 
 Prints wall time per stage (read+validate, plan, render, YAML dump, JSON dump) and peak RSS, side by side in one
-run. Goal (issue 2): the compile itself (plan + render) under 2 s. Usage: python bench/compile.py [--sandboxes N]
+run; the compile (plan + render) runs --repeat times and its median is reported. Goal (issue 2): the compile
+itself under 2 s. Usage: python bench/compile.py [--sandboxes N] [--repeat K]
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--sandboxes", type=int, default=10_000)
     parser.add_argument("--services", type=int, default=500)
     parser.add_argument("--user-vs", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3, help="compile runs; the median is reported")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         specs, baseline = write_inputs(Path(tmp), args.services, args.sandboxes, args.user_vs)
@@ -84,12 +86,17 @@ def main() -> None:
         t = time.perf_counter()
         inputs = compiler.read_inputs([str(specs)], [str(baseline)])
         timings["read + validate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        plan = compiler.plan_of(inputs)
-        timings["plan"] = time.perf_counter() - t
-        t = time.perf_counter()
-        objects = compiler.render(plan)
-        timings["render (istio)"] = time.perf_counter() - t
+        # The compile is repeated and its median kept: one run on a shared machine can be off by a third.
+        compiles: list[tuple[float, float]] = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            plan = compiler.plan_of(inputs)
+            planned = time.perf_counter()
+            objects = compiler.render(plan)
+            compiles.append((planned - t, time.perf_counter() - planned))
+        plan_s, render_s = sorted(compiles, key=sum)[len(compiles) // 2]
+        timings["plan"] = plan_s
+        timings["render (istio)"] = render_s
         t = time.perf_counter()
         yaml_text = compiler.dump(objects, "yaml")
         timings["dump yaml"] = time.perf_counter() - t
@@ -103,7 +110,9 @@ def main() -> None:
           f"YAML {len(yaml_text) / 1e6:.1f} MB, JSON {len(json_text) / 1e6:.1f} MB")
     for stage, seconds in timings.items():
         print(f"  {stage:<18} {seconds:7.2f} s")
-    print(f"  {'compile (plan+render)':<18} {timings['plan'] + timings['render (istio)']:7.2f} s   goal < 2 s")
+    runs = ", ".join(f"{sum(c):.2f}" for c in compiles)
+    print(f"  {'compile (plan+render)':<18} {timings['plan'] + timings['render (istio)']:7.2f} s   goal < 2 s "
+          f"(median of {len(compiles)}: {runs})")
     print(f"  {'end to end (yaml)':<18} {sum(v for k, v in timings.items() if k != 'dump json'):7.2f} s")
     grown = (rss_after - rss_before) / 1024
     print(f"  peak RSS           {rss_after / 1024:7.0f} MiB (+{grown:.0f} MiB while compiling)")

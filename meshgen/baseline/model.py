@@ -9,6 +9,7 @@ sandboxes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,8 @@ class Baseline:
     selector_index: Mapping[tuple[str, str, str], tuple[tuple[Resource, dict[str, str]], ...]] = field(
         compare=False, repr=False)
     selector_keys_by_namespace: Mapping[str, frozenset[str]] = field(compare=False, repr=False)
+    # Deployment -> the Services that select its pods: asked once per fork, and many forks share a workload.
+    fronting: Mapping[ObjectKey, tuple[Resource, ...]] = field(compare=False, repr=False, default_factory=dict)
 
     @classmethod
     def of(cls, resources: Iterable[Resource]) -> Baseline:
@@ -151,7 +154,7 @@ class Baseline:
                 keys.setdefault(r.namespace, set()).update(selector)
                 for k, v in selector.items():
                     index.setdefault((r.namespace, k, v), []).append((r, selector))
-        return cls(
+        indexed = cls(
             ordered,
             {r.key: r for r in ordered},
             {k: tuple(v) for k, v in by_kind.items()},
@@ -159,6 +162,8 @@ class Baseline:
             {k: tuple(v) for k, v in index.items()},
             {k: frozenset(v) for k, v in keys.items()},
         )
+        fronting = {d.key: indexed.services_selecting(d.namespace, pod_labels(d)) for d in by_kind.get(DEPLOYMENT, ())}
+        return dataclasses.replace(indexed, fronting=fronting)
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
         """One object by identity."""
@@ -196,6 +201,11 @@ class Baseline:
                 if service.key not in found and selects(selector, labels):
                     found[service.key] = service
         return tuple(found[k] for k in sorted(found))
+
+    def services_fronting(self, deployment: Resource) -> tuple[Resource, ...]:
+        """The Services that select ``deployment``'s pods (the hosts a fork of it takes over), sorted by name."""
+        found = self.fronting.get(deployment.key)
+        return found if found is not None else self.services_selecting(deployment.namespace, pod_labels(deployment))
 
     def selector_keys(self, namespace: str) -> frozenset[str]:
         """Every label key any Service in ``namespace`` selects on."""

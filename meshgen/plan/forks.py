@@ -83,7 +83,7 @@ def build_fork(
 
     services = tuple(
         _fork_service(svc, sandbox.name, selector, cluster_domain, ref, hosts or {}) for svc in
-        baseline.services_selecting(original.namespace, pod_labels(original))
+        baseline.services_fronting(original)
     )
     return Fork(sandbox.name, routing_key, ref, name, body, services)
 
@@ -113,8 +113,7 @@ def _fork_selector(original: Resource, labels: dict[str, str]) -> dict[str, str]
 def _copy_deployment(
     original: Resource, name: str, routing_key: str, labels: dict[str, str], selector: dict[str, str]
 ) -> JsonObject:
-    body: JsonObject = clone(original.body)
-    body.pop("status", None)
+    body: JsonObject = {k: clone(v) for k, v in original.body.items() if k not in ("metadata", "status")}
     # Baseline annotations (revision, last-applied, GitOps tracking) describe the original, not the fork.
     body["metadata"] = {
         "name": name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 
-from meshgen.baseline.model import DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, Baseline, ObjectKey, pod_labels
+from meshgen.baseline.model import DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, Baseline, ObjectKey
 from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
 from meshgen.plan import forks as forking
 from meshgen.plan import guardrails
@@ -71,7 +71,7 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
             except InvalidInput as exc:
                 problems.extend(exc.problems)
                 continue
-            for service in baseline.services_selecting(workload.namespace, pod_labels(workload)):
+            for service in baseline.services_fronting(workload):
                 fqdn = forking.host_of(service, domain).fqdn
                 claims.append(Claim(owner, fqdn, fqdn, sandbox.name))
         problems.extend(_conflicting_claims(claims, origin, f"sandbox {sandbox.name}"))
