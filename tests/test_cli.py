@@ -115,3 +115,16 @@ def test_default_policy_file_matches_the_built_in_one() -> None:
     shipped = validate_model(MeshPolicy, YAML(typ="safe").load((POLICIES / "default.yaml").read_text()),
                              Location("default.yaml"))
     assert shipped == DEFAULT_POLICY
+
+
+def test_a_workload_scoped_rule_the_fork_escapes_is_a_warning(meshgen) -> None:
+    """golden/user-destinationrule has a DestinationRule for ratings scoped to app=reviews: a fork of reviews
+    carries app=reviews-<sandbox>, so that rule would shape the baseline's calls and not the fork's."""
+    case = GOLDEN / "user-destinationrule"
+    forks_reviews = SANDBOX.replace("name: pr-1}", "name: pr-9}")
+    result = meshgen("compile", "-f", "-", "--baseline", str(case / "baseline"), input=forks_reviews)
+    assert result.exit_code == 0, result.stderr
+    assert ("warning: Sandbox pr-9: DestinationRule bookinfo/ratings-for-reviews applies to reviews-v1 by its "
+            "workloadSelector (app=reviews) but not to its fork") in result.stderr
+    forks_ratings = meshgen("compile", "-f", str(case / "sandboxes.yaml"), "--baseline", str(case / "baseline"))
+    assert forks_ratings.exit_code == 0 and "warning" not in forks_ratings.stderr

@@ -5,7 +5,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 
-from meshgen.baseline.model import DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, Baseline, ObjectKey
+from meshgen.baseline.model import (
+    DEPLOYMENT,
+    DESTINATION_RULE,
+    SERVICE,
+    VIRTUAL_SERVICE,
+    Baseline,
+    ObjectKey,
+    pod_labels,
+    selects,
+)
 from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
 from meshgen.plan import forks as forking
 from meshgen.plan import guardrails
@@ -91,6 +100,7 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
         all_claims.extend(group_claims)
 
     problems.extend(_name_collisions(forks, baseline, where))
+    warnings.extend(_rules_left_behind(forks, baseline))
     sandbox_claims = [c for s in sandboxes for c in claims_by_sandbox.get(s.name, [])]
     problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where))
     tables, table_problems = plan_tables(baseline, all_claims, hosts, domain)
@@ -192,6 +202,30 @@ def _name_collisions(forks: list[Fork], baseline: Baseline, where: Where) -> lis
                 ))
             taken.setdefault(key, fork.sandbox)
     return problems
+
+
+def _rules_left_behind(forks: Iterable[Fork], baseline: Baseline) -> list[Diagnostic]:
+    """DestinationRules scoped to a forked workload by ``workloadSelector``: the fork's pod labels differ where
+    Services select (that is what isolates it), so such a rule may shape the original's outbound calls and not
+    the fork's. Worth a warning, not an error: the fork still routes correctly."""
+    found = []
+    for fork in forks:
+        ns = fork.workload.namespace
+        rules = [r for r in baseline.of_kind(DESTINATION_RULE, ns) if isinstance(r.spec.get("workloadSelector"), dict)]
+        original = baseline.get(DEPLOYMENT, ns, fork.workload.name)
+        if not rules or original is None:
+            continue
+        fork_labels = fork.deployment["spec"]["template"]["metadata"]["labels"]
+        for rule in rules:
+            wanted = rule.spec["workloadSelector"].get("matchLabels") or {}
+            if selects(wanted, pod_labels(original)) and not selects(wanted, fork_labels):
+                found.append(Diagnostic(
+                    f"Sandbox {fork.sandbox}",
+                    f"DestinationRule {ns}/{rule.name} applies to {fork.workload.name} by its workloadSelector "
+                    f"({', '.join(f'{k}={v}' for k, v in sorted(wanted.items()))}) but not to its fork, whose "
+                    f"calls to {rule.spec.get('host')} get the host-wide policy; to cover both, select on a label "
+                    "no Service selects on (forks keep those)"))
+    return found
 
 
 def _owned_table_collisions(tables: Iterable[RouteTable], baseline: Baseline) -> list[Problem]:
