@@ -10,8 +10,9 @@ back from a matched key to ``on_no_match``, which is why a key's list carries th
 
 **The mesh** routes a host by its mesh VirtualService (or istiod's default route), on each of its ports.
 
-**The edge** is the ingress gateway: it routes by every VirtualService bound to a gateway other than ``mesh``, the
-way istiod builds a gateway's route configuration (``buildGatewayHTTPRouteConfig``):
+**The edge** is the ingress gateway: it routes by every VirtualService bound to a gateway other than ``mesh`` and
+exported to the gateway proxy's namespace (:data:`~meshgen.backends.localmesh.EDGE_NAMESPACE`), the way istiod
+builds a gateway's route configuration (``buildGatewayHTTPRouteConfig``):
 
 - one virtual host per VirtualService host (``*`` included), whose only domain is that host; the route
   configuration ignores the port in Host matching;
@@ -35,8 +36,16 @@ from functools import partial
 
 from meshgen.backends import envoy_routes, istio
 from meshgen.backends.envoy_clusters import Destinations
-from meshgen.backends.localmesh import EDGE_PORT, Addresses
-from meshgen.baseline.model import MESH_GATEWAY, VIRTUAL_SERVICE, Resource, gateways, host_matches, is_mesh_bound
+from meshgen.backends.localmesh import EDGE_NAMESPACE, EDGE_PORT, Addresses
+from meshgen.baseline.model import (
+    MESH_GATEWAY,
+    VIRTUAL_SERVICE,
+    Resource,
+    gateways,
+    host_matches,
+    is_exported_to,
+    is_mesh_bound,
+)
 from meshgen.documents import JsonObject, clone
 from meshgen.errors import InvalidInput, Problem
 from meshgen.plan.model import Host, Owner, Plan, RouteRole, RouteTable
@@ -89,9 +98,11 @@ class VirtualHosts:
         domain = plan.policy.spec.cluster_domain
         services = plan.baseline.of_kind(VIRTUAL_SERVICE)
         self.mesh_services = [(vs, resolved_hosts(vs, domain)) for vs in services if is_mesh_bound(vs)]
-        # Bound to any gateway but the mesh: what an ingress gateway routes by.
+        # Bound to any gateway but the mesh and exported to the gateway's namespace: what an ingress gateway
+        # routes by.
         self.gateway_services = [(vs, resolved_hosts(vs, domain)) for vs in services
-                                 if any(g != MESH_GATEWAY for g in gateways(vs))]
+                                 if any(g != MESH_GATEWAY for g in gateways(vs))
+                                 and is_exported_to(vs.body, EDGE_NAMESPACE)]
         self.tables = {t.key: t for t in plan.tables if not t.owned}
         self.owned = {t.hosts[0]: t for t in plan.tables if t.owned}
 
@@ -101,7 +112,7 @@ class VirtualHosts:
         short = f"{host.name}.{host.namespace}"
         out: JsonObject = {"name": f"{fqdn}:{port}",
                            "domains": [fqdn, f"{fqdn}:{port}", short, f"{short}:{port}", address, f"{address}:{port}"]}
-        vs = self._mesh_virtual_service(fqdn)
+        vs = self._mesh_virtual_service(fqdn, host.namespace)
         table = self.tables.get(vs.key) if vs is not None else self.owned.get(fqdn)
         if table is not None:
             lists = self._table_lists(table, port)
@@ -163,11 +174,14 @@ class VirtualHosts:
             self.problems.extend(p for p in exc.problems if p not in self.problems)
             return []
 
-    def _mesh_virtual_service(self, fqdn: str) -> Resource | None:
-        """The mesh VirtualService that routes ``fqdn``: one naming it exactly, else the first wildcard match
-        (Istio keeps only one VirtualService per host; sorted by namespace and name here, for determinism)."""
-        exact = [vs for vs, hosts in self.mesh_services if fqdn in hosts]
-        wild = [vs for vs, hosts in self.mesh_services if any(host_matches(h, fqdn) for h in hosts)]
+    def _mesh_virtual_service(self, fqdn: str, client_namespace: str) -> Resource | None:
+        """The mesh VirtualService that routes ``fqdn`` for clients in ``client_namespace`` (one the local mesh
+        serves from the host's own namespace): of those exported there, one naming it exactly, else the first
+        wildcard match (Istio keeps only one VirtualService per host; sorted by namespace and name here, for
+        determinism)."""
+        visible = [(vs, hosts) for vs, hosts in self.mesh_services if is_exported_to(vs.body, client_namespace)]
+        exact = [vs for vs, hosts in visible if fqdn in hosts]
+        wild = [vs for vs, hosts in visible if any(host_matches(h, fqdn) for h in hosts)]
         found = exact or wild
         return found[0] if found else None
 

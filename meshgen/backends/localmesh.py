@@ -34,6 +34,8 @@ _WORKLOAD_RANGE = 64
 _PROXY_RANGE = 128
 PRIVILEGED_SHIFT = 10000
 EDGE_PORT = 8080  # the edge gateway's HTTP server port, in both local meshes
+# Where the edge gateway's proxy runs, in both local meshes: it sees the VirtualServices exported there.
+EDGE_NAMESPACE = "istio-system"
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,14 @@ def is_mesh_bound(virtual_service: Resource) -> bool:
     return MESH_GATEWAY in gateways(virtual_service)
 
 
+def is_exported_to(config: Mapping[str, Any], namespace: str) -> bool:
+    """Whether a VirtualService or DestinationRule body (``metadata`` and ``spec``) is visible to proxies in
+    ``namespace``: no ``exportTo`` or ``*`` means everywhere, ``.`` its own namespace, ``~`` nowhere."""
+    exported = (config.get("spec") or {}).get("exportTo") or ["*"]
+    own = (config.get("metadata") or {}).get("namespace")
+    return "*" in exported or namespace in exported or ("." in exported and own == namespace)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """The baseline, indexed for the planner. Build with :meth:`of`."""

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from meshgen.backends.localmesh import EDGE_PORT
+from meshgen.backends.localmesh import EDGE_NAMESPACE, EDGE_PORT
 from meshgen.baseline.model import MESH_GATEWAY, Resource, gateways
 from meshgen.documents import JsonObject
-from meshgen.testenv.istiod import ROOT_NAMESPACE
 from meshgen.testenv.sidecars import NETWORKING, Proxy
 
 NAME = "meshgen-edge"
-NAMESPACE = ROOT_NAMESPACE
+NAMESPACE = EDGE_NAMESPACE  # istiod's root namespace too (meshgen.testenv.istiod)
 REFERENCE = f"{NAMESPACE}/{NAME}"
 SELECTOR = {"istio": "ingressgateway"}
 ROUTER_POD = "meshgen-edge-gateway"

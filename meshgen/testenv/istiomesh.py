@@ -44,7 +44,7 @@ from types import TracebackType
 from meshgen import traffic
 from meshgen.backends import normaliser
 from meshgen.backends.localmesh import EDGE_PORT, LocalMesh, Workload, addresses, all_hosts, proxy_addresses
-from meshgen.baseline.model import VIRTUAL_SERVICE, selects
+from meshgen.baseline.model import VIRTUAL_SERVICE, is_exported_to, selects
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
 from meshgen.kube import crds, discovery, kinds
@@ -107,7 +107,10 @@ class IstioMesh:
                                                                                    layout.hosts.values()}))
         self.policy, self.hosts = plan.policy, all_hosts(plan)
         self._check_ports()
-        for namespace in self.namespaces:
+        # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
+        # sidecars import configuration from every namespace the case writes to, as a default Sidecar would.
+        scope = sorted(set(self.namespaces) | {r.namespace for r in plan.baseline.resources})
+        for namespace in scope:
             self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
         self.before = self._objects()
         self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
@@ -126,7 +129,7 @@ class IstioMesh:
         proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[f"{w.namespace}/{w.identity}"])
                    for w in layout.workloads]
         for proxy in (*proxies, *self.clients.values()):
-            self._create(proxy.sidecar(self.namespaces))
+            self._create(proxy.sidecar(scope))
         self.router = gateway.router(assigned[edge])
         for namespace, name in gateway.referenced(plan.baseline.of_kind(VIRTUAL_SERVICE)):
             self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
@@ -314,13 +317,12 @@ class IstioMesh:
                     clusters[f"outbound|{port['port']}||{fqdn}"] = chosen
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
                 names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
-                exported = vs["spec"].get("exportTo") or ["*"]
-                if gateway.is_edge_bound(vs) and ("*" in exported or gateway.NAMESPACE in exported):
+                if gateway.is_edge_bound(vs) and is_exported_to(vs, gateway.NAMESPACE):
                     routes.setdefault(_EDGE, set()).update(names)
                 if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
                     continue
                 for target in self.namespaces:
-                    if "*" in exported or target in exported or ("." in exported and target == ns):
+                    if is_exported_to(vs, target):
                         routes.setdefault(target, set()).update(names)
         assert self.policy is not None
         filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
