@@ -92,7 +92,11 @@ class Reconciler:
         for name in names:
             change = storing.deletion(state.stored, kind, name)
             if change is None:
-                raise ClusterError(f"{kinds.BY_NAME[kind].display}/{name} not found")
+                pool = state.stored.sandboxes if kind == "Sandbox" else state.stored.route_groups
+                stored = ", ".join(sorted(o["metadata"]["name"] for o in pool)) or "none"
+                plural = kinds.BY_NAME[kind].plural
+                raise ClusterError(f"{kinds.BY_NAME[kind].display}/{name} not found (nothing was deleted)\n"
+                                   f"  fix: stored {plural}: {stored} (meshgen get {plural})")
             deletions.append(change)
         return self._after_deleting(state, deletions, dry_run)
 
