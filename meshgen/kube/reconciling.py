@@ -93,7 +93,8 @@ class Reconciler:
             change = storing.deletion(state.stored, kind, name)
             if change is None:
                 pool = state.stored.sandboxes if kind == "Sandbox" else state.stored.route_groups
-                stored = ", ".join(sorted(o["metadata"]["name"] for o in pool)) or "none"
+                names = sorted(o["metadata"]["name"] for o in pool)
+                stored = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "") or "none"
                 plural = kinds.BY_NAME[kind].plural
                 raise ClusterError(f"{kinds.BY_NAME[kind].display}/{name} not found (nothing was deleted)\n"
                                    f"  fix: stored {plural}: {stored} (meshgen get {plural})")
