@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from meshgen import yamltext
 from meshgen.errors import InvalidInput, Location, Problem
@@ -115,23 +116,23 @@ def parse_documents(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> 
     loader = YAML(typ="safe", pure=False)
     docs: list[Document] = []
     with _yaml_errors(source):
-        for index, raw in enumerate(loader.load_all(text)):
+        for index, node in enumerate(loader.compose_all(text)):
             if index >= limits.documents:
                 raise InvalidInput.one(
                     Location(source, index),
                     f"more than {limits.documents} documents in one file",
                     "split the input into several files",
                 )
+            location = Location(source, index)
+            raw = _Plain(loader.constructor, location, limits, text).value(node)
             if raw is None:
                 continue
-            location = Location(source, index)
             if not isinstance(raw, dict):
                 raise InvalidInput.one(
                     locate(location, text),
                     f"a document must be a mapping (a Kubernetes-style object), got {_type_name(raw)}",
                 )
-            body = _plain(raw, location, limits, text)
-            docs.append(Document(location, body))
+            docs.append(Document(location, raw))
     return docs
 
 
@@ -139,14 +140,14 @@ def parse_list(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> list[
     """Parse a file holding one YAML list of mappings (such as a golden case's ``traffic.yaml``): one document
     per item, located at ``[index]`` so errors still name the item's line. An empty file is an empty list."""
     loader = YAML(typ="safe", pure=False)
-    with _yaml_errors(source):
-        raw = loader.load(text)
     location = Location(source)
-    if raw is None:
+    with _yaml_errors(source):
+        node = loader.compose(text)
+        items = None if node is None else _Plain(loader.constructor, location, limits, text).value(node)
+    if items is None:
         return []
-    if not isinstance(raw, list):
-        raise InvalidInput.one(locate(location, text), f"expected a list, got {_type_name(raw)}")
-    items = _plain(raw, location, limits, text)
+    if not isinstance(items, list):
+        raise InvalidInput.one(locate(location, text), f"expected a list, got {_type_name(items)}")
     docs = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -169,6 +170,10 @@ def _yaml_errors(source: str) -> Iterator[None]:
         raise InvalidInput.one(Location(source), f"invalid YAML: {exc}") from exc
     except RecursionError as exc:
         raise InvalidInput.one(Location(source), "invalid YAML: nesting is too deep") from exc
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        # The library's constructors trip over some malformed tagged scalars (``!!int`` with no value) instead
+        # of raising a YAML error.
+        raise InvalidInput.one(Location(source), f"invalid YAML: a value cannot be read ({exc})") from exc
 
 
 def read_documents(sources: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> tuple[list[Document], dict[str, str]]:
@@ -195,42 +200,92 @@ def _type_name(value: object) -> str:
     )
 
 
-def _plain(raw: Any, location: Location, limits: Limits, text: str) -> Any:
-    """Copy a loaded YAML tree into plain JSON types, counting nodes so that alias expansion ("billion
-    laughs") and self-referencing aliases fail fast with a clear message instead of eating memory."""
-    budget = [limits.nodes]
+_TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ, _TIMESTAMP = (_TAG + t for t in ("str", "map", "seq", "timestamp"))
 
-    def copy(node: Any, path: tuple[str | int, ...]) -> Any:
-        budget[0] -= 1
-        if budget[0] < 0:
+
+class _Plain:
+    """A composed YAML node tree as plain JSON types, counting values so that alias expansion ("billion
+    laughs") and self-referencing aliases fail fast with a clear message instead of eating memory.
+
+    Converting the C parser's nodes directly is about twice as fast as letting the YAML library construct
+    objects first. Only what is not a string, list or string-keyed mapping -- ints, floats, booleans, nulls,
+    binary, merge keys (``<<``), duplicate or non-string keys, explicit tags -- goes through the library's
+    constructor, so it keeps the library's semantics and its errors (with their lines)."""
+
+    def __init__(self, constructor: Any, location: Location, limits: Limits, text: str) -> None:
+        self.constructor = constructor
+        self.location = location
+        self.limits = limits
+        self.text = text
+        self.budget = limits.nodes
+
+    def value(self, node: Node, path: tuple[str | int, ...] = ()) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
             raise InvalidInput.one(
-                location,
-                f"document expands to more than {limits.nodes} values (YAML aliases or a very large object)",
+                self.location,
+                f"document expands to more than {self.limits.nodes} values (YAML aliases or a very large object)",
+                "remove YAML anchors/aliases (&x / *x) or split the document",
+            )
+        tag = node.ctag.trval if node.ctag is not None else None
+        if isinstance(node, ScalarNode):
+            if tag in (_STR, _TIMESTAMP):
+                # Kubernetes fields are never YAML timestamps; keep what the user wrote, as a string.
+                return self._string(node.value, path)
+            return self._constructed(self.constructor.construct_object(node, deep=True), path)
+        if isinstance(node, SequenceNode) and tag == _SEQ:
+            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, MappingNode) and tag == _MAP and self._regular(node):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                out[key_node.value] = self.value(value_node, (*path, key_node.value))
+            return out
+        self.budget += 1  # counted again below
+        return self._constructed(self.constructor.construct_object(node, deep=True), path)
+
+    def _regular(self, node: MappingNode) -> bool:
+        """String keys only, none twice (merge keys, other keys and duplicates are the library's to construct,
+        and to refuse: ``1`` and ``true`` are the same key to it)."""
+        seen = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.ctag.trval != _STR or key_node.value in seen:
+                return False
+            seen.add(key_node.value)
+        return True
+
+    def _string(self, value: str, path: tuple[str | int, ...]) -> str:
+        if len(value) > self.limits.string_bytes:
+            raise InvalidInput.one(
+                locate(self.location.at(*path), self.text),
+                f"string is longer than {self.limits.string_bytes // 1024} KiB",
+            )
+        return value
+
+    def _constructed(self, node: Any, path: tuple[str | int, ...]) -> Any:
+        """A value the library constructed, as plain JSON types."""
+        self.budget -= 1
+        if self.budget < 0:
+            raise InvalidInput.one(
+                self.location,
+                f"document expands to more than {self.limits.nodes} values (YAML aliases or a very large object)",
                 "remove YAML anchors/aliases (&x / *x) or split the document",
             )
         if isinstance(node, dict):
             out: dict[Any, Any] = {}
             for raw_key, value in node.items():
                 key = raw_key if isinstance(raw_key, str) else _scalar_key(raw_key)
-                out[key] = copy(value, (*path, key))
+                out[key] = self._constructed(value, (*path, key))
             return out
         if isinstance(node, list):
-            return [copy(item, (*path, i)) for i, item in enumerate(node)]
+            return [self._constructed(item, (*path, i)) for i, item in enumerate(node)]
         if isinstance(node, str):
-            if len(node) > limits.string_bytes:
-                raise InvalidInput.one(
-                    locate(location.at(*path), text),
-                    f"string is longer than {limits.string_bytes // 1024} KiB",
-                )
-            return node
+            return self._string(node, path)
         if isinstance(node, datetime.datetime | datetime.date):
-            # Kubernetes fields are never YAML timestamps; keep what the user wrote, as a string.
             return node.isoformat()
         if isinstance(node, bytes):
             return node.decode("utf-8", "replace")
         return node
-
-    return copy(raw, ())
 
 
 def _scalar_key(key: Any) -> str:

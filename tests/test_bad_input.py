@@ -39,6 +39,8 @@ def assert_error(result, *fragments: str) -> None:
         pytest.param("kind: Sandbox\nmetadata: {name: [}\n", [":2: invalid YAML"], id="malformed-yaml"),
         pytest.param("a: 1\na: 2\n", [":2: invalid YAML", "duplicate key"], id="duplicate-key"),
         pytest.param("- just\n- a list\n", [":1: a document must be a mapping"], id="not-a-mapping"),
+        pytest.param("kind: Sandbox\nreplicas: !!int\n", ["invalid YAML: a value cannot be read"],
+                     id="empty-tagged-int"),
         pytest.param(GOOD.replace("v1alpha1", "v2"), [":1: apiVersion: apiVersion 'meshgen.dev/v2' is not supported",
                                                       "fix: use apiVersion: meshgen.dev/v1alpha1"], id="api-version"),
         pytest.param(GOOD.replace("kind: Sandbox", "kind: Sandbx"), [":2: kind: kind 'Sandbx' is not a meshgen spec",
