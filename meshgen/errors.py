@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 FieldPath = tuple[str | int, ...]
 
@@ -33,12 +34,12 @@ def format_path(path: FieldPath) -> str:
     return out
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
     """Where in the user's input something is: a file, the document inside it, and a field path.
 
     ``line`` is 1-based and filled in when known (parse errors know it; semantic errors are located
-    lazily from ``path`` by :func:`meshgen.documents.locate`).
+    lazily from ``path`` by :func:`meshgen.documents.locate`). A tuple, because the planner makes one for
+    every fork whether or not anything is wrong, and tuples are cheap to make.
     """
 
     source: str

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshgen.baseline.model import resolve_host
 from meshgen.plan.patching import PatchFailed, apply_patch
@@ -15,6 +20,14 @@ def test_derived_routing_keys_are_stable_opaque_and_url_safe() -> None:
     assert key == names.derive_routing_key("Sandbox", "pr-1234")
     assert key != names.derive_routing_key("RouteGroup", "pr-1234")
     assert "pr" not in key and names.routing_key_problem(key) is None and len(key) == 12
+
+
+@given(st.sampled_from(["Sandbox", "RouteGroup"]), st.text(min_size=1, max_size=63))
+def test_derived_routing_keys_are_the_digests_base32_prefix(kind: str, name: str) -> None:
+    """The published form of a derived key (stored keys depend on it): sha256 of meshgen.dev/<kind>/<name>,
+    base32, lower case, 12 characters."""
+    digest = hashlib.sha256(f"meshgen.dev/{kind}/{name}".encode()).digest()
+    assert names.derive_routing_key(kind, name) == base64.b32encode(digest).decode().lower()[:12]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("2h", 7200), ("90m", 5400), ("1d12h", 129600), ("1w", 604800),

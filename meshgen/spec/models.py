@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -170,11 +171,13 @@ class KeyedObject(Model, Generic[S]):
     metadata: ObjectMeta
     spec: S
 
-    @property
+    # Cached: the planner asks each spec for these many times (pydantic ignores cached properties in
+    # equality, hashing and dumps).
+    @functools.cached_property
     def name(self) -> str:
         return self.metadata.name
 
-    @property
+    @functools.cached_property
     def routing_key(self) -> str:
         """The explicit routing key, or the one derived from the kind and name."""
         return self.spec.routing_key or names.derive_routing_key(self.kind, self.name)
