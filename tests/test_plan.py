@@ -105,3 +105,29 @@ def test_strategic_item_without_merge_key_is_an_error() -> None:
 ])
 def test_hosts_resolve_the_way_istiod_resolves_them(host: str, fqdn: str) -> None:
     assert resolve_host(host, "bookinfo", "cluster.local") == fqdn
+
+
+def test_forks_share_nothing_they_change_with_the_baseline_or_each_other(tmp_path) -> None:
+    """Fork bodies are copy-on-write over the baseline's: customizing two forks of one workload must leave
+    the baseline object and the other fork exactly as they were."""
+    from meshgen import compiler
+    from meshgen.documents import clone
+    from tests.conftest import EXAMPLES
+
+    specs = tmp_path / "s.yaml"
+    specs.write_text("".join(
+        f"---\napiVersion: meshgen.dev/v1alpha1\nkind: Sandbox\nmetadata: {{name: {name}}}\nspec:\n  forks:\n"
+        f"  - forkOf: {{namespace: bookinfo, name: reviews-v1}}\n    customizations:\n"
+        f"      images: [{{container: reviews, image: 'example/reviews:{name}'}}]\n"
+        f"      env: [{{container: reviews, name: LOG_DIR, value: /{name}}},\n"
+        f"            {{container: reviews, name: X, value: {name}}}]\n"
+        for name in ("pr-1", "pr-2")))
+    inputs = compiler.read_inputs([str(specs)], [str(EXAMPLES / "baseline")])  # reviews-v1 sets LOG_DIR
+    before = clone([r.body for r in inputs.baseline.resources])
+    plan = compiler.plan_of(inputs)
+    compiler.render(plan)
+    assert [r.body for r in inputs.baseline.resources] == before
+    one, two = (f.deployment["spec"]["template"]["spec"]["containers"][0] for f in plan.forks)
+    assert (one["image"], two["image"]) == ("example/reviews:pr-1", "example/reviews:pr-2")
+    assert {e["name"]: e.get("value") for e in one["env"]}["X"] == "pr-1"
+    assert {e["name"]: e.get("value") for e in two["env"]}["LOG_DIR"] == "/pr-2"
