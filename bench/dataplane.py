@@ -46,7 +46,7 @@ from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import DEFAULT_POLICY
 from meshgen.testenv.envoy import envoy_binary
-from meshgen.testenv.processes import Process, wait_until
+from meshgen.testenv.processes import Process, free_port, wait_until
 
 HOST = "svc.bench.svc.cluster.local"
 PORT = 8080
@@ -180,7 +180,6 @@ def main() -> None:
     listeners: dict[tuple[str, int], tuple[int, dict[str, Any]]] = {}
     keys: dict[int, str] = {}
     filters: list[Any] = []
-    port = 39500
     for n in counts:
         plan = plan_with(n)
         keys[n] = plan.owners[-1].routing_key if plan.owners else "nobody"
@@ -190,8 +189,7 @@ def main() -> None:
             filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
         for variant, vhost in (("matcher", matcher_vhost(plan)), ("linear", linear_vhost(plan))):
             vhost["domains"] = ["*"]
-            listeners[(variant, n)] = (port, vhost)
-            port += 1
+            listeners[(variant, n)] = (free_port(), vhost)  # fixed ports met ephemeral ones in use
 
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         config = Path(tmp) / "bench.json"
