@@ -221,6 +221,21 @@ class _Plain:
         self.budget = limits.nodes
 
     def value(self, node: Node, path: tuple[str | int, ...] = ()) -> Any:
+        """The plain value of ``node`` (at ``path`` in the document, for errors)."""
+        tag = node.ctag.trval if node.ctag is not None else None
+        if isinstance(node, ScalarNode) and tag in (_STR, _TIMESTAMP):
+            self._spend()
+            # Kubernetes fields are never YAML timestamps; keep what the user wrote, as a string.
+            return self._string(node.value, path)
+        if isinstance(node, SequenceNode) and tag == _SEQ:
+            self._spend()
+            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, MappingNode) and tag == _MAP and self._regular(node):
+            self._spend()
+            return {key.value: self.value(item, (*path, key.value)) for key, item in node.value}
+        return self._constructed(self.constructor.construct_object(node, deep=True), path)
+
+    def _spend(self) -> None:
         self.budget -= 1
         if self.budget < 0:
             raise InvalidInput.one(
@@ -228,21 +243,6 @@ class _Plain:
                 f"document expands to more than {self.limits.nodes} values (YAML aliases or a very large object)",
                 "remove YAML anchors/aliases (&x / *x) or split the document",
             )
-        tag = node.ctag.trval if node.ctag is not None else None
-        if isinstance(node, ScalarNode):
-            if tag in (_STR, _TIMESTAMP):
-                # Kubernetes fields are never YAML timestamps; keep what the user wrote, as a string.
-                return self._string(node.value, path)
-            return self._constructed(self.constructor.construct_object(node, deep=True), path)
-        if isinstance(node, SequenceNode) and tag == _SEQ:
-            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
-        if isinstance(node, MappingNode) and tag == _MAP and self._regular(node):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                out[key_node.value] = self.value(value_node, (*path, key_node.value))
-            return out
-        self.budget += 1  # counted again below
-        return self._constructed(self.constructor.construct_object(node, deep=True), path)
 
     def _regular(self, node: MappingNode) -> bool:
         """String keys only, none twice (merge keys, other keys and duplicates are the library's to construct,
@@ -264,13 +264,7 @@ class _Plain:
 
     def _constructed(self, node: Any, path: tuple[str | int, ...]) -> Any:
         """A value the library constructed, as plain JSON types."""
-        self.budget -= 1
-        if self.budget < 0:
-            raise InvalidInput.one(
-                self.location,
-                f"document expands to more than {self.limits.nodes} values (YAML aliases or a very large object)",
-                "remove YAML anchors/aliases (&x / *x) or split the document",
-            )
+        self._spend()
         if isinstance(node, dict):
             out: dict[Any, Any] = {}
             for raw_key, value in node.items():
