@@ -153,24 +153,40 @@ def test_nothing_outlives_a_killed_parent(tmp_path: Path) -> None:
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert parent.stdout is not None
-        pids = [int(p) for p in parent.stdout.readline().split()]
-        assert len(pids) == 6
+        line = parent.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 6, f"the parent printed {line!r}"
+        started = {pid: _started(pid) for pid in pids}
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     deadline = time.monotonic() + 10
-    while [pid for pid in pids if _alive(pid)] and time.monotonic() < deadline:
+    while [pid for pid in pids if _alive(pid, started[pid])] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if _alive(pid, started[pid])]
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie is not: it has exited and only awaits its parent)."""
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, ...]."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _started(pid: int) -> str | None:
+    try:
+        return _stat(pid)[19]  # starttime: tells a process from a later one given the same pid
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not: it has exited and only awaits its parent); with
+    ``started``, only the process that started then (pids are reused, and pid_max may be 32768)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        stat = _stat(pid)
     except OSError:
         return False
+    return stat[0] != "Z" and (started is None or stat[19] == started)
