@@ -13,7 +13,6 @@ Output is deterministic: mapping keys sorted at every level, multi-line strings 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -113,7 +113,7 @@ def parse_documents(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> 
 
     Empty documents (``---`` with nothing after it) are skipped. Every non-empty document must be a mapping.
     """
-    loader = YAML(typ="safe", pure=False)
+    loader = _loader()
     docs: list[Document] = []
     with _yaml_errors(source):
         for index, node in enumerate(loader.compose_all(text)):
@@ -139,7 +139,7 @@ def parse_documents(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> 
 def parse_list(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
     """Parse a file holding one YAML list of mappings (such as a golden case's ``traffic.yaml``): one document
     per item, located at ``[index]`` so errors still name the item's line. An empty file is an empty list."""
-    loader = YAML(typ="safe", pure=False)
+    loader = _loader()
     location = Location(source)
     with _yaml_errors(source):
         node = loader.compose(text)
@@ -201,7 +201,22 @@ def _type_name(value: object) -> str:
 
 
 _TAG = "tag:yaml.org,2002:"
-_STR, _MAP, _SEQ, _TIMESTAMP = (_TAG + t for t in ("str", "map", "seq", "timestamp"))
+_STR, _MAP, _SEQ = (_TAG + t for t in ("str", "map", "seq"))
+
+
+class _Constructor(SafeConstructor):
+    """The library's safe constructor, except that a timestamp is the text written: Kubernetes fields are never
+    YAML timestamps (a label value ``2026-11-26`` is a string to the API server too)."""
+
+
+_Constructor.add_constructor(_TAG + "timestamp", SafeConstructor.construct_yaml_str)
+
+
+def _loader() -> YAML:
+    """The C-accelerated safe loader, with timestamps kept as written."""
+    loader = YAML(typ="safe", pure=False)
+    loader.Constructor = _Constructor
+    return loader
 
 
 class _Plain:
@@ -223,9 +238,8 @@ class _Plain:
     def value(self, node: Node, path: tuple[str | int, ...] = ()) -> Any:
         """The plain value of ``node`` (at ``path`` in the document, for errors)."""
         tag = node.ctag.trval if node.ctag is not None else None
-        if isinstance(node, ScalarNode) and tag in (_STR, _TIMESTAMP):
+        if isinstance(node, ScalarNode) and tag == _STR:
             self._spend()
-            # Kubernetes fields are never YAML timestamps; keep what the user wrote, as a string.
             return self._string(node.value, path)
         if isinstance(node, SequenceNode) and tag == _SEQ:
             self._spend()
@@ -275,8 +289,6 @@ class _Plain:
             return [self._constructed(item, (*path, i)) for i, item in enumerate(node)]
         if isinstance(node, str):
             return self._string(node, path)
-        if isinstance(node, datetime.datetime | datetime.date):
-            return node.isoformat()
         if isinstance(node, bytes):
             return node.decode("utf-8", "replace")
         return node

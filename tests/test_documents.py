@@ -13,7 +13,7 @@ from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import YAMLError
 
 from meshgen import yamltext
-from meshgen.documents import parse_documents, parse_list
+from meshgen.documents import _scalar_key, parse_documents, parse_list
 from meshgen.errors import InvalidInput
 from tests.test_yamltext import keys, trees
 
@@ -27,15 +27,10 @@ _TimestampsAsText.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor
 
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else _key(k): _plain(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else _scalar_key(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _key(key: Any) -> str:
-    return {True: "true", False: "false", None: "null"}.get(key, str(key)) if not isinstance(key, int | float) \
-        or isinstance(key, bool) else str(key)
 
 
 def by_the_library(text: str) -> str:
@@ -80,6 +75,7 @@ def test_written_documents_read_back_as_the_library_reads_them(documents: list[d
     "text",
     [
         "base: &b {x: 1, y: [a, b]}\nuse: {<<: *b, y: 2}\n",
+        "base: &b\n  t: 2001-12-14 21:59:43.10 -5\nuse: {<<: *b, day: 2026-11-26}\n",
         "a: !!str 12\nb: !!int '7'\nc: !!float 1\nd: 0o17\ne: 1_000\nf: .inf\ng: ~\nh: True\n",
         "? [1, 2]\n: complex key\n",
         "1: int key\ntrue: bool key\nnull: null key\n1.5: float key\n",
@@ -97,6 +93,9 @@ def test_regular_and_irregular_inputs_agree(text: str) -> None:
 def test_timestamps_stay_as_written() -> None:
     [doc] = parse_documents("at: 2001-12-14t21:59:43.10-05:00\nday: 2026-11-26\n", "t.yaml")
     assert doc.body == {"at": "2001-12-14t21:59:43.10-05:00", "day": "2026-11-26"}
+    [merged] = parse_documents("base: &b\n  at: 2001-12-14 21:59:43.10 -5\nuse: {<<: *b, day: 2026-11-26}\n",
+                               "t.yaml")
+    assert merged.body["use"] == {"at": "2001-12-14 21:59:43.10 -5", "day": "2026-11-26"}  # built by the library
 
 
 def test_aliases_count_against_the_value_limit() -> None:
