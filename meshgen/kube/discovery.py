@@ -57,9 +57,12 @@ class StoredSpecs:
         return tuple(sorted((o["kind"], o["metadata"]["name"], o["metadata"].get("resourceVersion", ""))
                             for o in (*self.sandboxes, *self.route_groups)))
 
+    def of_kind(self, kind: str) -> tuple[JsonObject, ...]:
+        """The stored Sandboxes, or RouteGroups."""
+        return self.sandboxes if kind == "Sandbox" else self.route_groups
+
     def find(self, kind: str, name: str) -> JsonObject | None:
-        pool = self.sandboxes if kind == "Sandbox" else self.route_groups
-        return next((o for o in pool if o["metadata"]["name"] == name), None)
+        return next((o for o in self.of_kind(kind) if o["metadata"]["name"] == name), None)
 
 
 @dataclass(frozen=True)

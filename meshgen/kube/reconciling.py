@@ -92,8 +92,7 @@ class Reconciler:
         for name in names:
             change = storing.deletion(state.stored, kind, name)
             if change is None:
-                pool = state.stored.sandboxes if kind == "Sandbox" else state.stored.route_groups
-                names = sorted(o["metadata"]["name"] for o in pool)
+                names = sorted(o["metadata"]["name"] for o in state.stored.of_kind(kind))
                 stored = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "") or "none"
                 plural = kinds.BY_NAME[kind].plural
                 raise ClusterError(f"{kinds.BY_NAME[kind].display}/{name} not found (nothing was deleted)\n"
