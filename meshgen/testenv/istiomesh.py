@@ -110,7 +110,8 @@ class IstioMesh:
         # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
         # sidecars import configuration from every namespace the case writes to, as a default Sidecar would.
         scope = sorted(set(self.namespaces) | {r.namespace for r in plan.baseline.resources})
-        for namespace in scope:
+        edge_gateways = gateway.referenced(plan.baseline.of_kind(VIRTUAL_SERVICE))
+        for namespace in sorted({*scope, *(ns for ns, _ in edge_gateways)}):
             self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
         self.before = self._objects()
         self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
@@ -131,8 +132,7 @@ class IstioMesh:
         for proxy in (*proxies, *self.clients.values()):
             self._create(proxy.sidecar(scope))
         self.router = gateway.router(assigned[edge])
-        for namespace, name in gateway.referenced(plan.baseline.of_kind(VIRTUAL_SERVICE)):
-            self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
+        for namespace, name in edge_gateways:
             self._create(gateway.gateway(name, namespace, bind=self.router.address))
         self._start(plan, topology or traffic.Topology(), layout.workloads, proxies)
 
