@@ -215,10 +215,11 @@ def _rules_left_behind(forks: Iterable[Fork], baseline: Baseline) -> list[Diagno
         original = baseline.get(DEPLOYMENT, ns, fork.workload.name)
         if not rules or original is None:
             continue
+        original_labels = pod_labels(original)
         fork_labels = fork.deployment["spec"]["template"]["metadata"]["labels"]
         for rule in rules:
             wanted = rule.spec["workloadSelector"].get("matchLabels") or {}
-            if selects(wanted, pod_labels(original)) and not selects(wanted, fork_labels):
+            if selects(wanted, original_labels) and not selects(wanted, fork_labels):
                 found.append(Diagnostic(
                     f"Sandbox {fork.sandbox}",
                     f"DestinationRule {ns}/{rule.name} applies to {fork.workload.name} by its workloadSelector "
