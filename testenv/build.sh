@@ -81,6 +81,18 @@ all_exist() {
   for f in "$@"; do [[ -s "$f" ]] || return 1; done
 }
 
+# needs_build <what> <dir> <file>...: succeeds when some file is missing, with go checked and <dir>'s lock
+# held (checked again under the lock: another build may just have finished); else logs "<what>: up to date".
+needs_build() {
+  local what="$1" dir="$2"
+  shift 2
+  all_exist "$@" && { log "$what: up to date"; return 1; }
+  need_go
+  mkdir -p "$dir"
+  lock_dir "$dir"
+  ! all_exist "$@"
+}
+
 # go_build <module dir> <package> <output file> <tags> <ldflags>
 go_build() {
   local mod="$1" pkg="$2" out="$3" tags="$4" ldflags="$5"
@@ -103,11 +115,7 @@ build_etcd() {
   v="$(modversion etcd "$ETCD_MODULE")"
   dir="$CACHE_DIR/etcd-$v"
   OUT=("$dir/etcd")
-  all_exist "${OUT[@]}" && { log "etcd $v: up to date"; return 0; }
-  need_go
-  mkdir -p "$dir"
-  lock_dir "$dir"
-  all_exist "${OUT[@]}" && return 0
+  needs_build "etcd $v" "$dir" "${OUT[@]}" || return 0
   go_build etcd . "$dir/etcd" "" "-s -w"
 }
 
@@ -116,11 +124,7 @@ build_kube_apiserver() {
   v="$(modversion kube-apiserver "$KUBE_MODULE")"
   dir="$CACHE_DIR/kube-apiserver-$v"
   OUT=("$dir/kube-apiserver")
-  all_exist "${OUT[@]}" && { log "kube-apiserver $v: up to date"; return 0; }
-  need_go
-  mkdir -p "$dir"
-  lock_dir "$dir"
-  all_exist "${OUT[@]}" && return 0
+  needs_build "kube-apiserver $v" "$dir" "${OUT[@]}" || return 0
   # Same version stamping as k8s hack/lib/version.sh, so `--version` and /version report v1.X.Y
   # (unstamped builds report v0.0.0-master+$Format:%H$).
   rest="${v#v}"; major="${rest%%.*}"; rest="${rest#*.}"; minor="${rest%%.*}"
@@ -135,11 +139,7 @@ build_istio() {
   v="$(modversion istio "$ISTIO_MODULE")"
   dir="$CACHE_DIR/istio-$v"
   OUT=("$dir/pilot-discovery" "$dir/istioctl")
-  all_exist "${OUT[@]}" "$dir/crd-all.gen.yaml" && { log "istio $v: up to date"; return 0; }
-  need_go
-  mkdir -p "$dir"
-  lock_dir "$dir"
-  all_exist "${OUT[@]}" "$dir/crd-all.gen.yaml" && return 0
+  needs_build "istio $v" "$dir" "${OUT[@]}" "$dir/crd-all.gen.yaml" || return 0
   src="$(istio_source)"
   # Stamp like upstream dev builds (VERSION file + "-dev", e.g. 1.31-dev) so version parsing works.
   ver="$(tr -d '[:space:]' <"$src/VERSION" 2>/dev/null || true)"
@@ -184,11 +184,7 @@ build_istio_crds() {
   v="$(modversion istio "$ISTIO_MODULE")"
   dir="$CACHE_DIR/istio-$v"
   OUT=("$dir/crd-all.gen.yaml")
-  all_exist "${OUT[@]}" && { log "istio CRDs $v: up to date"; return 0; }
-  need_go
-  mkdir -p "$dir"
-  lock_dir "$dir"
-  all_exist "${OUT[@]}" && return 0
+  needs_build "istio CRDs $v" "$dir" "${OUT[@]}" || return 0
   log "downloading $ISTIO_MODULE@$v for its CRDs ..."
   copy_istio_crds "$(istio_source)" "$dir"
 }
