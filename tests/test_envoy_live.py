@@ -4,7 +4,6 @@ the process that started the mesh is killed."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -27,6 +26,7 @@ from meshgen.plan.model import Plan
 from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import Specs, load_specs
 from meshgen.spec.models import DEFAULT_POLICY
+from meshgen.testenv import processes
 from meshgen.testenv.envoy import ConfigRejected
 from meshgen.testenv.mesh import RunningMesh
 from meshgen.testenv.processes import ProcessFailed
@@ -131,9 +131,9 @@ def test_a_workload_that_cannot_start_is_named_with_its_log_tail() -> None:
 def test_nothing_is_left_running_after_close() -> None:
     with RunningMesh() as mesh:
         mesh.apply(plan_of(sandbox("pr-1", "pr1")))
-        pids = [p.pid for p in mesh.processes()]
-    assert len(pids) == 7
-    assert not [pid for pid in pids if pid is not None and _alive(pid)]
+        commands = {p.pid: _command(p.pid) for p in mesh.processes() if p.pid is not None}
+    assert len(commands) == 7
+    assert not [pid for pid, command in commands.items() if processes.alive(pid, command)]
 
 
 def test_nothing_outlives_a_killed_parent(tmp_path: Path) -> None:
@@ -156,37 +156,17 @@ def test_nothing_outlives_a_killed_parent(tmp_path: Path) -> None:
         line = parent.stdout.readline()
         pids = [int(p) for p in line.split()]
         assert len(pids) == 6, f"the parent printed {line!r}"
-        started = {pid: _started(pid) for pid in pids}
+        commands = {pid: _command(pid) for pid in pids}
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     deadline = time.monotonic() + 10
-    while [pid for pid in pids if _alive(pid, started[pid])] and time.monotonic() < deadline:
+    while [pid for pid in pids if processes.alive(pid, commands[pid])] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in pids if _alive(pid, started[pid])]
+    assert not [pid for pid in pids if processes.alive(pid, commands[pid])]
 
 
-def _stat(pid: int) -> list[str]:
-    """/proc/<pid>/stat after the command name: [state, ppid, ...]."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _started(pid: int) -> str | None:
-    try:
-        return _stat(pid)[19]  # starttime: tells a process from a later one given the same pid
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, started: str | None = None) -> bool:
-    """Whether ``pid`` is a live process (a zombie is not: it has exited and only awaits its parent); with
-    ``started``, only the process that started then (pids are reused, and pid_max may be 32768)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = _stat(pid)
-    except OSError:
-        return False
-    return stat[0] != "Z" and (started is None or stat[19] == started)
+def _command(pid: int) -> str:
+    """A running process's whole command line: what ``processes.alive`` must still find there, so that a later
+    process given the same pid (pid_max may be 32768) or a zombie does not count as this one."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode()
