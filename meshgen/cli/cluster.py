@@ -29,17 +29,18 @@ def cluster_options(f: F) -> F:
     """``--kubeconfig``, ``--context``, ``-n`` and ``--policy``: shared by every cluster command."""
     f = click.option("-n", "--namespace", "namespaces", multiple=True, metavar="NS",
                      help="Read the baseline and meshgen's objects in these namespaces only (repeatable; default: "
-                          "all namespaces).")(f)
+                          "all namespaces). The first is also where a forkOf or virtual[].workload reference without "
+                          "a namespace points (default: the kubeconfig context's namespace, else default), like "
+                          "kubectl -n; meshgen apply stores the spec with it filled in.")(f)
     f = click.option("--context", default=None, help="The kubeconfig context to use.")(f)
     f = click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG",
                      help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")(f)
     return options.policy(f)
 
 
-def _reconciler(kubeconfig: str | None, context: str | None, namespaces: tuple[str, ...],
-                policy_path: str | None, specs: Specs | None = None, dry_run: DryRun = DryRun.NONE) -> Reconciler:
+def _reconciler(client: Client, namespaces: tuple[str, ...], policy_path: str | None, specs: Specs | None = None,
+                dry_run: DryRun = DryRun.NONE) -> Reconciler:
     policy, _, _ = compiler.read_policy(policy_path, specs or Specs())
-    client = Client.from_kubeconfig(kubeconfig, context)
     suffix = {DryRun.NONE: "", DryRun.CLIENT: " (dry run)", DryRun.SERVER: " (server dry run)"}[dry_run]
     return Reconciler(client, policy, namespaces, on_change=lambda c: click.echo(c.summary + suffix))
 
@@ -86,8 +87,11 @@ def install_command(kubeconfig: str | None, context: str | None, print_only: boo
     click.echo(dump_yaml(rbac), nl=False)
 
 
-def _read(filenames: tuple[str, ...]) -> NewSpecs:
-    specs, documents, texts = compiler.read_spec_documents(filenames)
+def _read(filenames: tuple[str, ...], client: Client, namespaces: tuple[str, ...]) -> NewSpecs:
+    """The spec files, workload references without a namespace given kubectl's default: the first ``-n``, else
+    the kubeconfig context's namespace."""
+    default = namespaces[0] if namespaces else client.namespace
+    specs, documents, texts = compiler.read_spec_documents(filenames, namespace=default)
     return NewSpecs(specs, tuple(d.body for d in documents), texts)
 
 
@@ -109,10 +113,12 @@ def apply_command(filenames: tuple[str, ...], kubeconfig: str | None, context: s
       meshgen apply -f pr-1234.yaml
       meshgen apply -f sandboxes/ --dry-run=server
       meshgen apply -f pr-1234.yaml --context staging --policy policies/signadot-compat.yaml
+      meshgen apply -f pr-1234.yaml -n shop     # forkOf without a namespace means shop; reads only shop
     """
-    new = _read(filenames)
+    client = Client.from_kubeconfig(kubeconfig, context)
+    new = _read(filenames, client, namespaces)
     mode = DryRun(dry_run)
-    report = _reconciler(kubeconfig, context, namespaces, policy_path, new.specs, mode).apply(new, mode)
+    report = _reconciler(client, namespaces, policy_path, new.specs, mode).apply(new, mode)
     _finish(report)
 
 
@@ -133,8 +139,9 @@ def diff_command(filenames: tuple[str, ...], kubeconfig: str | None, context: st
       meshgen diff -f pr-1234.yaml
       meshgen diff -f sandboxes/ --server -o json | jq '.[].name'
     """
-    new = _read(filenames)
-    reconciler = _reconciler(kubeconfig, context, namespaces, policy_path, new.specs)
+    client = Client.from_kubeconfig(kubeconfig, context)
+    new = _read(filenames, client, namespaces)
+    reconciler = _reconciler(client, namespaces, policy_path, new.specs)
     reconciler.on_change = lambda change: None
     report = reconciler.apply(new, DryRun.SERVER if server else DryRun.CLIENT)
     for warning in report.warnings:
@@ -198,7 +205,8 @@ def delete_command(names: tuple[str, ...], kind: str, kubeconfig: str | None, co
       meshgen delete --kind RouteGroup checkout-flow
     """
     mode = DryRun(dry_run)
-    _finish(_reconciler(kubeconfig, context, namespaces, policy_path, dry_run=mode).delete(kind, names, mode))
+    client = Client.from_kubeconfig(kubeconfig, context)
+    _finish(_reconciler(client, namespaces, policy_path, dry_run=mode).delete(kind, names, mode))
 
 
 @click.command("gc")
@@ -214,7 +222,7 @@ def gc_command(kubeconfig: str | None, context: str | None, namespaces: tuple[st
       meshgen gc --dry-run=client     # which sandboxes have expired
     """
     mode = DryRun(dry_run)
-    _finish(_reconciler(kubeconfig, context, namespaces, policy_path, dry_run=mode).gc(mode))
+    _finish(_reconciler(Client.from_kubeconfig(kubeconfig, context), namespaces, policy_path, dry_run=mode).gc(mode))
 
 
 @click.command("get")

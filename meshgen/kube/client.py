@@ -66,9 +66,11 @@ class Listing:
 class Client:
     """Requests against one cluster, counted by verb (``list``, ``get``, ``create``, ``patch``, ``delete``)."""
 
-    def __init__(self, api: ApiClient, context: str | None = None) -> None:
+    def __init__(self, api: ApiClient, context: str | None = None, namespace: str = "default") -> None:
         self.api = api
         self.context = context
+        # The context's namespace: where kubectl puts a namespaced object that names none.
+        self.namespace = namespace
         self.counts: collections.Counter[str] = collections.Counter()
 
     @classmethod
@@ -77,9 +79,12 @@ class Client:
         try:
             api = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
                 config_file=path, context=context, persist_config=False)
+            contexts, active = kube_config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
         except (ConfigException, OSError) as exc:
             raise ClusterError(f"cannot load kubeconfig {path or '(default)'}: {exc}") from exc
-        return cls(api, context)
+        chosen = next((c for c in contexts or [] if c.get("name") == context), active) if context else active
+        namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+        return cls(api, context, str(namespace))
 
     @property
     def writes(self) -> int:
