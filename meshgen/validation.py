@@ -19,6 +19,14 @@ from meshgen.errors import InvalidInput, Location, Problem
 M = TypeVar("M", bound=BaseModel)
 
 
+class Refused(ValueError):
+    """A validator's refusal that knows the fix (raise it where a plain ValueError would say only what is wrong)."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
 def validate_model(model: type[M], body: Any, location: Location) -> M:
     """``model.model_validate(body)``, with pydantic's errors translated into located problems."""
     try:
@@ -60,7 +68,8 @@ def _explain(model: type[BaseModel], err: Any, loc: tuple[str | int, ...]) -> tu
         expected = err.get("ctx", {}).get("expected", "")
         return f"got {_short(err.get('input'), loc)}, expected {expected}", None
     if kind == "value_error":
-        return str(err["ctx"]["error"]), None
+        error = err["ctx"]["error"]
+        return str(error), getattr(error, "fix", None)
     if kind in _EXPECTED:
         return f"should be {_EXPECTED[kind]} (got {_short(err.get('input'), loc)})", None
     if kind == "too_short":

@@ -10,7 +10,8 @@ upstream over HTTP/2, as istiod configures it; other ports over HTTP/1.1.
 
 Traffic policy follows Istio: its defaults (least-request balancing, circuit breakers wide open, 10 s connect
 timeout) unless the host's DestinationRule says otherwise; a subset's policy overrides the host's field by field;
-a fork host gets the policy of the host it forks. Policy fields this backend cannot express fail the compile.
+a fork host gets the policy the planner chose for it (the original's, with its subset's merged in). Policy fields
+this backend cannot express fail the compile.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshgen.backends import istio
 from meshgen.backends.envoy_routes import Unsupported, seconds
 from meshgen.backends.localmesh import Addresses
 from meshgen.baseline.model import (
@@ -33,6 +33,7 @@ from meshgen.baseline.model import (
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
 from meshgen.plan.model import Host, Plan, ServicePort
+from meshgen.plan.traffic_policy import host_rule
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _UNLIMITED = 4294967295  # Istio's default circuit-breaker thresholds: effectively none
@@ -103,10 +104,14 @@ class Destinations:
         """Every cluster, sorted by name, and the problems found in traffic policies."""
         out: list[JsonObject] = []
         problems: list[Problem] = []
+        fork_policies = {s.fork.fqdn: s for s in self.plan.fork_services()}
+        domain = self.plan.policy.spec.cluster_domain
         for fqdn, host in self.addresses.hosts.items():
-            policy_host = self.forked_from.get(fqdn, host)
-            rule = istio.baseline_destination_rule(self.plan, policy_host.fqdn, policy_host.namespace)
-            top: Mapping[str, Any] = rule.spec["trafficPolicy"] if rule is not None else {}
+            fork = fork_policies.get(fqdn)
+            rule = fork.traffic_policy_of if fork is not None else host_rule(self.plan.baseline, fqdn,
+                                                                              host.namespace, domain)
+            top: Mapping[str, Any] = ((fork.traffic_policy if fork is not None else rule.spec["trafficPolicy"])
+                                      if rule is not None else None) or {}
             variants: list[tuple[str | None, dict[str, str], Mapping[str, Any], Resource | None]] = [
                 (None, {}, top, rule)]
             if fqdn not in self.forked_from:

@@ -6,10 +6,10 @@ says what the policy allows, so the author of a sandbox can fix it without readi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from meshgen.baseline.model import DEPLOYMENT, Baseline
+from meshgen.baseline.model import Baseline
 from meshgen.errors import Location, Problem
 from meshgen.plan.model import Claim, Fork
 from meshgen.spec.models import Guardrails, MeshPolicy, Sandbox, WorkloadRef
@@ -127,10 +127,11 @@ def _registries(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Locati
                 problems.append(Problem(where.at("images", j, "image"), _registry_problem(rules, policy, image),
                                         "push the image to an allowed registry"))
         fork = forks.get((sandbox.name, fork_spec.fork_of))
-        original = baseline.get(DEPLOYMENT, fork_spec.fork_of.namespace, fork_spec.fork_of.name)
+        original = baseline.get(fork_spec.fork_of.kind, fork_spec.fork_of.namespace, fork_spec.fork_of.name)
         if fork is None or original is None or custom.patch is None:
             continue
-        introduced = _images(fork.deployment) - _images(original.body) - {c.image for c in custom.images}
+        introduced = _images(fork.body["spec"]["template"]) - _images(baseline.template(original)) - {
+            c.image for c in custom.images}
         for image in sorted(introduced):
             if not image_allowed(rules, image):
                 problems.append(Problem(where.at("patch"), _registry_problem(rules, policy, image),
@@ -138,8 +139,8 @@ def _registries(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Locati
     return problems
 
 
-def _images(deployment: dict[str, Any]) -> set[str]:
-    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+def _images(template: Mapping[str, Any]) -> set[str]:
+    pod = template.get("spec") or {}
     return {str(c.get("image")) for key in ("containers", "initContainers") for c in pod.get(key) or []
             if isinstance(c, dict) and c.get("image")}
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from meshgen.spec import names
+from meshgen.validation import Refused
 
 API_VERSION = "meshgen.dev/v1alpha1"
 SPEC_KINDS = ("Sandbox", "RouteGroup", "MeshPolicy")
@@ -93,8 +94,8 @@ class ImageCustomization(Model):
 
 def _not_reserved(name: str) -> str | None:
     if name in RESERVED_ENV:
-        return (f"{name} is set by meshgen in every container of a fork (with the sandbox's name and routing key); "
-                "read it instead of setting it")
+        raise Refused(f"{name} is set by meshgen in every container of a fork (the sandbox's name and routing key)",
+                      "remove this entry; read the variable in the application instead")
     return names.env_name_problem(name)
 
 
