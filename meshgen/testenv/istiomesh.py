@@ -160,6 +160,8 @@ class IstioMesh:
                          inbound=inbound.get(_key(w))) for w in layout.workloads]
         for proxy in (*proxies, *self.clients.values()):
             self._create(proxy.sidecar(scope))
+        if inbound:
+            self._create(sidecars.plaintext_inbound(gateway.NAMESPACE))
         self.router = gateway.router(assigned[edge])
         for namespace, name in edge_gateways:
             self._create(gateway.gateway(name, namespace, bind=self.router.address))
@@ -334,7 +336,9 @@ class IstioMesh:
                     if n.startswith("outbound|") and n.split("|")[2] == "" and n.endswith(suffixes)}
             wrong = {n for n in set(have) | set(clusters) if have.get(n) != clusters.get(n)}
             router = proxy.proxy.kind == "router"
-            lost = routes.get(_EDGE if router else proxy.proxy.namespace, set()) - proxy.route_names()
+            wanted = {name for http in routes.get(_EDGE if router else proxy.proxy.namespace, [])
+                      for name in served_routes(http, proxy.proxy)}
+            lost = wanted - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
             inbound = proxy.proxy.inbound
             deaf = ((router and (proxy.proxy.address, EDGE_PORT) not in proxy.listening())
@@ -356,14 +360,14 @@ class IstioMesh:
     def _domain(self) -> str:
         return self.policy.spec.cluster_domain if self.policy is not None else "cluster.local"
 
-    def _expected(self) -> tuple[dict[str, set[str]], dict[str, set[str]], bool]:
+    def _expected(self) -> tuple[dict[str, set[str]], dict[str, list[list[JsonObject]]], bool]:
         """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
         its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there (and
         under ``_EDGE``, of the gateway-bound ones the router sees); whether the routing-key EnvoyFilter exists.
         (Subset clusters are left out: which DestinationRule a proxy gets depends on istiod's merging of rules for
         one host, exportTo and workloadSelector.)"""
         clusters: dict[str, set[str]] = {}
-        routes: dict[str, set[str]] = {}
+        routes: dict[str, list[list[JsonObject]]] = {}
         for ns in self.namespaces:
             entries = self.client.list(kinds.WORKLOAD_ENTRY, ns).items
             for service in self.client.list(kinds.SERVICE, ns).items:
@@ -373,14 +377,14 @@ class IstioMesh:
                 for port in service["spec"].get("ports") or []:
                     clusters[f"outbound|{port['port']}||{fqdn}"] = chosen
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
-                names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
+                http = list(vs["spec"].get("http") or [])
                 if gateway.is_edge_bound(vs) and is_exported_to(vs, gateway.NAMESPACE):
-                    routes.setdefault(_EDGE, set()).update(names)
+                    routes.setdefault(_EDGE, []).append(http)
                 if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
                     continue
                 for target in self.namespaces:
                     if is_exported_to(vs, target):
-                        routes.setdefault(target, set()).update(names)
+                        routes.setdefault(target, []).append(http)
         assert self.policy is not None
         filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
         return clusters, routes, filtered
@@ -394,6 +398,43 @@ def _identity(deployment: JsonObject) -> str:
         return str(meta["name"])
     forked = str((meta.get("annotations") or {}).get(ANNOTATION_FORK_OF, "/?")).split("/", 1)[1]
     return f"{forked}@{sandbox}"
+
+
+def served_routes(http: Sequence[JsonObject], proxy: Proxy) -> list[str]:
+    """The names of the routes of one VirtualService that istiod gives ``proxy``, in order
+    (``BuildHTTPRoutesForVirtualService``): those with a match block for the proxy (or no match at all), up to the
+    first whose block for it matches every request."""
+    names = []
+    for route in http:
+        blocks = [m for m in route.get("match") or [{}] if isinstance(m, dict) and _for_proxy(m, proxy)]
+        if not blocks:
+            continue
+        if route.get("name"):
+            names.append(str(route["name"]))
+        if any(_matches_everything(m) for m in blocks):
+            break
+    return names
+
+
+# Match fields that choose which proxies get a route, not which requests it matches.
+_SOURCE_FIELDS = frozenset({"sourceLabels", "sourceNamespace", "gateways", "name"})
+
+
+def _for_proxy(match: JsonObject, proxy: Proxy) -> bool:
+    """istiod's ``sourceMatchHTTP``: a block naming gateways is for routers; else for a proxy whose labels include
+    its ``sourceLabels`` and whose namespace is its ``sourceNamespace``, if it has one."""
+    if match.get("gateways"):
+        return proxy.kind == "router"
+    labels = {**proxy.labels, **proxy.selector}
+    wanted = match.get("sourceLabels") or {}
+    return all(labels.get(k) == v for k, v in wanted.items()) and match.get("sourceNamespace") in (None, "",
+                                                                                                proxy.namespace)
+
+
+def _matches_everything(match: JsonObject) -> bool:
+    """istiod's ``IsCatchAllRoute`` of the route a block becomes: no condition but a path prefix of ``/``."""
+    conditions = {k: v for k, v in match.items() if k not in _SOURCE_FIELDS}
+    return not conditions or conditions == {"uri": {"prefix": "/"}}
 
 
 def enforces_inbound(plan: Plan) -> bool:

@@ -17,7 +17,10 @@ sidecar: the ``Sidecar`` resource gets an ``ingress`` entry, an HTTP listener bo
 (:func:`localmesh.inbound_addresses`) on the workload's port, whose ``defaultEndpoint`` is ``0.0.0.0:<port>``:
 istiod's "the proxy's instance IP", which is why ``INSTANCE_IPS`` is then the workload's address (istiod accepts only
 127.0.0.1, 0.0.0.0 or a unix socket there). The WorkloadEntry names the inbound address, so every caller's cluster
-for the workload's Services points at the inbound listener, where istiod's RBAC and JWT filters run.
+for the workload's Services points at the inbound listener, where istiod's RBAC and JWT filters run. There is no
+CA and no SDS server, and an inbound filter chain for mTLS (PERMISSIVE, Istio's default) would wait for
+certificates forever, so such a case also gets a mesh-wide PeerAuthentication with mTLS DISABLE
+(:func:`plaintext_inbound`): a PeerAuthentication of the case's own that asks for mTLS on a workload cannot run here.
 
 Each proxy gets a ``Sidecar`` resource binding its egress listeners to its own loopback address (``bind`` without
 ``port``: one listener per Service port in scope). Two Envoys binding the same address and port would share it
@@ -104,6 +107,13 @@ class Proxy:
             "metadata": {"name": f"proxy-{self.selector[PROXY_LABEL]}", "namespace": self.namespace},
             "spec": spec,
         }
+
+
+def plaintext_inbound(root_namespace: str) -> JsonObject:
+    """A mesh-wide PeerAuthentication that turns inbound mTLS off (nothing here could serve certificates)."""
+    return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "meshgen-testenv-plaintext", "namespace": root_namespace},
+            "spec": {"mtls": {"mode": "DISABLE"}}}
 
 
 def workload_entry(name: str, namespace: str, labels: Mapping[str, str], address: str,
