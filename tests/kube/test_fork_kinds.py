@@ -176,3 +176,29 @@ def test_a_rollouts_fork_is_a_deployment(without_rollouts: Cluster) -> None:
         assert cluster.get(kinds.ROLLOUT.kind, "cart")["spec"]["replicas"] == 3  # never written
     finally:
         rollouts.uninstall(client)
+
+
+def test_cluster_commands_default_a_namespace_like_kubectl(cluster: Cluster, tmp_path) -> None:
+    """A forkOf without a namespace is in the kubeconfig context's namespace, or the first -n; meshgen apply
+    stores the spec with it filled in, so every later reader finds the same workload."""
+    import json
+
+    cluster.create_baseline()
+    config = json.loads(cluster.plane.kubeconfig.read_text())
+    config["contexts"][0]["context"]["namespace"] = cluster.namespace
+    scoped = tmp_path / "kubeconfig-scoped"
+    scoped.write_text(json.dumps(config))
+    name = f"{cluster.namespace}-d"
+    spec = cluster.spec_file(sandbox(name, "{forkOf: {name: reviews-v1}}"))
+
+    result = cluster.meshgen("apply", "-f", str(spec), kubeconfig=str(scoped))
+    assert result.returncode == 0, result.stderr
+    assert cluster.exists("Deployment", f"reviews-v1-{name}")
+    stored = cluster.client().get(kinds.Ref("Sandbox", "", name))
+    assert stored["spec"]["forks"][0]["forkOf"] == {"name": "reviews-v1", "namespace": cluster.namespace}
+
+    # -n wins over the context (and the admin kubeconfig's context has no namespace: default, where nothing is)
+    elsewhere = cluster.meshgen("diff", "-f", str(spec), "-n", "default")
+    assert elsewhere.returncode == 2 and "Deployment default/reviews-v1 is not in the baseline" in elsewhere.stderr
+    same = cluster.meshgen("diff", "-f", str(spec), "-n", cluster.namespace)
+    assert same.returncode == 0, same.stdout + same.stderr
