@@ -152,7 +152,8 @@ class VirtualHosts:
         for planned in table.routes:
             if planned.role is RouteRole.BASELINE:
                 routes.extend(baseline[planned.baseline_index])
-            elif planned.role is RouteRole.SANDBOX and planned.owner == owner:
+            # A copy matching a fork as caller (sourceLabels) never matches in a mesh without source workloads.
+            elif planned.role is RouteRole.SANDBOX and planned.owner == owner and planned.caller is None:
                 base = table.baseline_routes[planned.baseline_index]
                 copy = clone(base)
                 copy["name"] = planned.name

@@ -61,6 +61,7 @@ from meshgen.backends.localmesh import (
 )
 from meshgen.baseline.model import (
     AUTHORIZATION_POLICY,
+    PEER_AUTHENTICATION,
     REQUEST_AUTHENTICATION,
     ROLLOUT,
     VIRTUAL_SERVICE,
@@ -153,8 +154,7 @@ class IstioMesh:
         assigned = proxy_addresses([*names, *(f"{ns}/{CLIENT}" for ns in self.namespaces), edge], mesh)
         enforcing = self.inbound if self.inbound is not None else enforces_inbound(plan)
         listeners = inbound_addresses(names, mesh) if enforcing else {}
-        inbound = {_key(w): Inbound(listeners[_key(w)], w.address, w.port) for w in layout.workloads if listeners}
-        entries = self._workload_entries(layout.workloads, inbound)
+        entries, inbound = self._workload_entries(layout.workloads, listeners)
         self.clients = {ns: Proxy(CLIENT, ns, {"app": CLIENT}, assigned[f"{ns}/{CLIENT}"]) for ns in self.namespaces}
         proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[_key(w)],
                          inbound=inbound.get(_key(w))) for w in layout.workloads]
@@ -250,35 +250,46 @@ class IstioMesh:
                         f"Service {host.namespace}/{host.name} has port {port.port}, and sidecars bind Service ports "
                         f"as they are: run as root, or lower net.ipv4.ip_unprivileged_port_start to {port.port}")
 
-    def _workload_entries(self, layout: Sequence[Workload],
-                          inbound: Mapping[str, Inbound]) -> dict[str, dict[str, str]]:
+    def _workload_entries(self, layout: Sequence[Workload], listeners: Mapping[str, str],
+                          ) -> tuple[dict[str, dict[str, str]], dict[str, Inbound]]:
         """A WorkloadEntry per workload in the cluster that runs pods (baseline Deployments, StatefulSets and
-        Rollouts, and forks meshgen created), with the pod labels stored there, at the workload's address (or its
-        sidecar's inbound listener, by ``namespace/identity`` in ``inbound``); returns those labels by workload
-        identity. They must be exactly the plan's workloads: a missing or extra fork means ``meshgen apply`` did
-        not do what the plan says."""
+        Rollouts, and forks meshgen created), with the pod labels stored there; returns those labels by workload
+        identity, and the inbound listeners of the workloads that have one. They must be exactly the plan's
+        workloads: a missing or extra fork means ``meshgen apply`` did not do what the plan says.
+
+        A workload without an inbound listener is at its own address, every Service port name on its echo port.
+        One with an inbound listener (at its address in ``listeners``, by ``namespace/identity``) is at that
+        address, each port of a Service selecting it on the Service's target port, as a pod is: a policy naming a
+        port (AuthorizationPolicy ``to.operation.ports``) means the target port."""
         labels: dict[str, dict[str, str]] = {}
-        ports: dict[str, dict[str, int]] = {}
+        services: dict[str, list[JsonObject]] = {}
         for namespace in self.namespaces:
             labels.update(self._stored_workloads(namespace))
-            for service in self.client.list(kinds.SERVICE, namespace).items:
-                for port in service["spec"].get("ports") or []:
-                    if not port.get("name"):
-                        raise EnvironmentProblem(f"Service {namespace}/{service['metadata']['name']}: the istio test "
-                                                 "environment needs every Service port named (WorkloadEntry ports "
-                                                 "are keyed by port name)")
-                    ports.setdefault(namespace, {})[port["name"]] = 0
+            services[namespace] = list(self.client.list(kinds.SERVICE, namespace).items)
+            for service in services[namespace]:
+                if any(not port.get("name") for port in service["spec"].get("ports") or []):
+                    raise EnvironmentProblem(f"Service {namespace}/{service['metadata']['name']}: the istio test "
+                                             "environment needs every Service port named (WorkloadEntry ports "
+                                             "are keyed by port name)")
         expected = {w.identity for w in layout}
         if set(labels) != expected:
             raise EnvironmentProblem(f"the cluster holds the workloads {sorted(labels)} after meshgen apply; the "
                                      f"plan has {sorted(expected)}")
+        inbound: dict[str, Inbound] = {}
         for workload in layout:
-            names = dict.fromkeys(ports.get(workload.namespace, {}), workload.port)
-            entry = inbound.get(_key(workload))
+            ports = services[workload.namespace]
+            names = {str(p["name"]): workload.port for s in ports for p in s["spec"].get("ports") or []}
+            address = listeners.get(_key(workload))
+            if address is not None:
+                targets = {str(p["name"]): _target_port(p) for s in ports
+                           if selects(s["spec"].get("selector") or {}, labels[workload.identity])
+                           for p in s["spec"].get("ports") or []}
+                names.update(targets)
+                inbound[_key(workload)] = Inbound(address, workload.address, workload.port,
+                                                  tuple(sorted(set(targets.values()))))
             self._create(sidecars.workload_entry(_pod(workload.identity), workload.namespace,
-                                                 labels[workload.identity],
-                                                 entry.address if entry else workload.address, names))
-        return labels
+                                                 labels[workload.identity], address or workload.address, names))
+        return labels, inbound
 
     def _stored_workloads(self, namespace: str) -> dict[str, dict[str, str]]:
         """The pod labels of every workload stored in ``namespace`` that runs pods, by workload identity (a
@@ -341,8 +352,9 @@ class IstioMesh:
             lost = wanted - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
             inbound = proxy.proxy.inbound
-            deaf = ((router and (proxy.proxy.address, EDGE_PORT) not in proxy.listening())
-                    or (inbound is not None and (inbound.address, inbound.port) not in proxy.listening()))
+            listening = proxy.listening()
+            deaf = ((router and (proxy.proxy.address, EDGE_PORT) not in listening)
+                    or (inbound is not None and any((inbound.address, p) not in listening for p in inbound.listen)))
             missing[proxy.name] = (f"clusters/endpoints differing: {sorted(wrong)}; routes missing: {sorted(lost)}; "
                                    f"routing-key filter {'present' if has_filter else 'absent'}, expected "
                                    f"{'present' if filtered else 'absent'}{'; not listening' if deaf else ''}")
@@ -438,10 +450,20 @@ def _matches_everything(match: JsonObject) -> bool:
 
 
 def enforces_inbound(plan: Plan) -> bool:
-    """Whether a case needs its workloads behind inbound listeners: it has a policy only an inbound listener
-    enforces (AuthorizationPolicy, RequestAuthentication; PeerAuthentication needs mTLS, which upstream Envoy
-    without Istio's CA cannot do here, so it is not enforced)."""
-    return any(plan.baseline.of_kind(kind) for kind in (AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION))
+    """Whether a case puts its workloads behind inbound listeners: it has a policy only an inbound listener
+    enforces (AuthorizationPolicy, RequestAuthentication), and no PeerAuthentication asking for mTLS, which
+    cannot run here (no CA: an inbound mTLS filter chain would wait for certificates forever)."""
+    wants_mtls = any((p.spec.get("mtls") or {}).get("mode") not in (None, "DISABLE") or p.spec.get("portLevelMtls")
+                     for p in plan.baseline.of_kind(PEER_AUTHENTICATION))
+    return not wants_mtls and any(plan.baseline.of_kind(kind) for kind in (AUTHORIZATION_POLICY,
+                                                                            REQUEST_AUTHENTICATION))
+
+
+def _target_port(port: JsonObject) -> int:
+    """A Service port's target port as a number (a named target port is taken to be the Service port)."""
+    target = port.get("targetPort")
+    return int(target) if isinstance(target, int) or (isinstance(target, str) and target.isdigit()) else int(
+        port["port"])
 
 
 def _key(workload: Workload) -> str:

@@ -11,16 +11,18 @@ string, ``LABELS`` a map of strings: istiod drops the stream on anything else) c
   No WorkloadEntry has that address, so istiod finds no inbound service for the proxy and builds no inbound
   listener from Services (which would bind the workload's port).
 
-**Inbound** (only where the case has an AuthorizationPolicy or RequestAuthentication: the filters istiod puts on a
+**Inbound** (where the case has an AuthorizationPolicy or RequestAuthentication: the filters istiod puts on a
 proxy's inbound listener are the only place those are enforced). Callers then reach the workload through its
-sidecar: the ``Sidecar`` resource gets an ``ingress`` entry, an HTTP listener bound to an address of its own
-(:func:`localmesh.inbound_addresses`) on the workload's port, whose ``defaultEndpoint`` is ``0.0.0.0:<port>``:
-istiod's "the proxy's instance IP", which is why ``INSTANCE_IPS`` is then the workload's address (istiod accepts only
-127.0.0.1, 0.0.0.0 or a unix socket there). The WorkloadEntry names the inbound address, so every caller's cluster
-for the workload's Services points at the inbound listener, where istiod's RBAC and JWT filters run. There is no
+sidecar: the ``Sidecar`` resource gets an ``ingress`` entry per target port of the Services selecting the workload
+(as on a pod), HTTP listeners bound to an address of its own (:func:`localmesh.inbound_addresses`), whose
+``defaultEndpoint`` is ``0.0.0.0:<echo port>``: istiod's "the proxy's instance IP", which is why ``INSTANCE_IPS`` is
+then the workload's address (istiod accepts only 127.0.0.1, 0.0.0.0 or a unix socket there). The WorkloadEntry names
+the inbound address and the target ports, so every caller's cluster for the workload's Services points at the
+inbound listeners, where istiod's RBAC and JWT filters run. There is no
 CA and no SDS server, and an inbound filter chain for mTLS (PERMISSIVE, Istio's default) would wait for
 certificates forever, so such a case also gets a mesh-wide PeerAuthentication with mTLS DISABLE
-(:func:`plaintext_inbound`): a PeerAuthentication of the case's own that asks for mTLS on a workload cannot run here.
+(:func:`plaintext_inbound`); a case with a PeerAuthentication of its own that asks for mTLS gets no inbound
+listeners at all (:func:`meshgen.testenv.istiomesh.enforces_inbound`).
 
 Each proxy gets a ``Sidecar`` resource binding its egress listeners to its own loopback address (``bind`` without
 ``port``: one listener per Service port in scope). Two Envoys binding the same address and port would share it
@@ -52,12 +54,14 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 @dataclass(frozen=True)
 class Inbound:
-    """A sidecar's inbound listener: on ``address:port`` (what the workload's WorkloadEntry names), forwarding to the
-    workload answering on ``workload:port``."""
+    """A sidecar's inbound listeners: on ``address``, one per port in ``listen`` (the target ports of the Services
+    selecting the workload, what its WorkloadEntry names), forwarding to the workload answering on
+    ``workload:port``."""
 
     address: str
     workload: str
     port: int
+    listen: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,9 @@ class Proxy:
         spec: JsonObject = {"workloadSelector": {"labels": self.selector},
                             "egress": [{"bind": self.address, "hosts": [f"{ns}/*" for ns in sorted(set(namespaces))]}]}
         if self.inbound is not None:
-            spec["ingress"] = [{"port": {"number": self.inbound.port, "protocol": "HTTP", "name": "http-inbound"},
-                                "bind": self.inbound.address, "defaultEndpoint": f"0.0.0.0:{self.inbound.port}"}]
+            spec["ingress"] = [{"port": {"number": port, "protocol": "HTTP", "name": f"http-{port}"},
+                                "bind": self.inbound.address, "defaultEndpoint": f"0.0.0.0:{self.inbound.port}"}
+                               for port in self.inbound.listen]
         return {
             "apiVersion": NETWORKING, "kind": "Sidecar",
             "metadata": {"name": f"proxy-{self.selector[PROXY_LABEL]}", "namespace": self.namespace},
