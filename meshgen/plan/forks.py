@@ -112,7 +112,8 @@ def build_fork(
             f"{target.get('name')} (workloadRef), which is not in the baseline",
             "add that Deployment to the baseline (it is what the fork is made from)")
     name = fit_name(original.name, sandbox.name)
-    labels = fork_pod_labels(baseline, original, sandbox.name)
+    original_labels = baseline.labels_of(original)
+    labels = fork_pod_labels(baseline, original, sandbox.name, original_labels)
     selector = _fork_selector(original, labels)
     fronting = baseline.services_fronting(original)
 
@@ -130,7 +131,6 @@ def build_fork(
     _check_isolated(baseline, original, body, where)
 
     traffic = traffic or HostPolicies(baseline, cluster_domain)
-    original_labels = baseline.labels_of(original)
     services = tuple(
         _fork_service(svc, sandbox.name, selector, cluster_domain, ref, hosts or {}, traffic, original,
                       original_labels) for svc in fronting
@@ -139,13 +139,17 @@ def build_fork(
     copies, notes = policies.copies(baseline, original_labels, fork)
     notes += [n for s in services if s.traffic_policy_of is not None
               for n in traffic.for_fork(s.baseline, original, original_labels).notes]
+    if not copies and not notes:
+        return fork
     return dataclasses.replace(fork, policies=copies, notes=tuple(dict.fromkeys(notes)))
 
 
-def fork_pod_labels(baseline: Baseline, original: Resource, sandbox: str) -> dict[str, str]:
-    """The fork's pod labels: the original's, with every key a Service selects on made sandbox-specific."""
+def fork_pod_labels(baseline: Baseline, original: Resource, sandbox: str,
+                    original_labels: Mapping[str, str]) -> dict[str, str]:
+    """The fork's pod labels: the original's (``original_labels``), with every key a Service selects on made
+    sandbox-specific."""
     keys = baseline.selector_keys(original.namespace)
-    labels = {k: (_label_value(v, sandbox) if k in keys else v) for k, v in baseline.labels_of(original).items()}
+    labels = {k: (_label_value(v, sandbox) if k in keys else v) for k, v in original_labels.items()}
     labels.update(owner_labels(sandbox))
     labels[LABEL_FORK_OF] = _label_value(original.name, "")
     return labels
@@ -187,7 +191,8 @@ def _copy_workload(
     }
     spec_["replicas"] = 1
     spec_["selector"] = {"matchLabels": dict(selector)}
-    spec_["template"] = clone(dict(template))
+    if original.key.kind == ROLLOUT:  # others have their template in the spec just copied
+        spec_["template"] = clone(dict(template))
     template_meta = spec_["template"].setdefault("metadata", {})
     for key in _SERVER_METADATA:
         template_meta.pop(key, None)

@@ -32,6 +32,7 @@ from typing import Any
 
 from meshgen.baseline.model import (
     NETWORK_POLICY,
+    POLICY_KINDS,
     SECURITY_POLICY_KINDS,
     SERVICE,
     Baseline,
@@ -55,6 +56,8 @@ _RULE_PEERS = (("ingress", "from", "Ingress"), ("egress", "to", "Egress"))
 def copies(baseline: Baseline, original: Mapping[str, str], fork: Fork) -> tuple[tuple[ForkPolicy, ...], list[str]]:
     """The policy copies ``fork`` needs (its original's pods carry ``original``), and notes on what is not
     copied."""
+    if not any(baseline.of_kind(kind) for kind in POLICY_KINDS):
+        return (), []
     out: list[ForkPolicy] = []
     notes: list[str] = []
     namespace = fork.workload.namespace

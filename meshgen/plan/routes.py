@@ -146,6 +146,10 @@ _Caller = tuple[Owner, Mapping[str, str], Fork]
 
 
 def _callers(baseline: Baseline, forks: Sequence[Fork]) -> list[_Caller]:
+    """Every fork, as a caller, when some VirtualService route matches on its caller's labels (else none)."""
+    if not any(isinstance(m, dict) and m.get("sourceLabels") for vs in baseline.of_kind(VIRTUAL_SERVICE)
+               for route in vs.spec.get("http") or [] for m in route.get("match") or []):
+        return []
     out: list[_Caller] = []
     for fork in forks:
         original = baseline.get(fork.workload.kind, fork.workload.namespace, fork.workload.name)
