@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 
 from meshgen import compiler, golden
-from meshgen.backends import envoy, envoy_clusters, envoy_routes
+from meshgen.backends import envoy, envoy_routes
 from meshgen.baseline.loading import load_baseline
 from meshgen.errors import InvalidInput
 from meshgen.plan.model import Plan, ServicePort
@@ -166,7 +166,7 @@ spec:
   gateways: [mesh, istio-system/other]
   http:
   - {name: b-ratings, match: [{uri: {prefix: /ratings}}], route: [{destination: {host: ratings}}]}
-""")
+""" + GATEWAYS)
     inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
                                   [str(GOLDEN / "_shared" / "bookinfo.yaml"), str(tmp_path / "edge.yaml")])
     config = envoy.build(compiler.plan_of(inputs))
@@ -177,6 +177,43 @@ spec:
     assert [r["name"] for r in baseline_routes(example)] == ["a-reviews", "b-ratings", "a-all"]
     assert {k: [r["name"] for r in v] for k, v in key_lists(example).items()} == {
         "pr1234": ["meshgen-pr-1234-0", "a-reviews", "b-ratings", "a-all"]}
+
+
+GATEWAYS = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: bookinfo}
+spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other, namespace: istio-system}
+spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]}
+"""
+
+
+def test_a_virtual_service_bound_to_a_missing_gateway_is_served_nowhere(tmp_path: Path) -> None:
+    # istiod builds a gateway's routes from the VirtualServices bound to that Gateway: one naming a Gateway that
+    # does not exist routes nothing (istioctl analyze: IST0101). The same VirtualService with its Gateway present
+    # is served, so the test tells the two apart.
+    vs = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: bookinfo}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [edge]
+  http: [{name: a-all, route: [{destination: {host: productpage}}]}]
+"""
+    served = {}
+    for present in (False, True):
+        (tmp_path / "edge.yaml").write_text(vs + (GATEWAYS if present else ""))
+        inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                      [str(GOLDEN / "_shared" / "bookinfo.yaml"), str(tmp_path / "edge.yaml")])
+        served[present] = sorted(v["name"] for v in edge_route_config(envoy.build(compiler.plan_of(inputs)))[
+            "virtual_hosts"])
+    assert served == {False: ["blackhole:8080"], True: ["bookinfo.example.com:8080"]}
 
 
 def test_subset_clusters_select_by_labels_and_forks_are_nobodys_endpoint() -> None:
@@ -208,7 +245,7 @@ def test_subset_clusters_select_by_labels_and_forks_are_nobodys_endpoint() -> No
 def test_ports_istiod_calls_over_http2_are_called_over_http2(name: str, app_protocol: str | None,
                                                                http2: bool) -> None:
     """istiod's ConvertProtocol: appProtocol first, else the port name up to its first '-'."""
-    assert envoy_clusters.speaks_http2(ServicePort(name, 9090, "TCP", app_protocol)) is http2
+    assert ServicePort(name, 9090, "TCP", app_protocol).mesh_protocol.is_http2 is http2
     clusters = {c["name"]: c for c in envoy.build(plan_of("multi-port-service")).clusters}
     assert "typed_extension_protocol_options" in clusters["outbound|9090||api.shop.svc.cluster.local"]
     assert "typed_extension_protocol_options" not in clusters["outbound|8080||api.shop.svc.cluster.local"]
@@ -222,10 +259,12 @@ def test_output_is_valid_for_real_envoy(case: golden.Case, tmp_path: Path) -> No
     listeners = []
     for rendered in config.listeners:
         listener = json.loads(json.dumps(rendered))
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        route_config = dict(routes[hcm.pop("rds")["route_config_name"]])
-        route_config.pop("@type")
-        hcm["route_config"] = route_config
+        for chain in listener["filter_chains"]:  # a sniffed port's listener has an HTTP and a TCP chain
+            typed = chain["filters"][0]["typed_config"]
+            if "rds" in typed:
+                route_config = dict(routes[typed.pop("rds")["route_config_name"]])
+                route_config.pop("@type")
+                typed["route_config"] = route_config
         listener.pop("@type")
         listeners.append(listener)
     clusters = [{k: v for k, v in c.items() if k != "@type"} for c in config.clusters]

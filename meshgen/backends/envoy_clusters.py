@@ -5,8 +5,8 @@ the same names here. A cluster's endpoints are the workloads its Service selects
 selection uses the workloads' real pod labels, so a fork (whose labels no baseline Service selects, DESIGN
 invariant 2) can only ever be an endpoint of its own fork Service's clusters.
 
-A port whose protocol is gRPC or HTTP/2 (``appProtocol``, else the port name's prefix, as istiod reads it) is called
-upstream over HTTP/2, as istiod configures it; other ports over HTTP/1.1.
+A port whose protocol is gRPC or HTTP/2 (:mod:`meshgen.baseline.protocols`, as istiod reads it) is called upstream
+over HTTP/2, as istiod configures it; other ports over HTTP/1.1 (or as raw TCP). A UDP port has no cluster.
 
 Traffic policy follows Istio: its defaults (least-request balancing, circuit breakers wide open, 10 s connect
 timeout) unless the host's DestinationRule says otherwise; a subset's policy overrides the host's field by field;
@@ -30,6 +30,7 @@ from meshgen.baseline.model import (
     service_fqdn,
     service_selector,
 )
+from meshgen.baseline.protocols import Protocol
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
 from meshgen.plan.model import Host, Plan, ServicePort
@@ -123,6 +124,8 @@ class Destinations:
                     continue
                 selector = {**self.selectors.get(fqdn, {}), **labels}
                 for port in host.ports:
+                    if port.mesh_protocol is Protocol.UDP:
+                        continue  # istiod builds no cluster for a UDP port: it is not proxied
                     out.append(self._cluster(cluster_name(fqdn, port.port, subset), host, port, selector, fields))
         out.sort(key=lambda c: str(c["name"]))
         return out, problems
@@ -138,18 +141,9 @@ class Destinations:
             "name": name,
             "type": "STATIC",
             **fields,
-            **(_HTTP2 if speaks_http2(port) else {}),
+            **(_HTTP2 if port.mesh_protocol.is_http2 else {}),
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}] if endpoints else []},
         }
-
-
-def speaks_http2(port: ServicePort) -> bool:
-    """istiod's reading of a port's protocol (``ConvertProtocol``): ``appProtocol`` if set, else the port name up to
-    its first ``-``; grpc, grpc-web and http2 (and ``kubernetes.io/h2c``) are HTTP/2 upstream."""
-    name = (port.app_protocol if port.app_protocol is not None else port.name).lower()
-    if name == "kubernetes.io/h2c" or name.startswith("grpc-web"):
-        return True
-    return name.split("-", 1)[0] in ("grpc", "http2")
 
 
 def traffic_policy(policy: Mapping[str, Any]) -> JsonObject:

@@ -15,7 +15,9 @@ hash of the name, probing past collisions in name order), so adding a sandbox do
   address ``127.<network>.128-191.x``, where its outbound listeners bind.
 - the edge (the local mesh's ingress gateway) listens on ``127.<network>.255.254``, on :data:`EDGE_PORT`: the
   port of the one HTTP server of the Gateway it stands for (``istio-system/meshgen-edge`` in the istiod test
-  environment). It routes by the Host header, so it needs no address or port per service.
+  environment). It routes by the Host header, so it needs no address or port per service. It stands for the
+  Gateways that exist (:func:`edge_gateways`): istiod serves a VirtualService bound to a Gateway that does not
+  exist on no proxy at all.
 """
 
 from __future__ import annotations
@@ -24,7 +26,18 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from meshgen.baseline.model import DEPLOYMENT, pod_labels, service_fqdn
+from meshgen.baseline.model import (
+    DEPLOYMENT,
+    GATEWAY,
+    MESH_GATEWAY,
+    Baseline,
+    ObjectKey,
+    Resource,
+    gateway_key,
+    gateways,
+    pod_labels,
+    service_fqdn,
+)
 from meshgen.plan.model import Host, Plan
 
 _PER_OCTET = 254
@@ -36,6 +49,8 @@ PRIVILEGED_SHIFT = 10000
 EDGE_PORT = 8080  # the edge gateway's HTTP server port, in both local meshes
 # Where the edge gateway's proxy runs, in both local meshes: it sees the VirtualServices exported there.
 EDGE_NAMESPACE = "istio-system"
+# The Gateway both local meshes always have (the istiod test environment creates it), besides the baseline's own.
+EDGE_GATEWAY = ObjectKey(GATEWAY, EDGE_NAMESPACE, "meshgen-edge")
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,18 @@ class Addresses:
     def edge_listener(self) -> tuple[str, int]:
         """Where requests enter from outside the mesh: the edge gateway, for every host (it routes by Host)."""
         return self.edge, listen_port(EDGE_PORT)
+
+
+def edge_gateways(baseline: Baseline) -> tuple[ObjectKey, ...]:
+    """The Gateways the edge stands for: the local meshes' own, and every Gateway of the baseline (sorted)."""
+    return tuple(sorted({EDGE_GATEWAY, *(g.key for g in baseline.of_kind(GATEWAY))}))
+
+
+def served_at_edge(virtual_service: Resource, existing: tuple[ObjectKey, ...]) -> bool:
+    """Whether the edge routes by ``virtual_service``: it binds to a Gateway that exists (istiod ignores a binding
+    to a missing one: ``istioctl analyze`` IST0101)."""
+    return any(gateway_key(g, virtual_service.namespace) in existing for g in gateways(virtual_service)
+               if g != MESH_GATEWAY)
 
 
 def listen_port(port: int) -> int:

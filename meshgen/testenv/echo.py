@@ -19,7 +19,9 @@ Test knobs, request headers naming the workloads they apply to (so they can trav
 - ``x-echo-delay: <identity>=<seconds>[,...]`` waits before answering (to trip route timeouts).
 
 A connection that opens with the HTTP/2 preface is served as HTTP/2 (prior knowledge, what Envoy speaks upstream to
-a ``grpc`` or ``http2`` Service port), with the same answers; the ``h2`` package is imported only then.
+a ``grpc`` or ``http2`` Service port), with the same answers; the ``h2`` package is imported only then. A connection
+that opens with neither an HTTP/1 method nor that preface is plain TCP (a TCP Service port): each line is answered
+with one JSON line, ``{"served_by": ..., "protocol": "tcp", "line": <the line>}``.
 
 On SIGTERM a workload stops accepting, lets the requests it is serving finish, and exits (as a pod would in
 its grace period), so removing a fork never cuts a request that was already routed to it.
@@ -46,6 +48,8 @@ KNOBS = (FAIL_FIRST, DELAY)
 SERVED_BY = "x-served-by"
 CALL_TIMEOUT = 30.0
 H2_PREFACE = b"PRI"
+# The first three bytes of an HTTP/1 request (its method); a connection that starts otherwise is a TCP line echo.
+HTTP_STARTS = frozenset({b"GET", b"POS", b"PUT", b"DEL", b"PAT", b"HEA", b"OPT", b"CON", b"TRA"})
 
 
 class Directory:
@@ -174,8 +178,10 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
                 return
             if first == H2_PREFACE:
                 serve_h2(echo, self.connection)
-            else:
+            elif first in HTTP_STARTS:
                 super().handle()
+            else:
+                serve_lines(echo, self.connection)
 
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -199,6 +205,22 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
             pass  # one line per request would drown the log's useful part: start-up and errors
 
     return Handler
+
+
+def serve_lines(echo: Echo, sock: socket.socket) -> None:
+    """Serve a plain TCP connection: answer each line with one JSON line saying who served it (what a TCP Service
+    port carries, where the mesh routes connections, not requests)."""
+    echo.serving(+1)
+    try:
+        with sock.makefile("rb") as reader:
+            for raw in reader:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                answer = {"served_by": echo.identity, "protocol": "tcp", "line": line}
+                sock.sendall(json.dumps(answer, sort_keys=True).encode() + b"\n")
+    except OSError:
+        return
+    finally:
+        echo.serving(-1)
 
 
 def serve_h2(echo: Echo, sock: socket.socket) -> None:

@@ -37,14 +37,24 @@ import functools
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from meshgen import traffic
 from meshgen.backends import normaliser
-from meshgen.backends.localmesh import EDGE_PORT, LocalMesh, Workload, addresses, all_hosts, proxy_addresses
-from meshgen.baseline.model import VIRTUAL_SERVICE, is_exported_to, selects
+from meshgen.backends.localmesh import (
+    EDGE_PORT,
+    LocalMesh,
+    Workload,
+    addresses,
+    all_hosts,
+    proxy_addresses,
+)
+from meshgen.backends.localmesh import edge_gateways as edge_gateways_of
+from meshgen.baseline import precedence, protocols
+from meshgen.baseline.model import GATEWAY, VIRTUAL_SERVICE, ObjectKey, Resource, is_exported_to, selects
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
 from meshgen.kube import crds, discovery, kinds
@@ -110,12 +120,16 @@ class IstioMesh:
         # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
         # sidecars import configuration from every namespace the case writes to, as a default Sidecar would.
         scope = sorted(set(self.namespaces) | {r.namespace for r in plan.baseline.resources})
-        edge_gateways = gateway.referenced(plan.baseline.of_kind(VIRTUAL_SERVICE))
-        for namespace in sorted({*scope, *(ns for ns, _ in edge_gateways)}):
+        edge_gateways = edge_gateways_of(plan.baseline)
+        for namespace in sorted({*scope, *(g.namespace for g in edge_gateways)}):
             self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
         self.before = self._objects()
         self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
-        for resource in plan.baseline.resources:
+        for resource, later in _creation_order(plan.baseline.resources):
+            if resource.key.kind == GATEWAY:
+                continue  # the router stands for it: created below, on the router's address
+            if later:
+                time.sleep(1.0 - time.time() % 1.0 + 0.05)
             body = {**resource.body, "metadata": {**resource.metadata, "namespace": resource.namespace}}
             self._create(body)
         documents = [Document(Location("specs", i), body) for i, body in enumerate(specs)]
@@ -132,8 +146,8 @@ class IstioMesh:
         for proxy in (*proxies, *self.clients.values()):
             self._create(proxy.sidecar(scope))
         self.router = gateway.router(assigned[edge])
-        for namespace, name in edge_gateways:
-            self._create(gateway.gateway(name, namespace, bind=self.router.address))
+        for key in edge_gateways:
+            self._create(gateway.gateway(key.name, key.namespace, bind=self.router.address))
         self._start(plan, topology or traffic.Topology(), layout.workloads, proxies)
 
     def send(self, request: traffic.Request) -> traffic.Response:
@@ -301,12 +315,16 @@ class IstioMesh:
 
     def _expected(self) -> tuple[dict[str, set[str]], dict[str, set[str]], bool]:
         """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
-        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there (and
+        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there that no
+        other shadows (:func:`~meshgen.baseline.precedence.shadowed_by`) (and
         under ``_EDGE``, of the gateway-bound ones the router sees); whether the routing-key EnvoyFilter exists.
         (Subset clusters are left out: which DestinationRule a proxy gets depends on istiod's merging of rules for
         one host, exportTo and workloadSelector.)"""
         clusters: dict[str, set[str]] = {}
         routes: dict[str, set[str]] = {}
+        existing = {(str(g["metadata"]["namespace"]), str(g["metadata"]["name"]))
+                    for g in self.client.list(kinds.GATEWAY).items}
+        virtual_services: list[tuple[Resource, set[str]]] = []
         for ns in self.namespaces:
             entries = self.client.list(kinds.WORKLOAD_ENTRY, ns).items
             for service in self.client.list(kinds.SERVICE, ns).items:
@@ -314,19 +332,36 @@ class IstioMesh:
                 chosen = {str(e["spec"]["address"]) for e in entries
                           if selects(service["spec"].get("selector") or {}, e["spec"].get("labels") or {})}
                 for port in service["spec"].get("ports") or []:
-                    clusters[f"outbound|{port['port']}||{fqdn}"] = chosen
+                    if protocols.port_protocol(int(port["port"]), port.get("name"), port.get("protocol"),
+                                               port.get("appProtocol")) is not protocols.Protocol.UDP:
+                        clusters[f"outbound|{port['port']}||{fqdn}"] = chosen  # istiod has no UDP clusters
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
                 names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
-                if gateway.is_edge_bound(vs) and is_exported_to(vs, gateway.NAMESPACE):
+                if gateway.is_edge_bound(vs, existing) and is_exported_to(vs, gateway.NAMESPACE):
                     routes.setdefault(_EDGE, set()).update(names)
-                if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
-                    continue
-                for target in self.namespaces:
-                    if is_exported_to(vs, target):
-                        routes.setdefault(target, set()).update(names)
+                virtual_services.append((Resource(ObjectKey(VIRTUAL_SERVICE, ns, vs["metadata"]["name"]), vs), names))
+        for target in self.namespaces:
+            # A sidecar holds the routes of the mesh VirtualServices it sees, except those another one shadows.
+            ordered = precedence.sidecar_order([vs for vs, _ in virtual_services], target)
+            names_of = dict(virtual_services)
+            for seen in ordered:
+                if precedence.shadowed_by(seen, ordered, self._domain) is None:
+                    routes.setdefault(target, set()).update(names_of[seen])
         assert self.policy is not None
         filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
         return clusters, routes, filtered
+
+
+def _creation_order(resources: Sequence[Resource]) -> list[tuple[Resource, bool]]:
+    """The baseline in the order to create it, each with whether it must be created in a later second than the
+    one before: VirtualServices come last, oldest first as written (then by name and namespace, istiod's order for
+    equal timestamps), so the creation-time order istiod reads is the one the manifests state (the apiserver sets
+    whole-second timestamps, and ignores written ones)."""
+    others = [(r, False) for r in resources if r.key.kind != VIRTUAL_SERVICE]
+    services = sorted((r for r in resources if r.key.kind == VIRTUAL_SERVICE),
+                      key=lambda r: (precedence.created(r), r.name, r.namespace))
+    later = [i > 0 and precedence.created(r) > precedence.created(services[i - 1]) for i, r in enumerate(services)]
+    return [*others, *zip(services, later, strict=True)]
 
 
 def _identity(deployment: JsonObject) -> str:
