@@ -387,8 +387,8 @@ spec:
     (VS_HEAD + "  - route: [{destination: {host: reviews}}]\n    timeout: soon\n",
      "http.0.timeout: 'soon' is not a duration"),
     ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: bookinfo}\n"
-     "spec:\n  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n",
-     "DestinationRule bookinfo/r: trafficPolicy.tls: not supported by the envoy backend"),
+     "spec:\n  host: reviews\n  trafficPolicy: {proxyProtocol: {version: V1}}\n",
+     "DestinationRule bookinfo/r: trafficPolicy.proxyProtocol: not supported by the envoy backend"),
 ])
 def test_untranslatable_fields_fail_the_compile_naming_object_and_field(extra: str, message: str, tmp_path: Path,
                                                                        meshgen) -> None:

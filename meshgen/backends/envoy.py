@@ -48,7 +48,7 @@ from meshgen.baseline import precedence
 from meshgen.baseline.protocols import Protocol
 from meshgen.documents import JsonObject
 from meshgen.errors import InvalidInput
-from meshgen.plan.model import Plan, ServicePort
+from meshgen.plan.model import Diagnostic, Plan, ServicePort
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -75,6 +75,7 @@ class EnvoyConfig:
     clusters: tuple[JsonObject, ...]
     route_configs: tuple[JsonObject, ...]
     addresses: Addresses
+    warnings: tuple[Diagnostic, ...] = ()  # fields accepted without translation, once per field and object
 
     def resources(self) -> list[JsonObject]:
         """Listeners, then clusters, then route configurations."""
@@ -142,7 +143,7 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
                                [_http_chain(mesh, edge.edge_source(plan.policy, plan.edge), EDGE_ROUTE_CONFIG,
                                             {"use_remote_address": True})]))
     listeners.sort(key=lambda x: str(x["name"]))
-    return EnvoyConfig(tuple(listeners), tuple(clusters), tuple(route_configs), laid_out)
+    return EnvoyConfig(tuple(listeners), tuple(clusters), tuple(route_configs), laid_out, destinations.warnings)
 
 
 def _service_listener(mesh: LocalMesh, address: str, port: ServicePort, name: str, lua: str,

@@ -41,10 +41,15 @@ _PREVIOUS_HOSTS = {
 # Istio's retry policy for routes that set none (pilot/pkg/networking/core/route/retry).
 ISTIO_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 ISTIO_DEFAULT_ATTEMPTS = 2
+# gRPC status names (what fault.abort.grpcStatus takes) and their codes: istiod's SupportedGRPCStatus.
+GRPC_STATUS = {name: code for code, name in enumerate((
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"))}
 _REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
                    308: "PERMANENT_REDIRECT"}
 _ROUTE_FIELDS = {"name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "retries", "headers",
-                 "fault", "corsPolicy", "mirror", "mirrors", "mirrorPercentage"}
+                 "fault", "corsPolicy", "mirror", "mirrors", "mirrorPercentage"}  # delegate: expanded before
 _MATCH_FIELDS = {"name", "uri", "headers", "withoutHeaders", "queryParams", "method", "scheme", "authority", "port",
                  "ignoreUriCase"}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
@@ -69,6 +74,7 @@ class RouteSource:
     virtual_service: Resource | None
     port: int
     cluster_of: ClusterOf
+    hash_of: Callable[[str], JsonObject | None] = lambda cluster: None  # a cluster's consistent-hash policy
 
     def problem(self, index: int, path: tuple[str | int, ...], message: str) -> Problem:
         vs = self.virtual_service
@@ -109,6 +115,8 @@ def translate(route: Mapping[str, Any], index: int, source: RouteSource) -> list
     except Unsupported as exc:
         raise InvalidInput([source.problem(index, exc.path, str(exc))]) from None
     name = {"name": route["name"]} if route.get("name") else {}
+    for key, values in action.pop("destination_headers", {}).items():
+        common[key] = [*common.get(key, []), *values]
     return [{**name, "match": match, **action, **common} for match in matches]
 
 
@@ -181,9 +189,8 @@ def _action(route: Mapping[str, Any], source: RouteSource) -> JsonObject:
         return {"direct_response": out}
     if "redirect" in route:
         return {"redirect": _redirect(route["redirect"])}
-    if "delegate" in route:
-        raise Unsupported(("delegate",), "delegation is not supported by the envoy backend")
     action = _destinations(route.get("route") or [], source)
+    headers = action.pop("destination_headers", {})
     action["timeout"] = seconds(route["timeout"], ("timeout",)) if "timeout" in route else "0s"
     retry = _retry_policy(route.get("retries"))
     if retry is not None:
@@ -203,29 +210,33 @@ def _action(route: Mapping[str, Any], source: RouteSource) -> JsonObject:
                                             if "mirror" in route else [])]
     if mirrors:
         action["request_mirror_policies"] = [_mirror(m, i, source) for i, m in enumerate(mirrors)]
-    return {"route": action}
+    return {"route": action, "destination_headers": headers}
 
 
 def _destinations(destinations: list[Any], source: RouteSource) -> JsonObject:
     if not destinations:
         raise Unsupported(("route",), "a route needs a destination, a redirect or a directResponse")
     clusters: list[JsonObject] = []
+    hashing: list[JsonObject] = []  # istiod: each destination whose DestinationRule hashes adds its hash policy
     for i, dest in enumerate(destinations):
-        if "headers" in dest:
-            raise Unsupported(("route", i, "headers"), "per-destination headers are not supported by the envoy "
-                                                       "backend; set them on the route")
         try:
             name = source.cluster_of(dest["destination"])
         except ValueError as exc:
             raise Unsupported(("route", i, "destination"), str(exc)) from None
         weight = int(dest.get("weight", 0 if len(destinations) > 1 else 100))
+        headers = _header_operations(dest.get("headers") or {}, ("route", i, "headers"))
+        hash_policy = source.hash_of(name)
+        if len(destinations) == 1:
+            # istiod's processDestination: a lone destination's headers join the route's, after them.
+            return {"cluster": name, "destination_headers": headers,
+                    **({"hash_policy": [hash_policy]} if hash_policy else {})}
         if weight > 0:
-            clusters.append({"name": name, "weight": weight})
+            clusters.append({"name": name, "weight": weight, **headers})
+            if hash_policy:
+                hashing.append(hash_policy)
     if not clusters:
         raise Unsupported(("route",), "every destination has weight 0")
-    if len(clusters) == 1:
-        return {"cluster": clusters[0]["name"]}
-    return {"weighted_clusters": {"clusters": clusters}}
+    return {"weighted_clusters": {"clusters": clusters}, **({"hash_policy": hashing} if hashing else {})}
 
 
 def _retry_policy(retries: Mapping[str, Any] | None) -> JsonObject | None:
@@ -282,14 +293,14 @@ def _mirror(mirror: Mapping[str, Any], i: int, source: RouteSource) -> JsonObjec
     return out
 
 
-def _common(route: Mapping[str, Any]) -> JsonObject:
-    """Header manipulation and per-route filter config (fault, CORS)."""
+def _header_operations(headers: Mapping[str, Any], path: tuple[str | int, ...]) -> JsonObject:
+    """Istio ``headers`` (request/response set, add, remove) as Envoy header operations (istiod's
+    ``TranslateHeadersOperations``)."""
     out: JsonObject = {}
-    headers = route.get("headers") or {}
     for direction in ("request", "response"):
         ops = headers.get(direction) or {}
         for key in sorted(set(ops) - {"set", "add", "remove"}):
-            raise Unsupported(("headers", direction, key), "not supported by the envoy backend")
+            raise Unsupported((*path, direction, key), "not supported by the envoy backend")
         to_add = [{"header": {"key": k, "value": str(v)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
                   for k, v in sorted((ops.get("set") or {}).items())]
         to_add += [{"header": {"key": k, "value": str(v)}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
@@ -298,6 +309,12 @@ def _common(route: Mapping[str, Any]) -> JsonObject:
             out[f"{direction}_headers_to_add"] = to_add
         if ops.get("remove"):
             out[f"{direction}_headers_to_remove"] = [str(h) for h in ops["remove"]]
+    return out
+
+
+def _common(route: Mapping[str, Any]) -> JsonObject:
+    """Header manipulation and per-route filter config (fault, CORS)."""
+    out = _header_operations(route.get("headers") or {}, ("headers",))
     filters: JsonObject = {}
     if "fault" in route:
         filters[FAULT_FILTER] = _fault(route["fault"])
@@ -321,9 +338,18 @@ def _fault(fault: Mapping[str, Any]) -> JsonObject:
                         "percentage": fraction(delay.get("percentage", full), ("fault", "delay", "percentage"))}
     if "abort" in fault:
         abort = fault["abort"]
-        if "httpStatus" not in abort or set(abort) - {"httpStatus", "percentage"}:
-            raise Unsupported(("fault", "abort"), "only httpStatus with percentage is supported")
-        out["abort"] = {"http_status": int(abort["httpStatus"]),
+        kinds = [k for k in ("httpStatus", "grpcStatus") if k in abort]
+        if len(kinds) != 1 or set(abort) - {"httpStatus", "grpcStatus", "percentage"}:
+            raise Unsupported(("fault", "abort"), "expected httpStatus or grpcStatus, with percentage")
+        if kinds == ["grpcStatus"]:
+            code = GRPC_STATUS.get(str(abort["grpcStatus"]))
+            if code is None:
+                raise Unsupported(("fault", "abort", "grpcStatus"), f"{abort['grpcStatus']!r} is not one of "
+                                                                    f"{', '.join(GRPC_STATUS)}")
+            status: JsonObject = {"grpc_status": code}
+        else:
+            status = {"http_status": int(abort["httpStatus"])}
+        out["abort"] = {**status,
                         "percentage": fraction(abort.get("percentage", full), ("fault", "abort", "percentage"))}
     return out
 
@@ -331,8 +357,13 @@ def _fault(fault: Mapping[str, Any]) -> JsonObject:
 def _cors(cors: Mapping[str, Any]) -> JsonObject:
     out: JsonObject = {"@type": _CORS_TYPE}
     for key in sorted(set(cors) - {"allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge",
-                                   "allowCredentials"}):
+                                   "allowCredentials", "unmatchedPreflights"}):
         raise Unsupported(("corsPolicy", key), "not supported by the envoy backend")
+    if "unmatchedPreflights" in cors:
+        # istiod: IGNORE answers a preflight no origin matches itself; FORWARD (the default) passes it upstream.
+        if cors["unmatchedPreflights"] not in ("FORWARD", "IGNORE", "UNSPECIFIED"):
+            raise Unsupported(("corsPolicy", "unmatchedPreflights"), "expected FORWARD or IGNORE")
+        out["forward_not_matching_preflights"] = cors["unmatchedPreflights"] != "IGNORE"
     origins = cors.get("allowOrigins") or []
     if origins:
         out["allow_origin_string_match"] = [_string_match(o, ("corsPolicy", "allowOrigins", i))

@@ -38,7 +38,7 @@ from functools import partial
 from meshgen.backends import envoy_routes, istio
 from meshgen.backends.envoy_clusters import Destinations
 from meshgen.backends.localmesh import EDGE_NAMESPACE, EDGE_PORT, Addresses, edge_gateways, served_at_edge
-from meshgen.baseline import precedence
+from meshgen.baseline import delegation, precedence
 from meshgen.baseline.model import VIRTUAL_SERVICE, Resource, is_mesh_bound
 from meshgen.documents import JsonObject, clone
 from meshgen.errors import InvalidInput, Problem
@@ -160,8 +160,17 @@ class VirtualHosts:
 
     def _translate(self, route: JsonObject, index: int, vs: Resource | None, namespace: str,
                    port: int) -> list[JsonObject]:
+        if "delegate" in route and vs is not None:
+            # istiod merges the delegate's routes into the root's place (meshgen.baseline.delegation); a
+            # delegate that is missing or not exported to the root drops the route. Destinations in a delegate
+            # are read in its own namespace.
+            delegate = delegation.delegate_of(route, vs, self.plan.baseline)
+            if delegate is None:
+                return []
+            return [r for i, merged in delegation.merged(route, delegate)
+                    for r in self._translate(merged, i, delegate, delegate.namespace, port)]
         source = envoy_routes.RouteSource(vs, port, partial(self.destinations.cluster_of, namespace=namespace,
-                                                            listener_port=port))
+                                                            listener_port=port), self.destinations.hash_policies.get)
         try:
             return envoy_routes.translate(route, index, source)
         except InvalidInput as exc:

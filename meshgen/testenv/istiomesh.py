@@ -336,7 +336,10 @@ class IstioMesh:
                                                port.get("appProtocol")) is not protocols.Protocol.UDP:
                         clusters[f"outbound|{port['port']}||{fqdn}"] = chosen  # istiod has no UDP clusters
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
-                names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
+                if not vs["spec"].get("hosts"):
+                    continue  # a delegate: its routes are merged into its roots', under other names
+                names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")
+                         and "delegate" not in r}
                 if gateway.is_edge_bound(vs, existing) and is_exported_to(vs, gateway.NAMESPACE):
                     routes.setdefault(_EDGE, set()).update(names)
                 virtual_services.append((Resource(ObjectKey(VIRTUAL_SERVICE, ns, vs["metadata"]["name"]), vs), names))
