@@ -25,7 +25,7 @@ from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import Specs, load_specs
 from meshgen.spec.models import DEFAULT_POLICY
 from meshgen.testenv.envoy import envoy_binary
-from tests.conftest import EXAMPLES, GOLDEN
+from tests.conftest import BOOKINFO, EXAMPLES, GOLDEN, istio_samples
 from tests.strategies import as_documents
 from tests.test_properties import PROPERTY, scenarios
 
@@ -409,3 +409,75 @@ def test_untranslatable_fields_fail_the_compile_naming_object_and_field(extra: s
                                                 ("250us", "0.00025s")])
 def test_durations(text: str, seconds: str) -> None:
     assert envoy_routes.seconds(text, ()) == seconds
+
+
+def test_bookinfos_mtls_destination_rules_compile_with_one_warning_per_rule_and_field() -> None:
+    """Istio's own destination-rule-all-mtls.yaml (ISTIO_MUTUAL on every host, read from the Go module cache):
+    accepted as transport-only, one warning per DestinationRule and field however many subset clusters it makes,
+    and no transport socket (the local mesh is plaintext)."""
+    samples = istio_samples() / "bookinfo"
+    inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                  [str(samples / "platform" / "kube" / "bookinfo.yaml"),
+                                   str(samples / "networking" / "destination-rule-all-mtls.yaml")],
+                                  namespace="bookinfo")
+    config = envoy.build(compiler.plan_of(inputs))
+    assert [(w.subject, w.message.split(" is ")[0]) for w in config.warnings] == [
+        (f"DestinationRule bookinfo/{name}", "trafficPolicy.tls") for name in ("details", "productpage", "ratings",
+                                                                             "reviews")]
+    assert len([c for c in config.clusters if "|v" in c["name"]]) > 4  # several subset clusters per rule
+    assert not any("transport_socket" in c for c in config.clusters)
+
+
+def test_port_level_settings_replace_the_host_policy_on_their_port_and_hashing_reaches_routes() -> None:
+    config = envoy.build(plan_of("istio-accepted-fields"))
+    clusters = {c["name"]: c for c in config.clusters}
+    reviews = clusters["outbound|9080|v1|reviews.bookinfo.svc.cluster.local"]
+    options = reviews["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    # the port-level entry replaces the host's connectionPool whole: 20 requests per connection and no idle
+    # timeout (istiod does not inherit the host's 30s), and neither the host's keepalive
+    assert options["common_http_protocol_options"] == {"max_requests_per_connection": 20}
+    assert reviews["lb_policy"] == "RING_HASH" and "upstream_connection_options" not in reviews
+    vhost = vhosts(config)["reviews.bookinfo.svc.cluster.local:9080"]
+    assert {str(r["route"].get("hash_policy")) for r in vhost["routes"]} == {
+        str([{"header": {"header_name": "end-user"}}])}
+
+
+def test_listeners_follow_the_port_protocol() -> None:
+    config = envoy.build(plan_of("tcp-ports"))
+    listeners = {x["name"]: x for x in config.listeners}
+
+    def filters(name: str) -> list[list[str]]:
+        return [[f["name"] for f in chain["filters"]] for chain in listeners[name]["filter_chains"]]
+
+    assert filters("inventory.shop.svc.cluster.local_8080") == [["envoy.filters.network.http_connection_manager"]]
+    assert filters("inventory.shop.svc.cluster.local_9100") == [["envoy.filters.network.tcp_proxy"]]
+    sniffed = listeners["inventory-legacy.shop.svc.cluster.local_8000"]
+    assert filters(sniffed["name"]) == [["envoy.filters.network.http_connection_manager"],
+                                        ["envoy.filters.network.tcp_proxy"]]
+    assert [f["name"] for f in sniffed["listener_filters"]] == ["envoy.filters.listener.http_inspector"]
+    # route configurations exist only for ports some host serves HTTP on, and hold only those hosts
+    assert sorted(rc["name"] for rc in config.route_configs) == ["8000", "8080", "http.8080"]
+    proxied = listeners["tcp-echo.shop.svc.cluster.local_9000"]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert proxied["weighted_clusters"] == {"clusters": [
+        {"name": "outbound|9000|v2|tcp-echo.shop.svc.cluster.local", "weight": 100}]}
+
+
+def test_udp_ports_get_no_listener_and_no_cluster(tmp_path: Path) -> None:
+    (tmp_path / "dns.yaml").write_text("""\
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: bookinfo}
+spec:
+  selector: {app: ratings}
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53}]
+""")
+    inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                  [str(BOOKINFO), str(tmp_path / "dns.yaml")])
+    config = envoy.build(compiler.plan_of(inputs))
+    # one listener and one cluster for port 53: the TCP port's (dns-tcp has no known prefix, and 53 is a
+    # well-known port, so TCP); the UDP port is not proxied
+    dns = [x for x in config.listeners if x["name"].startswith("dns.")]
+    assert [x["name"] for x in dns] == ["dns.bookinfo.svc.cluster.local_53"]
+    assert dns[0]["filter_chains"][0]["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
+    assert [c["name"] for c in config.clusters if c["name"].endswith("|dns.bookinfo.svc.cluster.local")] == [
+        "outbound|53||dns.bookinfo.svc.cluster.local"]

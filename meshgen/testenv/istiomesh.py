@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from meshgen import traffic
 from meshgen.backends import normaliser
@@ -54,7 +55,15 @@ from meshgen.backends.localmesh import (
 )
 from meshgen.backends.localmesh import edge_gateways as edge_gateways_of
 from meshgen.baseline import precedence, protocols
-from meshgen.baseline.model import GATEWAY, VIRTUAL_SERVICE, ObjectKey, Resource, is_exported_to, selects
+from meshgen.baseline.model import (
+    DESTINATION_RULE,
+    GATEWAY,
+    VIRTUAL_SERVICE,
+    ObjectKey,
+    Resource,
+    is_exported_to,
+    selects,
+)
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
 from meshgen.kube import crds, discovery, kinds
@@ -117,6 +126,7 @@ class IstioMesh:
                                                                                    layout.hosts.values()}))
         self.policy, self.hosts = plan.policy, all_hosts(plan)
         self._check_ports()
+        _check_transport(plan)
         # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
         # sidecars import configuration from every namespace the case writes to, as a default Sidecar would.
         scope = sorted(set(self.namespaces) | {r.namespace for r in plan.baseline.resources})
@@ -353,6 +363,33 @@ class IstioMesh:
         assert self.policy is not None
         filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
         return clusters, routes, filtered
+
+
+def _tls_modes(policy: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    """Every TLS mode a trafficPolicy sets other than DISABLE, with its field path."""
+    tls = policy.get("tls")
+    if isinstance(tls, dict) and str(tls.get("mode", "DISABLE")) != "DISABLE":
+        yield f"{path}.tls.mode", str(tls.get("mode"))
+    for i, entry in enumerate(policy.get("portLevelSettings") or []):
+        if isinstance(entry, dict):
+            yield from _tls_modes(entry, f"{path}.portLevelSettings[{i}]")
+
+
+def _check_transport(plan: Plan) -> None:
+    """Refuse, up front and saying why, a DestinationRule that originates TLS: this environment cannot run it."""
+    for rule in plan.baseline.of_kind(DESTINATION_RULE):
+        found = list(_tls_modes(rule.spec.get("trafficPolicy") or {}, "trafficPolicy"))
+        for i, subset in enumerate(rule.spec.get("subsets") or []):
+            found += _tls_modes(subset.get("trafficPolicy") or {}, f"subsets[{i}].trafficPolicy")
+        if found:
+            field, mode = found[0]
+            raise EnvironmentProblem(
+                f"DestinationRule {rule.namespace}/{rule.name} sets {field} {mode}, which the istio test environment "
+                "cannot run: for ISTIO_MUTUAL istiod (auto mTLS off) gives the cluster a TLS transport socket whose "
+                "certificates come over SDS from sds-grpc, the istio-agent's socket, which upstream Envoy does not "
+                "have, so the cluster never warms and the sidecar is never ready; SIMPLE and MUTUAL originate TLS "
+                "to the workload itself, and the echo workloads speak plaintext. Run this case --via envoy (it "
+                "accepts tls as transport-only, with a warning)")
 
 
 def _creation_order(resources: Sequence[Resource]) -> list[tuple[Resource, bool]]:
