@@ -376,8 +376,8 @@ spec:
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (VS_HEAD + "  - match: [{sourceLabels: {app: web}}]\n    route: [{destination: {host: reviews}}]\n",
-     "VirtualService bookinfo/reviews: http.0.match.0.sourceLabels: not supported by the envoy backend"),
+    (VS_HEAD + "  - match: [{gateways: [mesh]}]\n    route: [{destination: {host: reviews}}]\n",
+     "VirtualService bookinfo/reviews: http.0.match.0.gateways: not supported by the envoy backend"),
     (VS_HEAD + "  - route: [{destination: {host: reviews}}]\n    mirrorPercent: 5\n",
      "VirtualService bookinfo/reviews: http.0.mirrorPercent: not supported by the envoy backend"),
     (VS_HEAD + "  - route: [{destination: {host: reviews, subset: v9}}]\n",

@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from meshgen.backends import edge, envoy_routes, envoy_tcp, normaliser
+from meshgen.backends import callers, edge, envoy_routes, envoy_tcp, normaliser
 from meshgen.backends.envoy_clusters import Destinations
 from meshgen.backends.envoy_vhosts import VirtualHosts
 from meshgen.backends.localmesh import DEFAULT_MESH, EDGE_PORT, Addresses, LocalMesh, addresses, listen_port
@@ -111,17 +111,22 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
     clusters, problems = destinations.clusters()
     builder = VirtualHosts(plan, laid_out, destinations, problems)
     # One route configuration per port number some host serves HTTP on (or sniffs); a host's virtual host is in it
-    # only if its own port of that number routes requests, as istiod builds RDS.
+    # only if its own port of that number routes requests, as istiod builds RDS. Where routes match callers
+    # (sourceLabels, sourceNamespace), each group of callers that sees other routes gets its own (callers.py).
     http_ports = sorted({p.port for h in laid_out.hosts.values() for p in h.ports if p.mesh_protocol.routes_requests})
-    route_configs: list[JsonObject] = [
-        {"@type": ROUTE_CONFIG_TYPE, "name": str(port),
-         "virtual_hosts": [builder.virtual_host(fqdn, host, port) for fqdn, host in laid_out.hosts.items()
-                           if any(p.port == port and p.mesh_protocol.routes_requests for p in host.ports)]}
-        for port in http_ports
-    ]
-    # istiod's gateway route configuration matches Host without its port.
+    views = callers.views(plan, laid_out)
+    route_configs: list[JsonObject] = []
+    for view in (callers.DEFAULT_VIEW, *views):
+        viewed = VirtualHosts(plan, laid_out, destinations, problems, view.caller) if view.caller else builder
+        route_configs.extend(
+            {"@type": ROUTE_CONFIG_TYPE, "name": view.route_config(port),
+             "virtual_hosts": [viewed.virtual_host(fqdn, host, port) for fqdn, host in laid_out.hosts.items()
+                               if any(p.port == port and p.mesh_protocol.routes_requests for p in host.ports)]}
+            for port in http_ports)
+    # istiod's gateway route configuration matches Host without its port; the edge is its own caller.
+    edge_builder = VirtualHosts(plan, laid_out, destinations, problems, laid_out.edge_caller())
     route_configs.append({"@type": ROUTE_CONFIG_TYPE, "name": EDGE_ROUTE_CONFIG,
-                          "virtual_hosts": builder.edge_virtual_hosts(), "ignore_port_in_host_matching": True})
+                          "virtual_hosts": edge_builder.edge_virtual_hosts(), "ignore_port_in_host_matching": True})
     domain = plan.policy.spec.cluster_domain
     tcp: dict[tuple[str, int], JsonObject] = {}
     for fqdn, host in laid_out.hosts.items():
@@ -135,7 +140,7 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
     mesh_lua = normaliser.lua_source(plan.policy)
     listeners = [
         _service_listener(mesh, laid_out.listeners[fqdn], port, f"{fqdn}_{port.port}", mesh_lua,
-                          tcp.get((fqdn, port.port)))
+                          tcp.get((fqdn, port.port)), views)
         for fqdn, host in laid_out.hosts.items() for port in host.ports
         if port.mesh_protocol is not Protocol.UDP  # istiod builds no listener for UDP: it is not proxied
     ]
@@ -147,18 +152,23 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
 
 
 def _service_listener(mesh: LocalMesh, address: str, port: ServicePort, name: str, lua: str,
-                      tcp_proxy: JsonObject | None) -> JsonObject:
+                      tcp_proxy: JsonObject | None, views: tuple[callers.View, ...]) -> JsonObject:
     """A Service port's listener, by its protocol (as istiod builds a sidecar's): HTTP, opaque TCP, or sniffed
-    (``http_inspector`` picks the HTTP chain for HTTP, the TCP chain for anything else)."""
+    (``http_inspector`` picks the HTTP chain for HTTP, the TCP chain for anything else). An HTTP chain per caller
+    view, picked by the caller's address, then the default one."""
     protocol = port.mesh_protocol
-    http = _http_chain(mesh, lua, str(port.port))
     tcp_chain: JsonObject = {"filters": [tcp_proxy]} if tcp_proxy is not None else {}
     if protocol.is_opaque:
         return _listener(mesh, address, port.port, name, [tcp_chain])
+    sniffed = {"application_protocols": list(_SNIFFED_HTTP)} if protocol.is_sniffed else {}
+    http: list[JsonObject] = []
+    for view in (*views, callers.DEFAULT_VIEW):
+        chain = _http_chain(mesh, lua, view.route_config(port.port))
+        match = {**sniffed, **view.chain_match()}
+        http.append({**chain, "filter_chain_match": match} if match else chain)
     if not protocol.is_sniffed:
-        return _listener(mesh, address, port.port, name, [http])
-    sniffed = {**http, "filter_chain_match": {"application_protocols": list(_SNIFFED_HTTP)}}
-    listener = _listener(mesh, address, port.port, name, [sniffed, tcp_chain])
+        return _listener(mesh, address, port.port, name, http)
+    listener = _listener(mesh, address, port.port, name, [*http, tcp_chain])
     listener["listener_filters"] = [{"name": _HTTP_INSPECTOR, "typed_config": {"@type": _HTTP_INSPECTOR_TYPE}}]
     return listener
 

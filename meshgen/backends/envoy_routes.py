@@ -4,7 +4,8 @@ This is what istiod does when it builds a sidecar's outbound route table, restri
 and written down so the Envoy backend means exactly what Istio means:
 
 - each ``match`` block becomes its own Envoy route (Istio ORs the blocks); a route without ``match`` matches ``/``;
-  blocks restricted to another ``port`` are dropped from that port's table.
+  blocks restricted to another ``port`` are dropped from that port's table, and blocks whose ``sourceLabels`` or
+  ``sourceNamespace`` the calling proxy does not have from that proxy's (:class:`RouteSource` ``caller``).
 - ``headers`` ``{}`` means present; ``withoutHeaders`` inverts and treats a missing header as empty, except
   ``withoutHeaders: {h: {}}``, which Istio means as "h is absent" (Envoy 1.40 would match nothing with the literal
   translation, see DESIGN), so it becomes an inverted ``present_match``.
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshgen.backends.localmesh import Caller
 from meshgen.baseline.model import Resource
 from meshgen.documents import JsonObject
 from meshgen.errors import InvalidInput, Problem
@@ -51,7 +53,7 @@ _REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307
 _ROUTE_FIELDS = {"name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "retries", "headers",
                  "fault", "corsPolicy", "mirror", "mirrors", "mirrorPercentage"}  # delegate: expanded before
 _MATCH_FIELDS = {"name", "uri", "headers", "withoutHeaders", "queryParams", "method", "scheme", "authority", "port",
-                 "ignoreUriCase"}
+                 "ignoreUriCase", "sourceLabels", "sourceNamespace"}  # the last two: evaluated per caller
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -75,6 +77,7 @@ class RouteSource:
     port: int
     cluster_of: ClusterOf
     hash_of: Callable[[str], JsonObject | None] = lambda cluster: None  # a cluster's consistent-hash policy
+    caller: Caller | None = None  # whose proxy the routes are for (None: a caller no source match selects)
 
     def problem(self, index: int, path: tuple[str | int, ...], message: str) -> Problem:
         vs = self.virtual_service
@@ -111,13 +114,24 @@ def translate(route: Mapping[str, Any], index: int, source: RouteSource) -> list
         common = _common(route)
         action = _action(route, source)
         matches = [_match(m, j) for j, m in enumerate(route.get("match") or [{}])
-                   if (m.get("port") is None or int(m["port"]) == source.port)]
+                   if (m.get("port") is None or int(m["port"]) == source.port) and applies_to(m, source.caller)]
     except Unsupported as exc:
         raise InvalidInput([source.problem(index, exc.path, str(exc))]) from None
     name = {"name": route["name"]} if route.get("name") else {}
     for key, values in action.pop("destination_headers", {}).items():
         common[key] = [*common.get(key, []), *values]
     return [{**name, "match": match, **action, **common} for match in matches]
+
+
+def applies_to(block: Mapping[str, Any], caller: Caller | None) -> bool:
+    """Whether a match block applies to the caller's proxy (istiod's ``sourceMatchHTTP``, evaluated when it builds
+    that proxy's routes): its ``sourceLabels`` are among the caller's labels, its ``sourceNamespace`` is the
+    caller's namespace."""
+    labels = block.get("sourceLabels") or {}
+    namespace = block.get("sourceNamespace")
+    if caller is None:
+        return not labels and not namespace
+    return all(caller.labels.get(k) == v for k, v in labels.items()) and namespace in (None, "", caller.namespace)
 
 
 def _string_match(value: Any, path: tuple[str | int, ...]) -> JsonObject:

@@ -37,7 +37,14 @@ from functools import partial
 
 from meshgen.backends import envoy_routes, istio
 from meshgen.backends.envoy_clusters import Destinations
-from meshgen.backends.localmesh import EDGE_NAMESPACE, EDGE_PORT, Addresses, edge_gateways, served_at_edge
+from meshgen.backends.localmesh import (
+    EDGE_NAMESPACE,
+    EDGE_PORT,
+    Addresses,
+    Caller,
+    edge_gateways,
+    served_at_edge,
+)
 from meshgen.baseline import delegation, precedence
 from meshgen.baseline.model import VIRTUAL_SERVICE, Resource, is_mesh_bound
 from meshgen.documents import JsonObject, clone
@@ -84,7 +91,9 @@ class VirtualHosts:
     """Builds virtual hosts, translating VirtualService routes for the port of the listener that serves them.
     Untranslatable fields are collected in ``problems`` (every one is reported, not just the first)."""
 
-    def __init__(self, plan: Plan, laid_out: Addresses, destinations: Destinations, problems: list[Problem]) -> None:
+    def __init__(self, plan: Plan, laid_out: Addresses, destinations: Destinations, problems: list[Problem],
+                 caller: Caller | None = None) -> None:
+        self.caller = caller  # whose proxy these routes are for: what sourceLabels/sourceNamespace match
         self.plan = plan
         self.laid_out = laid_out
         self.destinations = destinations
@@ -170,7 +179,8 @@ class VirtualHosts:
             return [r for i, merged in delegation.merged(route, delegate)
                     for r in self._translate(merged, i, delegate, delegate.namespace, port)]
         source = envoy_routes.RouteSource(vs, port, partial(self.destinations.cluster_of, namespace=namespace,
-                                                            listener_port=port), self.destinations.hash_policies.get)
+                                                            listener_port=port), self.destinations.hash_policies.get,
+                                          self.caller)
         try:
             return envoy_routes.translate(route, index, source)
         except InvalidInput as exc:

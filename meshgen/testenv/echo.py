@@ -6,7 +6,8 @@ reviews.bookinfo.svc.cluster.local --directory directory.json``.
 Every answer is JSON: ``served_by``, the request ``path``, ``method``, ``host`` and ``headers`` as received, and
 ``calls``: the answer of each downstream service (its own JSON plus ``status``), so the whole hop path comes back
 to the client. The answer also carries the header ``x-served-by``. Downstream calls go to the mesh listener of
-the downstream host with that host as ``Host``, carrying the propagation headers the directory names (what an
+the downstream host with that host as ``Host``, from the workload's own address (as a pod's calls leave from its
+own IP, so the mesh can tell callers apart), carrying the propagation headers the directory names (what an
 instrumented application does for ``baggage`` and ``tracestate``) and the test knobs below.
 
 The directory file (JSON ``{"listeners": {host: [address, port]}, "calls": {host: [host, ...]}, "forward":
@@ -77,8 +78,9 @@ class Directory:
 class Echo:
     """What one workload is and does."""
 
-    def __init__(self, identity: str, serves: list[str], directory: Directory) -> None:
+    def __init__(self, identity: str, serves: list[str], directory: Directory, address: str = "") -> None:
         self.identity = identity
+        self.address = address  # calls leave from it: the mesh tells callers apart by address (sourceLabels)
         self.serves = serves
         self.directory = directory
         self.failed_once: set[str] = set()
@@ -138,7 +140,8 @@ class Echo:
         listener = directory["listeners"].get(target)
         if listener is None:
             return {"service": target, "status": 0, "error": "not in the mesh directory"}
-        conn = http.client.HTTPConnection(listener[0], int(listener[1]), timeout=CALL_TIMEOUT)
+        source = (self.address, 0) if self.address else None
+        conn = http.client.HTTPConnection(listener[0], int(listener[1]), timeout=CALL_TIMEOUT, source_address=source)
         try:
             conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
             conn.putheader("host", target)
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--directory", required=True, help="the mesh directory JSON file")
     args = parser.parse_args(argv)
     address, _, port = args.listen.rpartition(":")
-    echo = Echo(args.identity, [h for h in args.serves.split(",") if h], Directory(args.directory))
+    echo = Echo(args.identity, [h for h in args.serves.split(",") if h], Directory(args.directory), address)
     server = ThreadingHTTPServer((address, int(port)), handler(echo))
     server.daemon_threads = True
     # shutdown() waits for serve_forever() to return, so it cannot run in the signal handler's (main) thread.

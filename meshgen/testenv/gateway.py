@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from meshgen.backends.localmesh import EDGE_GATEWAY, EDGE_PORT
+from meshgen.backends.localmesh import EDGE_GATEWAY, EDGE_LABELS, EDGE_PORT
 from meshgen.baseline.model import MESH_GATEWAY, gateway_key
 from meshgen.documents import JsonObject
 from meshgen.testenv.sidecars import NETWORKING, Proxy
@@ -32,7 +32,7 @@ from meshgen.testenv.sidecars import NETWORKING, Proxy
 NAME = EDGE_GATEWAY.name
 NAMESPACE = EDGE_GATEWAY.namespace  # istiod's root namespace too (meshgen.testenv.istiod)
 REFERENCE = f"{NAMESPACE}/{NAME}"
-SELECTOR = {"istio": "ingressgateway"}
+SELECTOR = dict(EDGE_LABELS)
 ROUTER_POD = "meshgen-edge-gateway"
 
 

@@ -44,9 +44,12 @@ from types import TracebackType
 from typing import Any
 
 from meshgen import traffic
-from meshgen.backends import normaliser
+from meshgen.backends import envoy_routes, normaliser
 from meshgen.backends.localmesh import (
     EDGE_PORT,
+    TEST_CLIENT,
+    TEST_CLIENT_LABELS,
+    Caller,
     LocalMesh,
     Workload,
     addresses,
@@ -79,7 +82,7 @@ from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
 from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
 
-CLIENT = "meshgen-testclient"
+CLIENT = TEST_CLIENT
 _CASE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE, kinds.WORKLOAD_ENTRY,
                kinds.SIDECAR, kinds.GATEWAY)
 READY_TIMEOUT = 60.0
@@ -150,7 +153,8 @@ class IstioMesh:
         names += [f"{ns}/{CLIENT}" for ns in self.namespaces]
         edge = f"{gateway.NAMESPACE}/{gateway.ROUTER_POD}"
         assigned = proxy_addresses([*names, edge], LocalMesh(network=self.network))
-        self.clients = {ns: Proxy(CLIENT, ns, {"app": CLIENT}, assigned[f"{ns}/{CLIENT}"]) for ns in self.namespaces}
+        self.clients = {ns: Proxy(CLIENT, ns, dict(TEST_CLIENT_LABELS), assigned[f"{ns}/{CLIENT}"])
+                        for ns in self.namespaces}
         proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[f"{w.namespace}/{w.identity}"])
                    for w in layout.workloads]
         for proxy in (*proxies, *self.clients.values()):
@@ -303,7 +307,10 @@ class IstioMesh:
                     if n.startswith("outbound|") and n.split("|")[2] == "" and n.endswith(suffixes)}
             wrong = {n for n in set(have) | set(clusters) if have.get(n) != clusters.get(n)}
             router = proxy.proxy.kind == "router"
-            lost = routes.get(_EDGE if router else proxy.proxy.namespace, set()) - proxy.route_names()
+            caller = Caller(proxy.proxy.namespace, proxy.proxy.labels, proxy.proxy.address)
+            wanted = {name for table in routes.get(_EDGE if router else proxy.proxy.namespace, [])
+                      for name in _held(table, caller)}
+            lost = wanted - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
             deaf = router and (proxy.proxy.address, EDGE_PORT) not in proxy.listening()
             missing[proxy.name] = (f"clusters/endpoints differing: {sorted(wrong)}; routes missing: {sorted(lost)}; "
@@ -323,18 +330,19 @@ class IstioMesh:
     def _domain(self) -> str:
         return self.policy.spec.cluster_domain if self.policy is not None else "cluster.local"
 
-    def _expected(self) -> tuple[dict[str, set[str]], dict[str, set[str]], bool]:
+    def _expected(self) -> tuple[dict[str, set[str]], dict[str, list[list[JsonObject]]], bool]:
         """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
-        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there that no
-        other shadows (:func:`~meshgen.baseline.precedence.shadowed_by`) (and
+        its selector picks; by proxy namespace, the http routes of each mesh VirtualService exported there that no
+        other shadows (:func:`~meshgen.baseline.precedence.shadowed_by`; which of them a proxy holds: :func:`_held`)
+        (and
         under ``_EDGE``, of the gateway-bound ones the router sees); whether the routing-key EnvoyFilter exists.
         (Subset clusters are left out: which DestinationRule a proxy gets depends on istiod's merging of rules for
         one host, exportTo and workloadSelector.)"""
         clusters: dict[str, set[str]] = {}
-        routes: dict[str, set[str]] = {}
+        routes: dict[str, list[list[JsonObject]]] = {}  # proxy namespace -> each VirtualService's http routes
         existing = {(str(g["metadata"]["namespace"]), str(g["metadata"]["name"]))
                     for g in self.client.list(kinds.GATEWAY).items}
-        virtual_services: list[tuple[Resource, set[str]]] = []
+        virtual_services: list[tuple[Resource, list[JsonObject]]] = []
         for ns in self.namespaces:
             entries = self.client.list(kinds.WORKLOAD_ENTRY, ns).items
             for service in self.client.list(kinds.SERVICE, ns).items:
@@ -348,10 +356,9 @@ class IstioMesh:
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
                 if not vs["spec"].get("hosts"):
                     continue  # a delegate: its routes are merged into its roots', under other names
-                names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")
-                         and "delegate" not in r}
+                names = [r for r in vs["spec"].get("http") or [] if "delegate" not in r]
                 if gateway.is_edge_bound(vs, existing) and is_exported_to(vs, gateway.NAMESPACE):
-                    routes.setdefault(_EDGE, set()).update(names)
+                    routes.setdefault(_EDGE, []).append(names)
                 virtual_services.append((Resource(ObjectKey(VIRTUAL_SERVICE, ns, vs["metadata"]["name"]), vs), names))
         for target in self.namespaces:
             # A sidecar holds the routes of the mesh VirtualServices it sees, except those another one shadows.
@@ -359,10 +366,32 @@ class IstioMesh:
             names_of = dict(virtual_services)
             for seen in ordered:
                 if precedence.shadowed_by(seen, ordered, self._domain) is None:
-                    routes.setdefault(target, set()).update(names_of[seen])
+                    routes.setdefault(target, []).append(names_of[seen])
         assert self.policy is not None
         filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
         return clusters, routes, filtered
+
+
+def _held(routes: Sequence[JsonObject], caller: Caller) -> set[str]:
+    """The names of the routes of one VirtualService that istiod gives ``caller``'s proxy
+    (``BuildHTTPRoutesForVirtualService``): those with a match block that applies to it (sourceLabels,
+    sourceNamespace), up to and including the first that is a catch-all for it; istiod drops everything after."""
+    held: set[str] = set()
+    for route in routes:
+        blocks = [b for b in route.get("match") or [{}] if envoy_routes.applies_to(b, caller)]
+        if blocks and route.get("name"):
+            held.add(str(route["name"]))
+        if any(_catch_all(b) for b in blocks):
+            break
+    return held
+
+
+def _catch_all(block: Mapping[str, Any]) -> bool:
+    """istiod's ``IsCatchAllRoute`` for a match block: any path (prefix ``/`` or none), nothing else to match."""
+    uri = block.get("uri") or {"prefix": "/"}
+    path = uri.get("prefix") == "/" or uri.get("regex") in ("*", ".*")
+    return path and not any(block.get(k) for k in ("headers", "withoutHeaders", "queryParams", "method", "scheme",
+                                                     "authority"))
 
 
 def _tls_modes(policy: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
