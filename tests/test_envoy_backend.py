@@ -144,10 +144,7 @@ def test_without_a_gateway_virtual_service_the_edge_answers_404() -> None:
         {"name": "blackhole:8080", "domains": ["*"], "routes": []}]
 
 
-def test_gateway_virtual_services_sharing_a_host_concatenate_with_catch_all_routes_last(tmp_path: Path) -> None:
-    """istiod's gateway route configuration: routes of every VirtualService for a host in one virtual host,
-    catch-all routes moved behind the others (SortVHostRoutes); a VirtualService bound to the mesh too counts."""
-    (tmp_path / "edge.yaml").write_text("""\
+EDGE_VIRTUAL_SERVICES = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: a, namespace: bookinfo}
@@ -166,7 +163,13 @@ spec:
   gateways: [mesh, istio-system/other]
   http:
   - {name: b-ratings, match: [{uri: {prefix: /ratings}}], route: [{destination: {host: ratings}}]}
-""" + GATEWAYS)
+"""
+
+
+def test_gateway_virtual_services_sharing_a_host_concatenate_with_catch_all_routes_last(tmp_path: Path) -> None:
+    """istiod's gateway route configuration: routes of every VirtualService for a host in one virtual host,
+    catch-all routes moved behind the others (SortVHostRoutes); a VirtualService bound to the mesh too counts."""
+    (tmp_path / "edge.yaml").write_text(EDGE_VIRTUAL_SERVICES + GATEWAYS)
     inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
                                   [str(GOLDEN / "_shared" / "bookinfo.yaml"), str(tmp_path / "edge.yaml")])
     config = envoy.build(compiler.plan_of(inputs))
@@ -197,23 +200,15 @@ def test_a_virtual_service_bound_to_a_missing_gateway_is_served_nowhere(tmp_path
     # istiod builds a gateway's routes from the VirtualServices bound to that Gateway: one naming a Gateway that
     # does not exist routes nothing (istioctl analyze: IST0101). The same VirtualService with its Gateway present
     # is served, so the test tells the two apart.
-    vs = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: a, namespace: bookinfo}
-spec:
-  hosts: [bookinfo.example.com]
-  gateways: [edge]
-  http: [{name: a-all, route: [{destination: {host: productpage}}]}]
-"""
     served = {}
     for present in (False, True):
-        (tmp_path / "edge.yaml").write_text(vs + (GATEWAYS if present else ""))
+        (tmp_path / "edge.yaml").write_text(EDGE_VIRTUAL_SERVICES + (GATEWAYS if present else ""))
         inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
                                       [str(GOLDEN / "_shared" / "bookinfo.yaml"), str(tmp_path / "edge.yaml")])
         served[present] = sorted(v["name"] for v in edge_route_config(envoy.build(compiler.plan_of(inputs)))[
             "virtual_hosts"])
-    assert served == {False: ["blackhole:8080"], True: ["bookinfo.example.com:8080"]}
+    assert served == {False: ["blackhole:8080"],
+                      True: ["bookinfo.example.com:8080", "ratings.bookinfo.svc.cluster.local:8080"]}
 
 
 def test_subset_clusters_select_by_labels_and_forks_are_nobodys_endpoint() -> None:

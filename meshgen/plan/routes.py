@@ -91,7 +91,9 @@ def plan_tables(
         touched.add(vs.key)
         if gateways(vs) == (MESH_GATEWAY,):
             namespace = next((hosts[h].namespace for h in table.hosts if h in hosts), vs.namespace)
-            ordered = seen.setdefault(namespace, precedence.sidecar_order(user_services, namespace))
+            if namespace not in seen:
+                seen[namespace] = precedence.sidecar_order(user_services, namespace)
+            ordered = seen[namespace]
             if precedence.shadowed_by(vs, ordered, cluster_domain) is not None:
                 continue  # istiod never applies it: its routes stay as they are (the warning below says so)
         tables.append(table)
