@@ -476,3 +476,26 @@ spec:
     assert dns[0]["filter_chains"][0]["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
     assert [c["name"] for c in config.clusters if c["name"].endswith("|dns.bookinfo.svc.cluster.local")] == [
         "outbound|53||dns.bookinfo.svc.cluster.local"]
+
+
+@pytest.mark.parametrize(("port_name", "extra", "message"), [
+    ("tls", "  tls:\n  - match: [{sniHosts: [tcp-echo.example.com], port: 9000}]\n"
+            "    route: [{destination: {host: tcp-echo}}]\n", "tls.0.match: tls routes match the SNI of a connection"),
+    ("tcp", "  tcp:\n  - match: [{port: 9000, sourceLabels: {app: web}}]\n"
+            "    route: [{destination: {host: tcp-echo}}]\n",
+     "tcp.0.match.0.sourceLabels: matching a TCP connection by its source or destination address or workload"),
+])
+def test_tcp_routes_the_backend_cannot_model_fail_the_compile(port_name: str, extra: str, message: str,
+                                                              tmp_path: Path) -> None:
+    """What a TCP connection cannot tell the one Envoy of the local mesh (SNI: the echoes speak no TLS; the calling
+    workload: a TCP connection carries no header) is refused, naming the VirtualService and field."""
+    (tmp_path / "echo.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: tcp-echo, namespace: bookinfo}\n"
+        f"spec: {{selector: {{app: ratings}}, ports: [{{name: {port_name}, port: 9000}}]}}\n---\n"
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: tcp-echo, namespace: bookinfo}\nspec:\n  hosts: [tcp-echo]\n" + extra)
+    inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                  [str(BOOKINFO), str(tmp_path / "echo.yaml")])
+    with pytest.raises(InvalidInput) as raised:
+        envoy.build(compiler.plan_of(inputs))
+    assert f"VirtualService bookinfo/tcp-echo: {message}" in raised.value.render()
