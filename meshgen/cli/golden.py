@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from meshgen import golden
-from meshgen.errors import ExitCode
+from meshgen.errors import ChecksFailed
 
 
 @contextlib.contextmanager
@@ -66,7 +66,7 @@ def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool, via: s
                 click.echo(result.detail, nl=not result.detail.endswith("\n"))
     click.echo(f"{len(found) - failed} passed, {failed} failed" if not update else f"{len(found)} case(s)")
     if failed:
-        raise SystemExit(int(ExitCode.ERROR))
+        raise ChecksFailed(f"{failed} of {len(found)} golden case(s) failed")
 
 
 COMMANDS = (golden_command,)

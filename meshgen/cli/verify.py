@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from meshgen import compiler, traffic
+from meshgen.backends import localmesh
 from meshgen.cli import options
-from meshgen.errors import ExitCode
+from meshgen.errors import ChecksFailed
 
 
 @click.command("verify")
@@ -39,7 +40,7 @@ def verify_command(filenames: tuple[str, ...], baseline_paths: tuple[str, ...], 
     """
     inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)
     plan = compiler.plan_of(inputs)
-    checks = traffic.load_checks(traffic_path)
+    checks = traffic.load_checks(traffic_path, localmesh.all_hosts(plan))
     topology = traffic.load_topology(topology_path)
     from meshgen.testenv import meshes
 
@@ -50,7 +51,7 @@ def verify_command(filenames: tuple[str, ...], baseline_paths: tuple[str, ...], 
     failed = sum(1 for v in verdicts if not v.ok)
     click.echo(f"{len(verdicts) - failed} passed, {failed} failed (via {via})")
     if failed:
-        raise SystemExit(int(ExitCode.ERROR))
+        raise ChecksFailed(f"{failed} of {len(verdicts)} request(s) did not get what they expect")
 
 
 def table(verdicts: list[traffic.Verdict], via: str) -> str:
