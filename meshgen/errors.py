@@ -126,9 +126,9 @@ class ChecksFailed(MeshgenError):
 
 def exit_code(exc: BaseException) -> ExitCode:
     """The exit code for an exception that ended a command: 130 for an interrupt (also when a library or Python
-    re-raised it as another exception, chaining the interrupt), a meshgen error's own code, 0 for a clean ``SystemExit``, and 2
-    for everything else: usage errors, unexpected errors, any other exit a library attempts (never 1, which
-    means "changes pending")."""
+    re-raised it as another exception, chaining the interrupt), a meshgen error's own code, 0 for a clean
+    ``SystemExit``, and 2 for everything else: usage errors, unexpected errors, any other exit a library attempts
+    (never 1, which means "changes pending")."""
     cause: BaseException | None = exc
     while cause is not None:  # Python too wraps an interrupt (in a class body being built: RuntimeError)
         if isinstance(cause, KeyboardInterrupt):

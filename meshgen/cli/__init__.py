@@ -19,13 +19,13 @@ class _Group(click.Group):
     """The one exit path: whatever a command returns or raises becomes one clear message and the exit code
     :mod:`meshgen.errors` assigns it, never a traceback (except for a bug, which says so)."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> NoReturn:
         try:
             # Not standalone: click then hands back every outcome (usage errors, aborts, --help's exit) instead
             # of choosing exit codes itself (it exits 1 for an abort, our "changes pending").
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except BaseException as exc:  # noqa: BLE001 - every outcome is mapped, interrupts included
+        except BaseException as exc:  # every outcome is mapped, interrupts included
             _report(exc)
             code = exit_code(exc)
         else:
