@@ -17,7 +17,8 @@ direct response). Where a weighted split or load balancing may pick either of se
 the alternatives: ``reviews-v1|reviews-v2``. A header given as a list is sent as that many header lines.
 
 An optional ``topology.yaml`` (``calls: {productpage: [reviews, details], reviews: [ratings]}``) says which services
-call which, by Service name (``name`` in the caller's namespace, or ``name.namespace``).
+call which, by Service name (``name`` in the caller's namespace, or ``name.namespace``), and, with
+``propagators: {productpage: opentelemetry}``, which re-send baggage the way OpenTelemetry does.
 
 This module is pure: it loads, validates and compares. Sending is :mod:`meshgen.testenv`'s job.
 """
@@ -158,9 +159,13 @@ class Check(Model):
 
 
 class Topology(Model):
-    """Which services call which (by Service name), for echo workloads that fan out through the mesh."""
+    """Which services call which (by Service name), for echo workloads that fan out through the mesh, and how each
+    propagates ``baggage`` to the services it calls: ``forward`` (the default) sends the header lines as received;
+    ``opentelemetry`` extracts and injects it as OpenTelemetry's W3C baggage propagator does (member names and
+    values ``+``- and percent-decoded, then re-encoded), the way an instrumented application re-sends it."""
 
     calls: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    propagators: dict[str, Literal["forward", "opentelemetry"]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ def test_a_stored_ttl_too_long_for_any_date_still_expires() -> None:
     "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection",
     "x-forwarded-for", "x-forwarded-proto", "x-envoy-original-path", "x-envoy-decorator-operation", "x-request-id",
     "cookie", "authorization", "b3", "x-b3-traceid", "forwarded", "via", "Host", "X-Forwarded-For",
+    "x_meshgen_routing_key",
 ])
 def test_reserved_headers_cannot_carry_a_key(header: str) -> None:
     assert names.key_header_problem(header) is not None

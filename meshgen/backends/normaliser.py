@@ -38,7 +38,8 @@ FILTER_NAME = "meshgen.routing_key"
 LUA_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 NAME_RULE = ("'+' read as a space and percent-escapes decoded, again while that changes it (up to 4 times: a chain "
              "of decoding hops), then every byte that cannot be part of a token removed from both ends (spaces, "
-             "tabs, and the bytes of whitespace a decoder's strip() removes, such as U+00A0), lower-cased")
+             "tabs, and the bytes of whitespace a decoder's strip() removes, such as U+00A0), lower-cased; a name "
+             "shorter than the shortest routing member name is none (decoding and stripping only shorten it)")
 
 _TEMPLATE = r"""-- meshgen routing-key normaliser, generated from MeshPolicy @POLICY@. Do not edit: run meshgen compile.
 -- Linear in the header size: every scan moves forward once (see meshgen/backends/normaliser.py).
@@ -47,7 +48,10 @@ local SOURCES = {
 @SOURCES@
 }
 local MAX_KEY = @MAX_LEN@
-local byte, find, gsub, lower, sub = string.byte, string.find, string.gsub, string.lower, string.sub
+-- The baggage and tracestate member names the policy reads keys from (lower case), and their shortest and longest.
+local MEMBER_NAMES = {@MEMBER_NAMES@}
+local SHORTEST, LONGEST = @SHORTEST@, @LONGEST@
+local byte, find, lower, sub = string.byte, string.find, string.lower, string.sub
 
 -- RFC 9110 token characters, what a list member's name is made of.
 local TOKEN = {}
@@ -74,40 +78,80 @@ local function trim(s, drop, keep)
   return sub(s, first, last)
 end
 
-local function hex(h) return string.char(tonumber(h, 16)) end
+-- "2D" -> "-": every two hex digits, in either case, and the byte they stand for.
+local HEX = {}
+local DIGITS = "0123456789abcdefABCDEF"
+for i = 1, #DIGITS do
+  for j = 1, #DIGITS do
+    local h = sub(DIGITS, i, i) .. sub(DIGITS, j, j)
+    HEX[h] = string.char(tonumber(h, 16))
+  end
+end
 
--- application/x-www-form-urlencoded decoding, as propagators decode baggage ("+" is a space).
+-- application/x-www-form-urlencoded decoding, as propagators decode baggage: "+" is a space, "%XX" a byte, a "%"
+-- without two hex digits stays. One pass of plain finds and byte loops (no pattern: LuaJIT compiles it), a run of
+-- "+" in one piece.
+local PIECES = {}  -- reused: a filter's Lua state serves one request at a time, and decoded() never yields
 local function decoded(s)
-  return (gsub((gsub(s, "%+", " ")), "%%(%x%x)", hex))
-end
-
--- A list member's name as any propagator may read it (NAME_RULE in meshgen/backends/normaliser.py).
-function member_name(raw)
-  local name = raw
-  for _ = 1, 4 do
-    if find(name, "[%%+]") == nil then break end
-    local next_name = decoded(name)
-    if next_name == name then break end
-    name = next_name
-  end
-  return lower(trim(name, nil, TOKEN))
-end
-
--- Calls visit(name, value, entry) for each non-empty member of a W3C list. The name ends at the first "=" or ";";
--- value (after the "=") is nil for a member with no "=" before its first ";". visit returns true to stop.
-function each_member(list, visit)
-  local start, n = 1, #list
-  while start <= n do
-    local stop = find(list, ",", start, true) or n + 1
-    if stop > start then
-      local entry = sub(list, start, stop - 1)
-      local ends = find(entry, "[=;]")
-      local name = member_name(ends and sub(entry, 1, ends - 1) or entry)
-      local value = ends and byte(entry, ends) == 61 and sub(entry, ends + 1) or nil
-      if visit(name, value, entry) then return end
+  local pct, plus = find(s, "%", 1, true), find(s, "+", 1, true)
+  if pct == nil and plus == nil then return s end
+  local out, count, pos = PIECES, 0, 1
+  while pct ~= nil or plus ~= nil do
+    local at = (plus == nil or (pct ~= nil and pct < plus)) and pct or plus
+    if at > pos then
+      count = count + 1
+      out[count] = sub(s, pos, at - 1)
     end
-    start = stop + 1
+    count = count + 1
+    if at == plus then
+      local stop = at + 1
+      while byte(s, stop) == 43 do stop = stop + 1 end
+      out[count], pos = string.rep(" ", stop - at), stop
+      plus = find(s, "+", pos, true)
+    else
+      local c = HEX[sub(s, at + 1, at + 2)]
+      out[count], pos = c or "%", c and at + 3 or at + 1
+      pct = find(s, "%", pos, true)
+      if plus ~= nil and plus < pos then plus = find(s, "+", pos, true) end
+    end
   end
+  count = count + 1
+  out[count] = sub(s, pos)
+  return table.concat(out, "", 1, count)
+end
+
+-- The routing member name (one of MEMBER_NAMES) that the first n bytes of a list member, its name, read as the way
+-- any propagator may read them (NAME_RULE in meshgen/backends/normaliser.py), or nil. Straight-line in the usual case (no "%" or "+"), and
+-- no loop of its own, so LuaJIT compiles the loops that call it.
+function routing_member(entry, n)
+  if n < SHORTEST then return nil end  -- decoding and stripping only ever shorten a name
+  local raw = n == #entry and entry or sub(entry, 1, n)
+  local first, last = byte(raw, 1), byte(raw, n)
+  if TOKEN[first] and TOKEN[last] and find(raw, "%", 1, true) == nil and find(raw, "+", 1, true) == nil then
+    if n > LONGEST then return nil end
+    local name = lower(raw)
+    return MEMBER_NAMES[name] and name or nil
+  end
+  local once = decoded(raw)  -- up to 4 times, unrolled: once per decoding hop
+  local twice = once == raw and once or decoded(once)
+  local thrice = twice == once and twice or decoded(twice)
+  local name = lower(trim(thrice == twice and thrice or decoded(thrice), nil, TOKEN))
+  return MEMBER_NAMES[name] and name or nil
+end
+
+-- The member of a W3C list that starts at `start`: where the next one starts (nil: there is none), the routing
+-- member name it reads as (nil: none; its name ends at the first "=" or ";"), the member as written (empty between
+-- two commas), and the position of its "=" (nil when a ";" or nothing comes first: no value). Plain finds only;
+-- each caller loops itself (no callback, no loop here), so LuaJIT compiles every loop.
+function next_member(list, start)
+  local n = #list
+  if start > n then return nil end
+  local stop = find(list, ",", start, true) or n + 1
+  local entry = sub(list, start, stop - 1)
+  local eq, semi = find(entry, "=", 1, true), find(entry, ";", 1, true)
+  local ends = eq
+  if semi ~= nil and (eq == nil or semi < eq) then ends, eq = semi, nil end
+  return stop + 1, routing_member(entry, ends and ends - 1 or #entry), entry, eq
 end
 
 -- A member's value without its properties, decoded for baggage, trimmed.
@@ -132,15 +176,12 @@ end
 -- The value of the first member named `wanted` (lower case) in a W3C list (baggage or tracestate).
 local function member(list, wanted, decode)
   if list == nil then return nil end
-  local found = nil
-  each_member(list, function(name, value)
-    if name == wanted and value ~= nil then
-      found = key_value(value, decode)
-      return true
-    end
-    return false
-  end)
-  return found
+  local start, name, entry, eq = next_member(list, 1)
+  while start ~= nil do
+    if name == wanted and eq ~= nil then return key_value(sub(entry, eq + 1), decode) end
+    start, name, entry, eq = next_member(list, start)
+  end
+  return nil
 end
 
 function routing_key(headers)
@@ -201,16 +242,29 @@ def lua_string(value: str) -> str:
     return f'"{escaped}"'
 
 
+def member_names(policy: MeshPolicy) -> list[str]:
+    """The baggage and tracestate member names ``policy`` reads keys from, as the filters compare them: lower case."""
+    return sorted({s.key.lower() for s in policy.spec.propagation if s.kind != "header"})
+
+
+def lua_set(names: list[str]) -> str:
+    """A Lua table literal with ``names`` as its keys."""
+    return "{" + ", ".join(f"[{lua_string(n)}] = true" for n in names) + "}"
+
+
 def normaliser_source(policy: MeshPolicy) -> str:
     """The normaliser's functions (``normalise(headers)`` and what it needs), without an entry point."""
-    # Member names are compared as member_name reads them: lower case.
     sources = "\n".join(
         f"  {{{lua_string(s.kind)}, {lua_string(s.key if s.kind == 'header' else s.key.lower())}}},"
         for s in policy.spec.propagation
     )
+    names = member_names(policy)
+    lengths = [len(n) for n in names] or [1]
     return (_TEMPLATE.replace("@POLICY@", policy.metadata.name)
             .replace("@HEADER@", lua_string(policy.spec.routing_header))
-            .replace("@SOURCES@", sources).replace("@MAX_LEN@", str(ROUTING_KEY_MAX)))
+            .replace("@SOURCES@", sources).replace("@MAX_LEN@", str(ROUTING_KEY_MAX))
+            .replace("@MEMBER_NAMES@", lua_set(names)[1:-1])
+            .replace("@SHORTEST@", str(min(lengths))).replace("@LONGEST@", str(max(lengths))))
 
 
 def lua_source(policy: MeshPolicy) -> str:

@@ -128,6 +128,9 @@ def key_header_problem(value: str) -> str | None:
     if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
         return (f"header {value!r} is reserved: HTTP, Envoy, tracing or authentication owns it, so a routing key "
                 "there is lost, forged or breaks the request")
+    if "_" in value:
+        # CGI/WSGI read x_a and x-a as one name, nginx drops such headers by default, and meshgen's edge drops them.
+        return f"header {value!r} has an underscore: proxies drop such headers and CGI servers read it as '-'"
     return header_name_problem(value)
 
 
