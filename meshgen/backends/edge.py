@@ -5,10 +5,11 @@ context; the Envoy backend's edge listeners) the filter removes, unless the clie
 
 - the routing header and every plain header the policy reads a key from;
 - the routing members of ``baggage`` and ``tracestate``: every member whose name *reads* as one of the policy's
-  routing member names (baggage's or tracestate's, in either header) the way any propagator may read it (:data:`~meshgen.backends.normaliser.NAME_RULE`: ``meshgen%2Drouting%2Dkey``,
-  ``meshgen-routing-key+`` and ``MESHGEN-ROUTING-KEY`` all do; ``%`` and ``+`` are token characters, so syntax
-  alone would let them through, and OpenTelemetry's baggage propagator decodes them into a real key for the next
-  hop). Every other member is kept byte for byte, and a header left empty is dropped;
+  routing member names (baggage's or tracestate's, in either header) the way any propagator may read it
+  (:data:`~meshgen.backends.normaliser.NAME_RULE`: ``meshgen%2Drouting%2Dkey``, ``meshgen-routing-key+`` and
+  ``MESHGEN-ROUTING-KEY`` all do; ``%`` and ``+`` are token characters, so syntax alone would let them through,
+  and OpenTelemetry's baggage propagator decodes them into a real key for the next hop). Every other member is
+  kept byte for byte, and a header left empty is dropped;
 - every header whose name has an underscore, for everyone (see ``drop_underscored``).
 
 Trust depends on ``MeshPolicy.spec.ingress.mode``: ``strip`` trusts nobody; ``allowCidrs`` trusts clients whose
@@ -16,8 +17,9 @@ address (Envoy's downstream remote address, which honours Envoy's own trusted-XF
 block; ``token`` trusts clients presenting the edge token in a header. The token is never in the configuration:
 the filter holds its SHA-256 and hashes what the client sent (a small SHA-256 in LuaJIT's ``bit`` library, only
 emitted in token mode). The token header is removed in every case, so it never travels past the edge. For a trusted
-client the normaliser then runs as on any sidecar (for the others, stripping left it nothing to find). All of it runs under ``pcall``, in linear time, as the normaliser does: a failure
-strips every key source (baggage and tracestate whole) or, failing that, refuses the request.
+client the normaliser then runs as on any sidecar (for the others, stripping left it nothing to find). All of it
+runs under ``pcall``, in linear time, as the normaliser does: a failure strips every key source (baggage and
+tracestate whole) or, failing that, refuses the request.
 """
 
 from __future__ import annotations

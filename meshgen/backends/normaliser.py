@@ -121,8 +121,8 @@ local function decoded(s)
 end
 
 -- The routing member name (one of MEMBER_NAMES) that the first n bytes of a list member, its name, read as the way
--- any propagator may read them (NAME_RULE in meshgen/backends/normaliser.py), or nil. Straight-line in the usual case (no "%" or "+"), and
--- no loop of its own, so LuaJIT compiles the loops that call it.
+-- any propagator may read them (NAME_RULE in meshgen/backends/normaliser.py), or nil. Straight-line in the usual
+-- case (no "%" or "+"), and no loop of its own, so LuaJIT compiles the loops that call it.
 function routing_member(entry, n)
   if n < SHORTEST then return nil end  -- decoding and stripping only ever shorten a name
   local raw = n == #entry and entry or sub(entry, 1, n)

@@ -106,35 +106,25 @@ def _metadata(meta: Any, path: FieldPath) -> Iterator[Finding]:
         yield Finding(path, "metadata is not an object", "metadata holds labels and annotations")
         return
     yield from _labels(meta.get("labels"), (*path, "labels"))
-    annotations = meta.get("annotations")
-    if annotations is None:
-        return
-    if not isinstance(annotations, dict):
-        yield Finding((*path, "annotations"), "annotations must be a mapping of strings", "key: \"value\"")
-        return
-    for key, value in annotations.items():
-        problem = names.label_key_problem(str(key), "annotation key")
-        if problem:
-            yield Finding((*path, "annotations", key), problem, "use a key like example.com/name")
-        if not isinstance(value, str):
-            yield Finding((*path, "annotations", key), f"an annotation value must be a string (got {value!r})",
-                          "quote the value")
+    yield from _labels(meta.get("annotations"), (*path, "annotations"), "annotation")
 
 
-def _labels(labels: Any, path: FieldPath) -> Iterator[Finding]:
+def _labels(labels: Any, path: FieldPath, what: str = "label") -> Iterator[Finding]:
+    """Labels (or annotations: ``what``): a mapping of qualified-name keys to strings (label values: valid ones)."""
     if labels is None:
         return
     if not isinstance(labels, dict):
-        yield Finding(path, "labels must be a mapping of strings", "key: value")
+        yield Finding(path, f"{what}s must be a mapping of strings", "key: value")
         return
     for key, value in labels.items():
-        problem = names.label_key_problem(str(key))
+        problem = names.label_key_problem(str(key), f"{what} key")
         if problem:
             yield Finding((*path, key), problem, "use a key like app or example.com/team")
         if not isinstance(value, str):
-            yield Finding((*path, key), f"a label value must be a string (got {value!r})", "quote the value")
+            yield Finding((*path, key), f"{'a' if what == 'label' else 'an'} {what} value must be a string "
+                          f"(got {value!r})", "quote the value")
             continue
-        problem = names.label_value_problem(value)
+        problem = names.label_value_problem(value) if what == "label" else None
         if problem:
             yield Finding((*path, key), problem, "shorten the value, or use only A-Z a-z 0-9 - _ .")
 
