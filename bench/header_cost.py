@@ -8,7 +8,7 @@ sent one at a time, interleaved short/long over rounds, and the median of the ro
 shared). The ratio is what matters: linear filters keep every 60 KB request within a few times a short one; the
 former trim pattern made ``spaces inside a value`` cost seconds.
 
-Usage: python bench/header_cost.py [--requests 40] [--rounds 5] [--size 60000]
+Usage: python bench/header_cost.py [--requests 40] [--rounds 5] [--size 60000] [--shape NAME]... [--via mesh|edge]
 """
 
 from __future__ import annotations
@@ -80,7 +80,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=60_000, help="bytes of the long baggage (Envoy admits 60 KiB)")
+    parser.add_argument("--shape", action="append", choices=sorted(SHAPES), help="only these shapes (repeatable)")
+    parser.add_argument("--via", action="append", choices=["mesh", "edge"], help="only these paths (repeatable)")
     args = parser.parse_args()
+    shapes = {name: SHAPES[name] for name in args.shape or SHAPES}
     files = [SHARED / "bookinfo.yaml", SHARED / "edge-gateway.yaml"]
     baseline = load_baseline([d for f in files for d in parse_documents(f.read_text(), str(f))])
     plan = build_plan(load_specs(parse_documents(SANDBOX, "bench")), baseline, DEFAULT_POLICY)
@@ -89,10 +92,10 @@ def main() -> None:
         assert mesh.envoy.process is not None and mesh.envoy.process.pid is not None
         pid = mesh.envoy.process.pid
         rows = []
-        for via in ("mesh", "edge"):
+        for via in args.via or ("mesh", "edge"):
             short = traffic.Request(host=HOST, via=via, headers={"baggage": SHORT})
             per_request(mesh, pid, short, args.requests)  # warm: connections, Lua state, JIT traces
-            for name, make in SHAPES.items():
+            for name, make in shapes.items():
                 long = traffic.Request(host=HOST, via=via, headers={"baggage": make(args.size)})
                 short_us, long_us = [], []
                 for _ in range(args.rounds):
