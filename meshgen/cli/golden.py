@@ -42,7 +42,8 @@ def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool, via: s
     and every request is sent; each mismatch prints the request, what was expected and what came back.
     With --via istio the mesh is etcd + kube-apiserver + istiod (built once with Go, see `make testenv`): the
     baseline is created, the sandboxes go through meshgen apply, and istiod configures an Envoy per workload.
-    The exit code is 2 if any case fails.
+    The exit code is 2 if any case fails, and when there is no case to run (a --cases directory without cases, or
+    none at all): a run that checks nothing is not a pass.
 
     \b
     Examples:

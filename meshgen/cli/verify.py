@@ -29,9 +29,11 @@ def verify_command(filenames: tuple[str, ...], baseline_paths: tuple[str, ...], 
                    namespace: str, traffic_path: Path, topology_path: Path | None, via: str) -> None:
     """Run sandboxes on a local mesh and check every request of a traffic file: a pass/fail table.
 
-    Compiles the specs over the baseline, starts the local stack (no cluster, no Docker), applies the case, sends
-    each request as a client in the mesh would, and prints one row per request. Exit code 0 when every request
-    got what it expects, 2 otherwise (or on invalid input); a failed row lists each difference under it.
+    Compiles the specs over the baseline, checks the traffic file against it (each request's host and port must be
+    a Service's, header names and values sendable; an empty file is an error), starts the local stack (no cluster,
+    no Docker), applies the case, sends each request as a client in the mesh would, and prints one row per request.
+    Exit code 0 when every request got what it expects, 2 otherwise (or on invalid input); a failed row lists each
+    difference under it.
 
     \b
     Examples:
