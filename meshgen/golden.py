@@ -2,7 +2,9 @@
 
 ``golden/<case>/`` holds ``sandboxes.yaml``, ``baseline/``, an optional ``policy.yaml``, and ``expected.yaml``
 (the exact compile output) or ``expected-error.txt`` (the exact error text, paths relative to the case). A case
-with neither must compile. ``update`` rewrites the expectation from the current output, for review in a diff.
+with neither must compile. A case whose compile warns has ``expected-warnings.txt`` (the exact warnings, one a
+line); one without that file must not warn. ``update`` rewrites the expectations from the current output, for
+review in a diff.
 
 A case that routes also has ``traffic.yaml`` (requests and what must answer them, see :mod:`meshgen.traffic`) and
 optionally ``topology.yaml``; given a running mesh, :func:`check` applies the case to it and sends every request.
@@ -19,8 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshgen import compiler, traffic
+from meshgen.backends import localmesh
 from meshgen.documents import JsonObject
-from meshgen.errors import InvalidInput, MeshgenError
+from meshgen.errors import InvalidInput, Location, MeshgenError
 from meshgen.plan.model import Plan
 
 SANDBOXES = "sandboxes.yaml"
@@ -28,6 +31,7 @@ BASELINE = "baseline"
 POLICY = "policy.yaml"
 EXPECTED = "expected.yaml"
 EXPECTED_ERROR = "expected-error.txt"
+EXPECTED_WARNINGS = "expected-warnings.txt"
 TRAFFIC = "traffic.yaml"
 TOPOLOGY = "topology.yaml"
 
@@ -70,6 +74,11 @@ class Outcome:
     plan: Plan | None = None
     documents: tuple[JsonObject, ...] = ()
 
+    @property
+    def warnings(self) -> str:
+        """The compile's warnings as ``meshgen compile`` prints them, one a line (empty: none)."""
+        return "".join(f"{w.render()}\n" for w in self.plan.warnings) if self.plan is not None else ""
+
 
 @dataclass(frozen=True)
 class Result:
@@ -81,8 +90,16 @@ class Result:
 
 
 def discover(root: Path, names: Sequence[str] = ()) -> list[Case]:
-    """Cases under ``root`` (every directory with a sandboxes.yaml), sorted; only ``names`` if given."""
+    """Cases under ``root`` (every directory with a sandboxes.yaml), sorted; only ``names`` if given. Finding
+    none is an error: a run that checks nothing must not pass."""
+    if not root.is_dir():
+        raise InvalidInput.one(Location(str(root)), "the golden cases directory does not exist",
+                               "pass --cases DIR, a directory holding one sub-directory per case")
     found = sorted((Case(p.parent.name, p.parent) for p in root.glob(f"*/{SANDBOXES}")), key=lambda c: c.name)
+    if not found:
+        raise InvalidInput.one(Location(str(root)), f"no golden cases here (no */{SANDBOXES})",
+                               f"pass --cases DIR, a directory holding one sub-directory per case, each with "
+                               f"{SANDBOXES}")
     if names:
         known = {c.name: c for c in found}
         missing = [n for n in names if n not in known]
@@ -125,7 +142,7 @@ def check_traffic(case: Case, outcome: Outcome, mesh: Mesh) -> list[str]:
     """Apply the compiled case to ``mesh``, send every request of its traffic.yaml, and describe each mismatch."""
     assert case.traffic is not None and outcome.plan is not None
     try:
-        checks = traffic.load_checks(case.traffic)
+        checks = traffic.load_checks(case.traffic, localmesh.all_hosts(outcome.plan))
         topology_file = case.path / TOPOLOGY
         mesh.apply(outcome.plan, traffic.load_topology(topology_file if topology_file.exists() else None),
                    outcome.documents)
@@ -145,6 +162,10 @@ def _check_compile(case: Case, outcome: Outcome) -> Result:
         return _compare(case, EXPECTED_ERROR, want, outcome.error)
     if outcome.error is not None:
         return Result(case, False, f"compile failed:\n{outcome.error}")
+    warnings_file = case.path / EXPECTED_WARNINGS
+    want = warnings_file.read_text(encoding="utf-8") if warnings_file.exists() else ""
+    if want != outcome.warnings:
+        return _compare(case, EXPECTED_WARNINGS, want, outcome.warnings)
     if expected_file.exists():
         return _compare(case, EXPECTED, expected_file.read_text(encoding="utf-8"), outcome.output or "")
     return Result(case, True)
@@ -159,6 +180,13 @@ def update(case: Case) -> Result:
     changed = not target.exists() or target.read_text(encoding="utf-8") != text
     target.write_text(text or "", encoding="utf-8")
     (case.path / drop).unlink(missing_ok=True)
+    warnings_file = case.path / EXPECTED_WARNINGS
+    before = warnings_file.read_text(encoding="utf-8") if warnings_file.exists() else ""
+    changed = changed or before != outcome.warnings
+    if outcome.warnings:
+        warnings_file.write_text(outcome.warnings, encoding="utf-8")
+    else:
+        warnings_file.unlink(missing_ok=True)
     return Result(case, True, "updated" if changed else "")
 
 

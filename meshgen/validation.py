@@ -19,10 +19,10 @@ from meshgen.errors import InvalidInput, Location, Problem
 M = TypeVar("M", bound=BaseModel)
 
 
-class Refused(ValueError):
-    """A validator's refusal that knows the fix (raise it where a plain ValueError would say only what is wrong)."""
+class FieldProblem(ValueError):
+    """What a model's validator raises for a value it refuses, with how to fix it (a plain ValueError has no fix)."""
 
-    def __init__(self, message: str, fix: str) -> None:
+    def __init__(self, message: str, fix: str | None = None) -> None:
         super().__init__(message)
         self.fix = fix
 

@@ -106,17 +106,26 @@ def render_route(plan: Plan, table: RouteTable, route: PlannedRoute) -> JsonObje
         fast["match"] = [{"withoutHeaders": {header: dict(FAST_PATH_MATCH)}}]
         return fast
     assert route.owner is not None
-    copy = clone(base)
-    copy["name"] = route.name
-    if route.caller is not None:
-        copy["match"] = [{**copy["match"][i], "sourceLabels": dict(route.caller.source_labels)}
-                         for i in route.caller.blocks]
+    copy = copied_route(table, route, plan.policy.spec.cluster_domain)
     if route.role is RouteRole.CALLER:
         return copy
     key_match = {"exact": route.owner.routing_key}
     matches = copy.get("match") or [{}]
     copy["match"] = [{**m, "headers": {**(m.get("headers") or {}), header: dict(key_match)}} for m in matches]
-    copy["route"] = redirect_destinations(base, route.redirect_map, table.namespace, plan.policy.spec.cluster_domain)
+    return copy
+
+
+def copied_route(table: RouteTable, route: PlannedRoute, cluster_domain: str) -> JsonObject:
+    """A sandbox or caller route before any key match: the baseline route it copies, named, with the match blocks
+    of a caller copy (``sourceLabels`` selecting the fork) and a sandbox copy's destinations redirected."""
+    base = table.baseline_routes[route.baseline_index]
+    copy = clone(base)
+    copy["name"] = route.name
+    if route.caller is not None:
+        copy["match"] = [{**copy["match"][i], "sourceLabels": dict(route.caller.source_labels)}
+                         for i in route.caller.blocks]
+    if route.role is RouteRole.SANDBOX:
+        copy["route"] = redirect_destinations(base, route.redirect_map, table.namespace, cluster_domain)
     return copy
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from meshgen.baseline.model import (
     DEPLOYMENT,
     DESTINATION_RULE,
+    GATEWAY,
     KINDS,
     NETWORK_POLICY,
     ROLLOUT,
@@ -40,6 +41,7 @@ _API_VERSIONS: Mapping[str, tuple[str, ...]] = {
     VIRTUAL_SERVICE: ISTIO_NETWORKING_VERSIONS,
     DESTINATION_RULE: ISTIO_NETWORKING_VERSIONS,
     SECRET: ("v1",),
+    GATEWAY: ISTIO_NETWORKING_VERSIONS,
     NETWORK_POLICY: ("networking.k8s.io/v1",),
     **dict.fromkeys(SECURITY_POLICY_KINDS, ISTIO_SECURITY_VERSIONS),
 }

@@ -26,6 +26,7 @@ SERVICE = "Service"
 VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
 SECRET = "Secret"  # read only when the MeshPolicy names one (the edge token); its data is never printed
+GATEWAY = "Gateway"  # which gateways exist: istiod serves a gateway-bound VirtualService only on an existing one
 AUTHORIZATION_POLICY = "AuthorizationPolicy"
 PEER_AUTHENTICATION = "PeerAuthentication"
 REQUEST_AUTHENTICATION = "RequestAuthentication"
@@ -34,7 +35,7 @@ WORKLOAD_KINDS = (DEPLOYMENT, STATEFUL_SET, ROLLOUT)
 # security.istio.io kinds that reach workloads by ``spec.selector.matchLabels``.
 SECURITY_POLICY_KINDS = (AUTHORIZATION_POLICY, PEER_AUTHENTICATION, REQUEST_AUTHENTICATION)
 POLICY_KINDS = (*SECURITY_POLICY_KINDS, NETWORK_POLICY)
-KINDS = (*WORKLOAD_KINDS, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE, SECRET, *POLICY_KINDS)
+KINDS = (*WORKLOAD_KINDS, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE, SECRET, GATEWAY, *POLICY_KINDS)
 MESH_GATEWAY = "mesh"
 # The Argo Rollouts controller adds this key to the selectors of a Rollout's canary and stable Services (and to
 # its pods); which revision it names changes with every rollout, so matching a Rollout's pods ignores it.
@@ -147,6 +148,12 @@ def gateways(virtual_service: Resource) -> tuple[str, ...]:
     """The gateways a VirtualService binds to; no list means the mesh only."""
     listed = virtual_service.spec.get("gateways")
     return tuple(listed) if listed else (MESH_GATEWAY,)
+
+
+def gateway_key(reference: str, namespace: str) -> ObjectKey:
+    """The Gateway a VirtualService in ``namespace`` names (``name`` or ``namespace/name``, as istiod reads it)."""
+    gateway_namespace, _, name = reference.rpartition("/")
+    return ObjectKey(GATEWAY, gateway_namespace or namespace, name)
 
 
 def is_mesh_bound(virtual_service: Resource) -> bool:

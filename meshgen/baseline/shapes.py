@@ -216,6 +216,10 @@ class DestinationRule(_Object):
     spec: DestinationRuleSpec
 
 
+class Gateway(_Object):
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
 class Secret(_Object):
     data: Labels | None = None
     string_data: Labels | None = Field(default=None, alias="stringData")
@@ -223,7 +227,7 @@ class Secret(_Object):
 
 SHAPES: Mapping[str, type[_Object]] = {
     "Deployment": Deployment, "StatefulSet": StatefulSet, "Rollout": Rollout, "Service": Service,
-    "VirtualService": VirtualService, "DestinationRule": DestinationRule, "Secret": Secret,
+    "VirtualService": VirtualService, "DestinationRule": DestinationRule, "Secret": Secret, "Gateway": Gateway,
     "AuthorizationPolicy": SecurityPolicy, "PeerAuthentication": SecurityPolicy,
     "RequestAuthentication": SecurityPolicy, "NetworkPolicy": NetworkPolicy,
 }

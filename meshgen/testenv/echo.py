@@ -6,12 +6,15 @@ reviews.bookinfo.svc.cluster.local --directory directory.json``.
 Every answer is JSON: ``served_by``, the request ``path``, ``method``, ``host`` and ``headers`` as received, and
 ``calls``: the answer of each downstream service (its own JSON plus ``status``), so the whole hop path comes back
 to the client. The answer also carries the header ``x-served-by``. Downstream calls go to the mesh listener of
-the downstream host with that host as ``Host``, carrying the propagation headers the directory names (what an
+the downstream host with that host as ``Host``, from the workload's own address (as a pod's calls leave from its
+own IP, so the mesh can tell callers apart), carrying the propagation headers the directory names (what an
 instrumented application does for ``baggage`` and ``tracestate``) and the test knobs below.
 
 The directory file (JSON ``{"listeners": {host: [address, port]}, "calls": {host: [host, ...]}, "forward":
-[header, ...]}``) is re-read when it changes, so the test environment can change the topology and the policy
-without restarting workloads.
+[header, ...], "opentelemetry": [host, ...]}``) is re-read when it changes, so the test environment can change the
+topology and the policy without restarting workloads. A workload serving an ``opentelemetry`` host re-sends
+``baggage`` the way OpenTelemetry's propagator does (:func:`opentelemetry_baggage`: decoded, then encoded again)
+instead of forwarding it as received.
 
 Test knobs, request headers naming the workloads they apply to (so they can travel with the request):
 - ``x-echo-fail-first: <identity>[,...]`` answers 503 to the first attempt of each ``x-request-id`` (Envoy
@@ -19,7 +22,9 @@ Test knobs, request headers naming the workloads they apply to (so they can trav
 - ``x-echo-delay: <identity>=<seconds>[,...]`` waits before answering (to trip route timeouts).
 
 A connection that opens with the HTTP/2 preface is served as HTTP/2 (prior knowledge, what Envoy speaks upstream to
-a ``grpc`` or ``http2`` Service port), with the same answers; the ``h2`` package is imported only then.
+a ``grpc`` or ``http2`` Service port), with the same answers; the ``h2`` package is imported only then. A connection
+that opens with neither an HTTP/1 method nor that preface is plain TCP (a TCP Service port): each line is answered
+with one JSON line, ``{"served_by": ..., "protocol": "tcp", "line": <the line>}``.
 
 On SIGTERM a workload stops accepting, lets the requests it is serving finish, and exits (as a pod would in
 its grace period), so removing a fork never cuts a request that was already routed to it.
@@ -33,10 +38,12 @@ import argparse
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -46,6 +53,8 @@ KNOBS = (FAIL_FIRST, DELAY)
 SERVED_BY = "x-served-by"
 CALL_TIMEOUT = 30.0
 H2_PREFACE = b"PRI"
+# The first three bytes of an HTTP/1 request (its method); a connection that starts otherwise is a TCP line echo.
+HTTP_STARTS = frozenset({b"GET", b"POS", b"PUT", b"DEL", b"PAT", b"HEA", b"OPT", b"CON", b"TRA"})
 
 
 class Directory:
@@ -73,8 +82,9 @@ class Directory:
 class Echo:
     """What one workload is and does."""
 
-    def __init__(self, identity: str, serves: list[str], directory: Directory) -> None:
+    def __init__(self, identity: str, serves: list[str], directory: Directory, address: str = "") -> None:
         self.identity = identity
+        self.address = address  # calls leave from it: the mesh tells callers apart by address (sourceLabels)
         self.serves = serves
         self.directory = directory
         self.failed_once: set[str] = set()
@@ -127,6 +137,10 @@ class Echo:
             targets.extend(t for t in directory["calls"].get(host, []) if t not in targets)
         forward = {h.lower() for h in directory.get("forward", [])} | set(KNOBS)
         carried = [(k, v) for k, v in lines if k.lower() in forward]
+        if set(self.serves) & set(directory.get("opentelemetry", [])):
+            baggage = opentelemetry_baggage([v for k, v in carried if k.lower() == "baggage"])
+            carried = [(k, v) for k, v in carried if k.lower() != "baggage"]
+            carried += [("baggage", baggage)] if baggage else []
         return [self._call(directory, target, path, carried) for target in targets]
 
     def _call(self, directory: dict[str, Any], target: str, path: str,
@@ -134,7 +148,8 @@ class Echo:
         listener = directory["listeners"].get(target)
         if listener is None:
             return {"service": target, "status": 0, "error": "not in the mesh directory"}
-        conn = http.client.HTTPConnection(listener[0], int(listener[1]), timeout=CALL_TIMEOUT)
+        source = (self.address, 0) if self.address else None
+        conn = http.client.HTTPConnection(listener[0], int(listener[1]), timeout=CALL_TIMEOUT, source_address=source)
         try:
             conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
             conn.putheader("host", target)
@@ -152,6 +167,47 @@ class Echo:
         except ValueError:
             body = {"error": raw.decode("utf-8", "replace").strip()}
         return {"service": target, "status": response.status, **body}
+
+
+# W3C Baggage's grammar: a member name is an RFC 9110 token; a value is baggage-octets; a property is a token with an
+# optional "=" value.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_OCTETS = r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
+_NAME = re.compile(_TOKEN)
+_VALUE = re.compile(_OCTETS)
+_PROPERTY = re.compile(rf"[ \t]*{_TOKEN}[ \t]*(?:=[ \t]*{_OCTETS}[ \t]*)?")
+# OpenTelemetry's limits (its W3C baggage propagator): bytes per header, bytes per member, members.
+OTEL_MAX_HEADER, OTEL_MAX_MEMBER, OTEL_MAX_MEMBERS = 8192, 4096, 180
+
+
+def opentelemetry_baggage(received: list[str]) -> str | None:
+    """The baggage an application instrumented with OpenTelemetry (its Python W3C baggage propagator) sends on, given
+    the baggage lines it received (joined with ",", as a WSGI server hands them over); ``None`` when it sends none.
+
+    Extraction takes the members within the propagator's limits, splits each at its first "=", strips spaces and
+    tabs, keeps it if the name is a token and the value baggage-octets (with properties), then ``+``- and
+    percent-decodes both and strips them again; a later member of the same name replaces an earlier one. Injection
+    writes ``name=value`` pairs ``+``- and percent-encoded. So ``meshgen%2Drouting%2Dkey=pr1`` arrives as a member
+    named ``meshgen-routing-key`` and leaves as ``meshgen-routing-key=pr1``: a real key for the next hop."""
+    header = ",".join(received)
+    if not header or len(header.encode()) > OTEL_MAX_HEADER:
+        return None
+    members: dict[str, str] = {}
+    length = 0
+    kept = [e for e in re.split(r"[ \t]*,[ \t]*", header) if e and e.isascii() and len(e) <= OTEL_MAX_MEMBER]
+    for index, entry in enumerate(kept[:OTEL_MAX_MEMBERS]):
+        length += (1 if index else 0) + len(entry)
+        if length > OTEL_MAX_HEADER:
+            break
+        name, eq, value = entry.partition("=")
+        name, value = name.strip(" \t"), value.strip(" \t")
+        first, *properties = value.split(";")
+        if not eq or not _NAME.fullmatch(name) or not _VALUE.fullmatch(first) or not all(
+                _PROPERTY.fullmatch(p) for p in properties):
+            continue
+        members[urllib.parse.unquote_plus(name).strip()] = urllib.parse.unquote_plus(value).strip()
+    encoded = [f"{urllib.parse.quote_plus(k)}={urllib.parse.quote_plus(v)}" for k, v in members.items()]
+    return ",".join(e for e in encoded if len(e) <= OTEL_MAX_MEMBER) or None
 
 
 def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
@@ -174,8 +230,10 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
                 return
             if first == H2_PREFACE:
                 serve_h2(echo, self.connection)
-            else:
+            elif first in HTTP_STARTS:
                 super().handle()
+            else:
+                serve_lines(echo, self.connection)
 
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -199,6 +257,22 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
             pass  # one line per request would drown the log's useful part: start-up and errors
 
     return Handler
+
+
+def serve_lines(echo: Echo, sock: socket.socket) -> None:
+    """Serve a plain TCP connection: answer each line with one JSON line saying who served it (what a TCP Service
+    port carries, where the mesh routes connections, not requests)."""
+    echo.serving(+1)
+    try:
+        with sock.makefile("rb") as reader:
+            for raw in reader:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                answer = {"served_by": echo.identity, "protocol": "tcp", "line": line}
+                sock.sendall(json.dumps(answer, sort_keys=True).encode() + b"\n")
+    except OSError:
+        return
+    finally:
+        echo.serving(-1)
 
 
 def serve_h2(echo: Echo, sock: socket.socket) -> None:
@@ -264,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--directory", required=True, help="the mesh directory JSON file")
     args = parser.parse_args(argv)
     address, _, port = args.listen.rpartition(":")
-    echo = Echo(args.identity, [h for h in args.serves.split(",") if h], Directory(args.directory))
+    echo = Echo(args.identity, [h for h in args.serves.split(",") if h], Directory(args.directory), address)
     server = ThreadingHTTPServer((address, int(port)), handler(echo))
     server.daemon_threads = True
     # shutdown() waits for serve_forever() to return, so it cannot run in the signal handler's (main) thread.

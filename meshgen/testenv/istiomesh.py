@@ -43,14 +43,19 @@ import functools
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from meshgen import traffic
-from meshgen.backends import normaliser
+from meshgen.backends import envoy_routes, normaliser
 from meshgen.backends.localmesh import (
     EDGE_PORT,
+    TEST_CLIENT,
+    TEST_CLIENT_LABELS,
+    Caller,
     LocalMesh,
     Workload,
     addresses,
@@ -59,12 +64,18 @@ from meshgen.backends.localmesh import (
     inbound_addresses,
     proxy_addresses,
 )
+from meshgen.backends.localmesh import edge_gateways as edge_gateways_of
+from meshgen.baseline import precedence, protocols
 from meshgen.baseline.model import (
     AUTHORIZATION_POLICY,
+    DESTINATION_RULE,
+    GATEWAY,
     PEER_AUTHENTICATION,
     REQUEST_AUTHENTICATION,
     ROLLOUT,
     VIRTUAL_SERVICE,
+    ObjectKey,
+    Resource,
     is_exported_to,
     selects,
 )
@@ -83,7 +94,7 @@ from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
 from meshgen.testenv.sidecars import Inbound, Proxy, SidecarEnvoy
 
-CLIENT = "meshgen-testclient"
+CLIENT = TEST_CLIENT
 _CASE_KINDS = (*kinds.RENDERED, *kinds.OPTIONAL, kinds.WORKLOAD_ENTRY, kinds.SIDECAR, kinds.GATEWAY)
 READY_TIMEOUT = 60.0
 _EDGE = "(edge)"  # the router's key among the expected routes by proxy namespace: no namespace is named so
@@ -132,17 +143,22 @@ class IstioMesh:
                                                                                    layout.hosts.values()}))
         self.policy, self.hosts = plan.policy, all_hosts(plan)
         self._check_ports()
+        _check_transport(plan)
         # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
         # sidecars import configuration from every namespace the case writes to, as a default Sidecar would.
         scope = sorted(set(self.namespaces) | {r.namespace for r in plan.baseline.resources})
-        edge_gateways = gateway.referenced(plan.baseline.of_kind(VIRTUAL_SERVICE))
-        for namespace in sorted({*scope, *(ns for ns, _ in edge_gateways)}):
+        edge_gateways = edge_gateways_of(plan.baseline)
+        for namespace in sorted({*scope, *(g.namespace for g in edge_gateways)}):
             self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
         if plan.baseline.of_kind(ROLLOUT):
             rollouts.install(self.client)
         self.before = self._objects()
         self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
-        for resource in plan.baseline.resources:
+        for resource, later in _creation_order(plan.baseline.resources):
+            if resource.key.kind == GATEWAY:
+                continue  # the router stands for it: created below, on the router's address
+            if later:
+                time.sleep(1.0 - time.time() % 1.0 + 0.05)
             body = {**resource.body, "metadata": {**resource.metadata, "namespace": resource.namespace}}
             self._create(body)
         documents = [Document(Location("specs", i), body) for i, body in enumerate(specs)]
@@ -155,7 +171,8 @@ class IstioMesh:
         enforcing = self.inbound if self.inbound is not None else enforces_inbound(plan)
         listeners = inbound_addresses(names, mesh) if enforcing else {}
         entries, inbound = self._workload_entries(layout.workloads, listeners)
-        self.clients = {ns: Proxy(CLIENT, ns, {"app": CLIENT}, assigned[f"{ns}/{CLIENT}"]) for ns in self.namespaces}
+        self.clients = {ns: Proxy(CLIENT, ns, dict(TEST_CLIENT_LABELS), assigned[f"{ns}/{CLIENT}"])
+                        for ns in self.namespaces}
         proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[_key(w)],
                          inbound=inbound.get(_key(w))) for w in layout.workloads]
         for proxy in (*proxies, *self.clients.values()):
@@ -163,8 +180,8 @@ class IstioMesh:
         if inbound:
             self._create(sidecars.plaintext_inbound(gateway.NAMESPACE))
         self.router = gateway.router(assigned[edge])
-        for namespace, name in edge_gateways:
-            self._create(gateway.gateway(name, namespace, bind=self.router.address))
+        for key in edge_gateways:
+            self._create(gateway.gateway(key.name, key.namespace, bind=self.router.address))
         self._start(plan, topology or traffic.Topology(), layout.workloads, proxies)
 
     def send(self, request: traffic.Request) -> traffic.Response:
@@ -347,8 +364,9 @@ class IstioMesh:
                     if n.startswith("outbound|") and n.split("|")[2] == "" and n.endswith(suffixes)}
             wrong = {n for n in set(have) | set(clusters) if have.get(n) != clusters.get(n)}
             router = proxy.proxy.kind == "router"
-            wanted = {name for http in routes.get(_EDGE if router else proxy.proxy.namespace, [])
-                      for name in served_routes(http, proxy.proxy)}
+            caller = Caller(proxy.proxy.namespace, proxy.proxy.labels, proxy.proxy.address)
+            wanted = {name for table in routes.get(_EDGE if router else proxy.proxy.namespace, [])
+                      for name in _held(table, caller)}
             lost = wanted - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
             inbound = proxy.proxy.inbound
@@ -374,12 +392,17 @@ class IstioMesh:
 
     def _expected(self) -> tuple[dict[str, set[str]], dict[str, list[list[JsonObject]]], bool]:
         """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
-        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there (and
+        its selector picks; by proxy namespace, the http routes of each mesh VirtualService exported there that no
+        other shadows (:func:`~meshgen.baseline.precedence.shadowed_by`; which of them a proxy holds: :func:`_held`)
+        (and
         under ``_EDGE``, of the gateway-bound ones the router sees); whether the routing-key EnvoyFilter exists.
         (Subset clusters are left out: which DestinationRule a proxy gets depends on istiod's merging of rules for
         one host, exportTo and workloadSelector.)"""
         clusters: dict[str, set[str]] = {}
-        routes: dict[str, list[list[JsonObject]]] = {}
+        routes: dict[str, list[list[JsonObject]]] = {}  # proxy namespace -> each VirtualService's http routes
+        existing = {(str(g["metadata"]["namespace"]), str(g["metadata"]["name"]))
+                    for g in self.client.list(kinds.GATEWAY).items}
+        virtual_services: list[tuple[Resource, list[JsonObject]]] = []
         for ns in self.namespaces:
             entries = self.client.list(kinds.WORKLOAD_ENTRY, ns).items
             for service in self.client.list(kinds.SERVICE, ns).items:
@@ -387,19 +410,87 @@ class IstioMesh:
                 chosen = {str(e["spec"]["address"]) for e in entries
                           if selects(service["spec"].get("selector") or {}, e["spec"].get("labels") or {})}
                 for port in service["spec"].get("ports") or []:
-                    clusters[f"outbound|{port['port']}||{fqdn}"] = chosen
+                    if protocols.port_protocol(int(port["port"]), port.get("name"), port.get("protocol"),
+                                               port.get("appProtocol")) is not protocols.Protocol.UDP:
+                        clusters[f"outbound|{port['port']}||{fqdn}"] = chosen  # istiod has no UDP clusters
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
-                http = list(vs["spec"].get("http") or [])
-                if gateway.is_edge_bound(vs) and is_exported_to(vs, gateway.NAMESPACE):
-                    routes.setdefault(_EDGE, []).append(http)
-                if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
-                    continue
-                for target in self.namespaces:
-                    if is_exported_to(vs, target):
-                        routes.setdefault(target, []).append(http)
+                if not vs["spec"].get("hosts"):
+                    continue  # a delegate: its routes are merged into its roots', under other names
+                names = [r for r in vs["spec"].get("http") or [] if "delegate" not in r]
+                if gateway.is_edge_bound(vs, existing) and is_exported_to(vs, gateway.NAMESPACE):
+                    routes.setdefault(_EDGE, []).append(names)
+                virtual_services.append((Resource(ObjectKey(VIRTUAL_SERVICE, ns, vs["metadata"]["name"]), vs), names))
+        for target in self.namespaces:
+            # A sidecar holds the routes of the mesh VirtualServices it sees, except those another one shadows.
+            ordered = precedence.sidecar_order([vs for vs, _ in virtual_services], target)
+            names_of = dict(virtual_services)
+            for seen in ordered:
+                if precedence.shadowed_by(seen, ordered, self._domain) is None:
+                    routes.setdefault(target, []).append(names_of[seen])
         assert self.policy is not None
         filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
         return clusters, routes, filtered
+
+
+def _held(routes: Sequence[JsonObject], caller: Caller) -> set[str]:
+    """The names of the routes of one VirtualService that istiod gives ``caller``'s proxy
+    (``BuildHTTPRoutesForVirtualService``): those with a match block that applies to it (sourceLabels,
+    sourceNamespace), up to and including the first that is a catch-all for it; istiod drops everything after."""
+    held: set[str] = set()
+    for route in routes:
+        blocks = [b for b in route.get("match") or [{}] if envoy_routes.applies_to(b, caller)]
+        if blocks and route.get("name"):
+            held.add(str(route["name"]))
+        if any(_catch_all(b) for b in blocks):
+            break
+    return held
+
+
+def _catch_all(block: Mapping[str, Any]) -> bool:
+    """istiod's ``IsCatchAllRoute`` for a match block: any path (prefix ``/`` or none), nothing else to match."""
+    uri = block.get("uri") or {"prefix": "/"}
+    path = uri.get("prefix") == "/" or uri.get("regex") in ("*", ".*")
+    return path and not any(block.get(k) for k in ("headers", "withoutHeaders", "queryParams", "method", "scheme",
+                                                     "authority"))
+
+
+def _tls_modes(policy: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    """Every TLS mode a trafficPolicy sets other than DISABLE, with its field path."""
+    tls = policy.get("tls")
+    if isinstance(tls, dict) and str(tls.get("mode", "DISABLE")) != "DISABLE":
+        yield f"{path}.tls.mode", str(tls.get("mode"))
+    for i, entry in enumerate(policy.get("portLevelSettings") or []):
+        if isinstance(entry, dict):
+            yield from _tls_modes(entry, f"{path}.portLevelSettings[{i}]")
+
+
+def _check_transport(plan: Plan) -> None:
+    """Refuse, up front and saying why, a DestinationRule that originates TLS: this environment cannot run it."""
+    for rule in plan.baseline.of_kind(DESTINATION_RULE):
+        found = list(_tls_modes(rule.spec.get("trafficPolicy") or {}, "trafficPolicy"))
+        for i, subset in enumerate(rule.spec.get("subsets") or []):
+            found += _tls_modes(subset.get("trafficPolicy") or {}, f"subsets[{i}].trafficPolicy")
+        if found:
+            field, mode = found[0]
+            raise EnvironmentProblem(
+                f"DestinationRule {rule.namespace}/{rule.name} sets {field} {mode}, which the istio test environment "
+                "cannot run: for ISTIO_MUTUAL istiod (auto mTLS off) gives the cluster a TLS transport socket whose "
+                "certificates come over SDS from sds-grpc, the istio-agent's socket, which upstream Envoy does not "
+                "have, so the cluster never warms and the sidecar is never ready; SIMPLE and MUTUAL originate TLS "
+                "to the workload itself, and the echo workloads speak plaintext. Run this case --via envoy (it "
+                "accepts tls as transport-only, with a warning)")
+
+
+def _creation_order(resources: Sequence[Resource]) -> list[tuple[Resource, bool]]:
+    """The baseline in the order to create it, each with whether it must be created in a later second than the
+    one before: VirtualServices come last, oldest first as written (then by name and namespace, istiod's order for
+    equal timestamps), so the creation-time order istiod reads is the one the manifests state (the apiserver sets
+    whole-second timestamps, and ignores written ones)."""
+    others = [(r, False) for r in resources if r.key.kind != VIRTUAL_SERVICE]
+    services = sorted((r for r in resources if r.key.kind == VIRTUAL_SERVICE),
+                      key=lambda r: (precedence.created(r), r.name, r.namespace))
+    later = [i > 0 and precedence.created(r) > precedence.created(services[i - 1]) for i, r in enumerate(services)]
+    return [*others, *zip(services, later, strict=True)]
 
 
 def _identity(deployment: JsonObject) -> str:
@@ -410,43 +501,6 @@ def _identity(deployment: JsonObject) -> str:
         return str(meta["name"])
     forked = str((meta.get("annotations") or {}).get(ANNOTATION_FORK_OF, "/?")).split("/", 1)[1]
     return f"{forked}@{sandbox}"
-
-
-def served_routes(http: Sequence[JsonObject], proxy: Proxy) -> list[str]:
-    """The names of the routes of one VirtualService that istiod gives ``proxy``, in order
-    (``BuildHTTPRoutesForVirtualService``): those with a match block for the proxy (or no match at all), up to the
-    first whose block for it matches every request."""
-    names = []
-    for route in http:
-        blocks = [m for m in route.get("match") or [{}] if isinstance(m, dict) and _for_proxy(m, proxy)]
-        if not blocks:
-            continue
-        if route.get("name"):
-            names.append(str(route["name"]))
-        if any(_matches_everything(m) for m in blocks):
-            break
-    return names
-
-
-# Match fields that choose which proxies get a route, not which requests it matches.
-_SOURCE_FIELDS = frozenset({"sourceLabels", "sourceNamespace", "gateways", "name"})
-
-
-def _for_proxy(match: JsonObject, proxy: Proxy) -> bool:
-    """istiod's ``sourceMatchHTTP``: a block naming gateways is for routers; else for a proxy whose labels include
-    its ``sourceLabels`` and whose namespace is its ``sourceNamespace``, if it has one."""
-    if match.get("gateways"):
-        return proxy.kind == "router"
-    labels = {**proxy.labels, **proxy.selector}
-    wanted = match.get("sourceLabels") or {}
-    return all(labels.get(k) == v for k, v in wanted.items()) and match.get("sourceNamespace") in (None, "",
-                                                                                                proxy.namespace)
-
-
-def _matches_everything(match: JsonObject) -> bool:
-    """istiod's ``IsCatchAllRoute`` of the route a block becomes: no condition but a path prefix of ``/``."""
-    conditions = {k: v for k, v in match.items() if k not in _SOURCE_FIELDS}
-    return not conditions or conditions == {"uri": {"prefix": "/"}}
 
 
 def enforces_inbound(plan: Plan) -> bool:

@@ -93,13 +93,16 @@ class RunningMesh:
         return config
 
     def send(self, request: traffic.Request) -> traffic.Response:
-        """Send ``request`` to the mesh listener of its host, the way a client inside the mesh would, or, with
-        ``via: edge``, to the edge gateway (which routes any Host its VirtualServices name), from
-        ``request.source`` if given."""
+        """Send ``request`` to the mesh listener of its host from the test client of the host's namespace, the way
+        a client inside the mesh would, or, with ``via: edge``, to the edge gateway (which routes any Host its
+        VirtualServices name); from ``request.source`` if given."""
         if self.addresses is not None and request.via == "edge":
             return workloads.send(*self.addresses.edge_listener(), request)
         if self.addresses is None or request.host not in self.addresses.hosts:
             raise workloads.unknown_host(request, list(self.addresses.hosts) if self.addresses else [])
+        if request.source is None:  # from the test client of the host's namespace, as in the istiod mesh
+            client = self.addresses.clients[self.addresses.hosts[request.host].namespace]
+            request = request.model_copy(update={"source": client})
         return workloads.send(*self.addresses.listener(request.host, request.port), request)
 
     def processes(self) -> list[Process]:

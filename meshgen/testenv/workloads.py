@@ -12,13 +12,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from meshgen import traffic
 from meshgen.backends.localmesh import Workload
-from meshgen.baseline.model import SERVICE, service_fqdn
+from meshgen.baseline.model import SERVICE, Resource, service_fqdn
 from meshgen.errors import InvalidInput, Problem
 from meshgen.plan.model import Plan
 from meshgen.testenv.processes import Process, wait_until
@@ -31,7 +32,9 @@ def write_directory(path: Path, listeners: Mapping[str, tuple[str, int]], plan: 
     """Write (atomically: workloads re-read it while running) a workload's directory: where each host is reached,
     which hosts call which, and the headers an instrumented application propagates."""
     body = {"listeners": {host: list(address) for host, address in listeners.items()},
-            "calls": resolve_calls(plan, topology), "forward": forwarded_headers(plan)}
+            "calls": resolve_calls(plan, topology), "forward": forwarded_headers(plan),
+            "opentelemetry": sorted(_hosts_named(plan, [n for n, p in topology.propagators.items()
+                                                        if p == "opentelemetry"], "propagators"))}
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(body, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(temporary, path)
@@ -52,6 +55,8 @@ def send(address: str, port: int, request: traffic.Request) -> traffic.Response:
     the mesh would (from ``request.source`` when given), and read the answer (JSON when it is an echo's, else
     text)."""
     source = (request.source, 0) if request.source else None
+    if request.protocol == "tcp":
+        return send_line(address, port, request.sent_line(), source)
     conn = http.client.HTTPConnection(address, port, timeout=REQUEST_TIMEOUT, source_address=source)
     try:
         conn.putrequest(request.method, request.path, skip_host=True, skip_accept_encoding=True)
@@ -71,6 +76,29 @@ def send(address: str, port: int, request: traffic.Request) -> traffic.Response:
     return traffic.Response(response.status, headers, body)
 
 
+def send_line(address: str, port: int, line: str, source: tuple[str, int] | None = None) -> traffic.Response:
+    """A tcp request: connect, send ``line`` and a newline, read one line back. Status 200 with the answer (JSON
+    when it is an echo's), or 0 when the connection closed (or reset) before a whole line came back."""
+    received = b""
+    try:
+        with socket.create_connection((address, port), timeout=REQUEST_TIMEOUT, source_address=source) as conn:
+            conn.sendall(line.encode() + b"\n")
+            while not received.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    except ConnectionError:
+        pass
+    text = received.decode("utf-8", "replace")
+    if not text.endswith("\n"):
+        return traffic.Response(0, (), text)
+    try:
+        return traffic.Response(200, (), json.loads(text))
+    except ValueError:
+        return traffic.Response(200, (), text)
+
+
 def unknown_host(request: traffic.Request, hosts: Sequence[str]) -> InvalidInput:
     """The error for a request to a host the mesh does not have."""
     known = ", ".join(hosts) or "none: nothing applied yet"
@@ -87,7 +115,7 @@ def resolve_calls(plan: Plan, topology: traffic.Topology) -> dict[str, list[str]
     calls: dict[str, list[str]] = {}
     problems = []
     for caller, callees in topology.calls.items():
-        matched = [s for s in services if caller in (s.name, f"{s.name}.{s.namespace}")]
+        matched = _named(services, caller)
         if not matched:
             problems.append(Problem(None, f"topology: no Service named {caller!r} in the baseline"))
         for service in matched:
@@ -98,6 +126,26 @@ def resolve_calls(plan: Plan, topology: traffic.Topology) -> dict[str, list[str]
     if problems:
         raise InvalidInput(problems)
     return calls
+
+
+def _named(services: Sequence[Resource], name: str) -> list[Resource]:
+    """The Services a topology's name means: ``name`` (in any namespace) or ``name.namespace``."""
+    return [s for s in services if name in (s.name, f"{s.name}.{s.namespace}")]
+
+
+def _hosts_named(plan: Plan, names: Sequence[str], what: str) -> list[str]:
+    """The hosts of the Services a topology names (``name``, or ``name.namespace``), for ``what``."""
+    domain = plan.policy.spec.cluster_domain
+    services = plan.baseline.of_kind(SERVICE)
+    hosts, problems = [], []
+    for name in names:
+        matched = _named(services, name)
+        if not matched:
+            problems.append(Problem(None, f"topology: {what}: no Service named {name!r} in the baseline"))
+        hosts += [service_fqdn(s.namespace, s.name, domain) for s in matched]
+    if problems:
+        raise InvalidInput(problems)
+    return hosts
 
 
 def _service_host(name: str, namespace: str, domain: str) -> str:

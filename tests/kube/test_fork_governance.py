@@ -72,58 +72,10 @@ def test_a_deny_that_selects_the_original_denies_on_its_fork(mesh: IstioMesh) ->
     mesh.check_no_nacks()
 
 
-# ratings has a second version; calls from reviews-v2 (matched by sourceLabels) go to it. (Not a golden case: the
-# Envoy backend, which every golden case must compile for, has no source workloads and refuses sourceLabels.)
-RATINGS_BY_CALLER = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: ratings-v2, namespace: bookinfo}
-spec:
-  selector: {matchLabels: {app: ratings, version: v2}}
-  template:
-    metadata: {labels: {app: ratings, version: v2}}
-    spec:
-      containers: [{name: ratings, image: "example/ratings:v2"}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: ratings, namespace: bookinfo}
-spec:
-  host: ratings
-  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings, namespace: bookinfo}
-spec:
-  hosts: [ratings]
-  http:
-  - name: from-reviews-v2
-    match: [{sourceLabels: {app: reviews, version: v2}}]
-    route: [{destination: {host: ratings, subset: v2}}]
-  - name: everyone-else
-    route: [{destination: {host: ratings, subset: v1}}]
-"""
-FORK_REVIEWS_V2 = """\
-apiVersion: meshgen.dev/v1alpha1
-kind: Sandbox
-metadata: {name: pr-5}
-spec:
-  routingKey: pr5
-  forks: [{forkOf: {namespace: bookinfo, name: reviews-v2}}]
-"""
-
-
-def test_a_fork_calls_as_the_original_calls(mesh: IstioMesh, tmp_path) -> None:
+def test_a_fork_calls_as_the_original_calls(mesh: IstioMesh) -> None:
     """reviews-v2 calls ratings-v2 (a route matching it by sourceLabels); its fork does too, carrying the key or
     not, because the caller copy matches the fork's own pod labels in the proxy istiod configures for it."""
-    (tmp_path / golden.BASELINE).mkdir()
-    (tmp_path / golden.BASELINE / "bookinfo.yaml").write_text((GOLDEN / "_shared" / "bookinfo.yaml").read_text())
-    (tmp_path / golden.BASELINE / "ratings.yaml").write_text(RATINGS_BY_CALLER)
-    (tmp_path / golden.SANDBOXES).write_text(FORK_REVIEWS_V2)
-    outcome = golden.compile_case(golden.Case("caller", tmp_path))
-    assert outcome.plan is not None, outcome.error
-    mesh.apply(outcome.plan, traffic.Topology(calls={"reviews": ("ratings",)}), outcome.documents)
+    apply(mesh, "caller-source-labels", traffic.Topology(calls={"reviews": ("ratings",)}))
     fork = send(mesh, "/", {"x-meshgen-routing-key": "pr5"})
     assert fork.status == 200 and traffic.hops(fork.body) == "reviews-v2@pr-5 -> ratings-v2", fork
     for _ in range(6):  # the baseline's reviews-v1 calls ratings-v1, reviews-v2 calls ratings-v2
