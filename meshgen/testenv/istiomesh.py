@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import random
 import shutil
 import tempfile
 import time
@@ -89,7 +88,7 @@ from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
 from meshgen.plan.model import Host, Plan
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import MeshPolicy
-from meshgen.testenv import binaries, controlplane, gateway, processes, rollouts, sidecars, workloads
+from meshgen.testenv import binaries, controlplane, gateway, networks, processes, rollouts, sidecars, workloads
 from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
 from meshgen.testenv.sidecars import Inbound, Proxy, SidecarEnvoy
@@ -112,8 +111,9 @@ class IstioMesh:
         self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="meshgen-istio-"))
         self.client = Client.from_kubeconfig(str(kubeconfig))
         self.istiod = istiod
-        # From the OS, not the seeded module generator: two meshes on one machine must not pick the same network.
-        self.network = network if network is not None else random.SystemRandom().randrange(100, 250)
+        # Leased machine-wide: two meshes on one machine must never share a network.
+        self._lease = networks.lease(network)
+        self.network = self._lease.network
         self.progress = progress or (lambda line: None)
         self.istio_version = istiod.version()
         self.proxies: list[SidecarEnvoy] = []
@@ -237,6 +237,7 @@ class IstioMesh:
             self.clear()
         finally:
             stop_all(self.processes())
+            self._lease.release()
             if self._owns_workdir and not keep_logs:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
