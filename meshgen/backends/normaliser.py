@@ -19,6 +19,8 @@ filter chain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from meshgen.spec.models import MeshPolicy
 from meshgen.spec.names import ROUTING_KEY_MAX
 
@@ -99,6 +101,27 @@ function normalise(headers)
 end
 """
 
+# Only while the routing header changes on a cluster (meshgen.kube.transition): routes may match an older header
+# too, so the key is taken from any of them and written into all of them.
+_ALSO = """
+local ALSO_HEADERS = {{{headers}}}
+local normalise_policy_header = normalise
+function normalise(headers)
+  local present = headers:getAtIndex(ROUTING_HEADER, 0)
+  if present == nil or present == "" then
+    for _, name in ipairs(ALSO_HEADERS) do
+      local value = headers:getAtIndex(name, 0)
+      if value ~= nil and value ~= "" then headers:replace(ROUTING_HEADER, value) break end
+    end
+  end
+  normalise_policy_header(headers)
+  local key = headers:getAtIndex(ROUTING_HEADER, 0)
+  for _, name in ipairs(ALSO_HEADERS) do
+    if key ~= nil then headers:replace(name, key) else headers:remove(name) end
+  end
+end
+"""
+
 _MESH_ENTRY = """
 function envoy_on_request(handle)
   normalise(handle:headers())
@@ -112,22 +135,26 @@ def lua_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def normaliser_source(policy: MeshPolicy) -> str:
-    """The normaliser's functions (``normalise(headers)`` and what it needs), without an entry point."""
+def normaliser_source(policy: MeshPolicy, also: Sequence[str] = ()) -> str:
+    """The normaliser's functions (``normalise(headers)`` and what it needs), without an entry point. ``also``:
+    routing headers it writes besides the policy's, while a change of the routing header is in progress."""
     sources = "\n".join(
         f"  {{{lua_string(s.kind)}, {lua_string(s.key)}}}," for s in policy.spec.propagation
     )
-    return _TEMPLATE.format(
+    source = _TEMPLATE.format(
         policy=policy.metadata.name,
         header=lua_string(policy.spec.routing_header),
         sources=sources,
         max_len=ROUTING_KEY_MAX,
     )
+    if also:
+        source += _ALSO.format(headers=", ".join(lua_string(h) for h in also))
+    return source
 
 
-def lua_source(policy: MeshPolicy) -> str:
+def lua_source(policy: MeshPolicy, also: Sequence[str] = ()) -> str:
     """The sidecar (mesh) filter: normalise the key on every request; byte-identical for identical policies."""
-    return normaliser_source(policy) + _MESH_ENTRY
+    return normaliser_source(policy, also) + _MESH_ENTRY
 
 
 def lua_filter(source: str) -> dict[str, object]:

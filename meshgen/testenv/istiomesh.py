@@ -47,7 +47,7 @@ from meshgen.backends.localmesh import EDGE_PORT, LocalMesh, Workload, addresses
 from meshgen.baseline.model import VIRTUAL_SERVICE, is_exported_to, selects
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
-from meshgen.kube import crds, discovery, kinds
+from meshgen.kube import discovery, installing, kinds
 from meshgen.kube.client import AlreadyExists, Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.kube.reconciling import NewSpecs, Reconciler
@@ -118,6 +118,7 @@ class IstioMesh:
         for resource in plan.baseline.resources:
             body = {**resource.body, "metadata": {**resource.metadata, "namespace": resource.namespace}}
             self._create(body)
+        installing.ensure_policy(self.client, plan.policy)  # the case's policy, stored as a platform would
         documents = [Document(Location("specs", i), body) for i, body in enumerate(specs)]
         report = self._reconciler().apply(NewSpecs(load_specs(documents), tuple(specs)))
         self.progress(f"meshgen apply: {len(report.changes)} change(s)")
@@ -362,7 +363,7 @@ def running(workdir: Path | None = None, progress: Callable[[str], None] | None 
     try:
         say(f"starting etcd, kube-apiserver and istiod (logs in {directory})")
         plane.start()
-        crds.install(Client.from_kubeconfig(str(plane.kubeconfig)))
+        installing.install(Client.from_kubeconfig(str(plane.kubeconfig)), None)
         istiod.start()
         with IstioMesh(plane.kubeconfig, istiod, directory / "mesh", progress=say) as mesh:
             yield mesh
