@@ -16,13 +16,15 @@ from meshgen.kube import admission, crds, discovery, policies
 from meshgen.kube.client import Client
 from meshgen.kube.diffing import Change
 from meshgen.kube.reconciling import DryRun, Reconciler, Report
+from meshgen.spec.loading import Specs
 from meshgen.spec.models import DEFAULT_POLICY, MeshPolicy
 
 
 def install(client: Client, policy: MeshPolicy | None, dry_run: bool = False,
             on_line: Callable[[str], None] = lambda line: None) -> Report:
     """Install everything for ``policy`` (``None``: keep the stored policy, or store the built-in default if
-    there is none) and reconcile every host with it; each step is reported through ``on_line``."""
+    there is none) and reconcile every host with it; each step is reported through ``on_line``. With nothing
+    stored there is nothing to reconcile (and Istio need not be installed yet)."""
     for line in crds.install(client, dry_run):
         on_line(line)
     stored = discovery.list_specs(client) if not dry_run else discovery.StoredSpecs((), (), "")
@@ -31,6 +33,12 @@ def install(client: Client, policy: MeshPolicy | None, dry_run: bool = False,
     except ClusterError:
         current = None  # several, or one that does not validate: replaced below
     chosen = policy or current or DEFAULT_POLICY
+    tenants = bool(stored.sandboxes or stored.route_groups)
+    if tenants:
+        # Bad input never half-applies: the policy must compile over what is stored (a stored sandbox it
+        # forbids is left out, with a warning; a problem of the policy itself is an error) before it is stored.
+        trial = Reconciler.trying(client, chosen)
+        trial.plan_round(trial.observe(), Specs(), set(), {})
     for line in policies.store(client, chosen, stored, dry_run):
         on_line(line)
     for body in admission.objects(chosen):
@@ -39,6 +47,9 @@ def install(client: Client, policy: MeshPolicy | None, dry_run: bool = False,
         return Report()
     admission.wait_enforced(client, chosen)
     on_line(f"validatingadmissionpolicy.admissionregistration.k8s.io/{admission.NAME} enforced")
+
+    if not tenants:
+        return Report()
 
     def changed(change: Change) -> None:
         on_line(change.summary)

@@ -106,10 +106,18 @@ class Reconciler:
     def __init__(self, client: Client, policy: MeshPolicy | None = None, namespaces: Sequence[str] = (),
                  on_change: Callable[[Change], None] | None = None, policy_source: str = "--policy") -> None:
         self.client = client
-        self.expected = policy
-        self.policy_source = policy_source
         self.namespaces = tuple(namespaces)
         self.on_change = on_change or (lambda change: None)
+        self.choose: Callable[[StoredSpecs], MeshPolicy] = lambda stored: policies.chosen(stored, policy,
+                                                                                          policy_source)
+
+    @classmethod
+    def trying(cls, client: Client, policy: MeshPolicy) -> Reconciler:
+        """A reconciler that compiles with ``policy`` whatever is stored: ``meshgen install`` checks a new policy
+        with it before storing it."""
+        reconciler = cls(client)
+        reconciler.choose = lambda stored: policy
+        return reconciler
 
     # -- commands --------------------------------------------------------------------------------------------
 
@@ -164,8 +172,7 @@ class Reconciler:
     # -- planning --------------------------------------------------------------------------------------------
 
     def observe(self) -> ClusterState:
-        return discovery.observe(self.client, self.namespaces,
-                                 lambda stored: policies.chosen(stored, self.expected, self.policy_source))
+        return discovery.observe(self.client, self.namespaces, self.choose)
 
     def plan_round(self, state: ClusterState, new: Specs, mine: set[OwnerId], texts: dict[str, str],
                    refusals: dict[OwnerId, Exclusion] | None = None) -> Round:
