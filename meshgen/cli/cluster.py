@@ -124,7 +124,7 @@ def _read(filenames: tuple[str, ...]) -> NewSpecs:
     specs, documents, texts = compiler.read_spec_documents(filenames)
     if specs.policies:
         raise locate_all(InvalidInput(Problem(
-            specs.origin("MeshPolicy", p.metadata.name),
+            origin.at("kind") if (origin := specs.origin("MeshPolicy", p.metadata.name)) else None,
             f"MeshPolicy {p.metadata.name} cannot be applied with -f: the cluster's policy is the one the platform "
             "stored, and every cluster command compiles with it",
             "remove it from the specs; the platform changes the policy with meshgen install --policy FILE")
