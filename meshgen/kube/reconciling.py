@@ -30,6 +30,7 @@ The contract (DESIGN.md, "Reconciler contract"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import re
@@ -41,10 +42,10 @@ from meshgen.backends.istio import ENVOY_FILTER_NAME
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import SECRET, Baseline
 from meshgen.documents import JsonObject, locate_all
-from meshgen.errors import ClusterError, InvalidInput, Location, Problem
+from meshgen.errors import ClusterError, InvalidInput, Location, MeshgenError, Problem
 from meshgen.kube import diffing, discovery, kinds, ordering, patching, policies, statuses, storing, transition
 from meshgen.kube.client import Client, refused
-from meshgen.kube.diffing import Change, ForeignObject
+from meshgen.kube.diffing import Action, Change, ForeignObject
 from meshgen.kube.discovery import ClusterState, StoredSpecs
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
@@ -283,6 +284,8 @@ class Reconciler:
                 self.converge(first.state.with_stored(discovery.list_specs(self.client)), report, mine=mine)
             except (InvalidInput, ForeignObject):
                 self._roll_back(written)
+                with contextlib.suppress(MeshgenError):
+                    self.converge(None, Report())  # prune what was written for them before the refusal
                 raise
         self._write_statuses(report)
         return report
@@ -307,11 +310,16 @@ class Reconciler:
                  mine: set[OwnerId] | None = None) -> Report:
         """Reconcile until a round ends with the same stored specs it started from (and no routing-header change
         left half-way). ``first``: round one, when the caller has just computed it from ``state``; ``mine``: the
-        specs this command stored, which may not be left out (their problems are raised)."""
+        specs this command stored, which may not be left out (their problems are raised).
+
+        A round in which the API server refuses a stored sandbox's object goes on with the other sandboxes'
+        own objects only (so every refused one is found in one round), then plans again without the refused
+        ones. Such rounds do not count against the bound: each leaves out at least one more sandbox."""
         mine = mine or set()
         refusals: dict[OwnerId, Exclusion] = {}
-        for round_number in range(1, MAX_ROUNDS + 1):
-            report.rounds = round_number
+        rounds = 0
+        while rounds < MAX_ROUNDS:
+            report.rounds += 1
             if first is not None:
                 current, first = first, None
             else:
@@ -320,24 +328,32 @@ class Reconciler:
             revision = current.state.stored.revision
             recompute = self._recompute(current)
             outcomes = []
+            refused_now = False
             for change in current.changes:
+                owner = ("Sandbox", _sandbox_of(change))
+                if refused_now and (not owner[1] or owner in refusals or change.action is Action.DELETE):
+                    continue  # shared objects and removals wait for the plan without the refused sandboxes
                 try:
                     outcomes.append(self._write(change, revision, recompute, report))
                 except ClusterError as exc:
-                    owner = _sandbox_of(change)
-                    if not refused(exc) or not owner or ("Sandbox", owner) in mine:
+                    if not refused(exc) or not owner[1]:
                         raise
-                    refusals[("Sandbox", owner)] = Exclusion(OwnerKind.SANDBOX, owner, ExclusionReason.WRITE_REFUSED,
-                                                             (Problem(None, f"the API server refused {exc}"),))
-                    break  # plan again without it: its objects are pruned, its routes withheld
-            else:
-                if not outcomes:
-                    report.listed = current.state.stored
-                    return report
-                report.listed = discovery.list_specs(self.client)
-                if report.listed.fingerprint == current.state.stored.fingerprint and current.step.done:
-                    return report
+                    if owner in mine:
+                        raise InvalidInput([Problem(_origin(change, current.specs, str(exc)),
+                                                    f"the API server refuses {exc}")]) from None
+                    refusals[owner] = Exclusion(OwnerKind.SANDBOX, owner[1], ExclusionReason.WRITE_REFUSED,
+                                                (Problem(None, f"the API server refused {exc}"),))
+                    refused_now = True
             state = None
+            if refused_now:
+                continue
+            rounds += 1
+            if not outcomes:
+                report.listed = current.state.stored
+                return report
+            report.listed = discovery.list_specs(self.client)
+            if report.listed.fingerprint == current.state.stored.fingerprint and current.step.done:
+                return report
         raise ClusterError(f"the stored specs kept changing; not converged after {MAX_ROUNDS} rounds "
                            "(run the command again)")
 
