@@ -2,8 +2,9 @@
 
 The real kube-apiserver is the oracle: every random fork customization (a patch of any type that empties,
 retypes or breaks the pod template, images good and bad, labels good and bad) is applied through the reconciler.
-Either the apply fails — exit 2, nothing written (a dry run is no write) — or the sandbox is stored and every object it makes was
-written, so it is ``Reconciled``. A stored sandbox left out because the API server refused one of its objects
+Either the apply fails — exit 2, nothing written (a dry run is no write) — or the sandbox is stored and every
+object it makes was written, so it is ``Reconciled``. A stored sandbox left out because the API server refused
+one of its objects
 would be a tenant's failure that reached the cluster. The example budget is small: each example is a real
 apply against the API server.
 """
