@@ -132,9 +132,10 @@ def test_the_admission_policy_has_a_validation_per_rule_and_always_the_probe() -
 
 def test_registry_entries_match_on_reference_boundaries() -> None:
     expression = admission.allowed_expression("i", ["registry.example.com/", "docker.io/library/nginx"])
-    assert 'i.startsWith("registry.example.com/")' in expression
-    assert 'i.startsWith("registry.example.com")' not in expression  # .evil.io must not pass
-    assert 'startsWith("docker.io/library/nginx:")' in expression  # a repository: a tag may follow
+    assert '.startsWith("registry.example.com/")' in expression
+    assert '.startsWith("registry.example.com")' not in expression  # .evil.io must not pass
+    assert '.startsWith("docker.io/library/nginx:")' in expression  # a repository: a tag may follow
+    assert '== "registry.example.com"' not in expression  # a registry alone is no image
 
 
 # -- the routing-header change ---------------------------------------------------------------------------------

@@ -145,21 +145,33 @@ def _ttl(policy: str, rules: Guardrails) -> list[JsonObject]:
     ]
 
 
+def normalized_expression(image: str) -> str:
+    """CEL for an image reference with Docker Hub's implicit registry spelled out, as
+    :func:`meshgen.plan.guardrails.image_allowed` normalizes it: the first component is a registry if it holds a
+    ``.`` or ``:``, is ``localhost`` or is not all lower case; without one (or with ``docker.io``,
+    ``index.docker.io``) the image is ``docker.io/<rest>``, or ``docker.io/library/<rest>`` for a one-part name."""
+    first = f"{image}.find('^[^/]*')"
+    has_registry = (f"({image}.contains('/') && ({first}.contains('.') || {first}.contains(':') || "
+                    f"{first} == 'localhost' || {first} != {first}.lowerAscii()))")
+    on_hub = f"({first} == 'docker.io' || {first} == 'index.docker.io')"
+    rest = f"({has_registry} ? {image}.substring({first}.size() + 1) : {image})"
+    return (f"(({has_registry} && !{on_hub}) ? {image} : ({rest}.contains('/') ? 'docker.io/' + {rest} : "
+            f"'docker.io/library/' + {rest}))")
+
+
 def allowed_expression(image: str, registries: Sequence[str]) -> str:
-    """CEL: whether the image reference ``image`` (a CEL string) is from one of ``registries``, as
-    :func:`meshgen.plan.guardrails.image_allowed` decides: the reference as written or with Docker Hub's implicit
-    registry spelled out, matched on reference boundaries (an entry that is a registry host[:port] must be
-    followed by ``/``; one with a repository path by ``/``, ``:`` or ``@``, or end the reference)."""
-    explicit = f"{image}.matches('^[^/]*[.:][^/]*/') || {image}.startsWith('localhost/')"
-    full = (f"(!{image}.contains('/') ? 'docker.io/library/' + {image} : (({explicit}) ? {image} : "
-            f"'docker.io/' + {image}))")
+    """CEL: whether the image reference ``image`` (a CEL string) is from one of ``registries``, by the rule of
+    :func:`meshgen.plan.guardrails.image_allowed`: with ``I`` the normalized reference and ``E`` an entry without
+    its trailing ``/``, ``I`` starts with ``E/``, or ``E`` names a repository (holds a ``/``) and ``I`` is ``E``
+    or continues it with ``:`` (a tag) or ``@`` (a digest)."""
+    full = normalized_expression(image)
     tests = []
     for entry in registries:
-        prefix = entry.rstrip("/")
-        boundaries = ["/", ":", "@"] if "/" in prefix else ["/"]
-        for candidate in (image, full):
-            tests.append(f"{candidate} == {literal(prefix)}")
-            tests.extend(f"{candidate}.startsWith({literal(prefix + b)})" for b in boundaries)
+        base = entry.rstrip("/")
+        tests.append(f"{full}.startsWith({literal(base + '/')})")
+        if "/" in base:
+            tests += [f"{full} == {literal(base)}", f"{full}.startsWith({literal(base + ':')})",
+                      f"{full}.startsWith({literal(base + '@')})"]
     return " || ".join(tests)
 
 

@@ -148,6 +148,44 @@ def test_ci_identities_neither_write_nor_choose_the_policy_and_the_api_server_en
     assert cluster.exists("Deployment", f"reviews-v1-{ns}-ci0") and cluster.exists("Deployment", f"reviews-v1-{ns}-ci1")
 
 
+IMAGES = {  # allowedRegistries: registry.example.com, registry.example.com:5000/team, docker.io/library/nginx
+    "registry.example.com/app:1": True,
+    "registry.example.com.evil.io/app:1": False,     # another host that starts alike
+    "registry.example.com:5000/app:1": False,        # another port
+    "registry.example.com:5000/team/app:1": True,
+    "registry.example.com:5000/team:1": True,        # the repository itself, tagged
+    "registry.example.com:5000/teamx/app:1": False,
+    "nginx:1.27": True,                              # Docker Hub's official image: docker.io/library/nginx
+    "docker.io/nginx": True,
+    "index.docker.io/library/nginx@sha256:" + "a" * 64: True,
+    "library/nginx": True,
+    "nginxx:1": False,
+    "example/reviews": False,                        # docker.io/example/reviews
+}
+
+
+def test_the_api_server_matches_registries_on_reference_boundaries(cluster: Cluster, tmp_path: Path) -> None:
+    policy = tmp_path / "registries.yaml"
+    policy.write_text("apiVersion: meshgen.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: registries}\n"
+                      'spec: {guardrails: {allowedRegistries: [registry.example.com, "registry.example.com:5000/team",'
+                      " docker.io/library/nginx]}}\n")
+    assert cluster.meshgen("install", "--policy", str(policy)).returncode == 0
+    admin = cluster.client()
+    verdicts = {}
+    for i, image in enumerate(IMAGES):
+        body = {"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox",
+                "metadata": {"name": f"{cluster.namespace}-i{i}"},
+                "spec": fork_of(cluster, "reviews-v1", {"customizations": {"images": [{"image": image}]}})}
+        try:
+            admin.create(body, dry_run=True)
+            verdicts[image] = True
+        except Invalid as exc:
+            assert guardrails.registry_message("registries", image, ["registry.example.com",
+                                               "registry.example.com:5000/team", "docker.io/library/nginx"]) in str(exc)
+            verdicts[image] = False
+    assert verdicts == IMAGES
+
+
 # -- failures stay with their tenant -------------------------------------------------------------------------------
 
 def routes_point_at_forks(cluster: Cluster) -> list[str]:
