@@ -215,19 +215,18 @@ def test_a_status_says_what_was_made_and_keeps_its_transition_time() -> None:
     plan = isolating_plan(specs(sandbox("a"), sandbox("gone", "reviews-v9")), BASELINE, DEFAULT_POLICY, ALL)
     from meshgen.backends import istio
 
-    rendered = istio.render(plan)
+    outcome = statuses.Outcome.of(plan, istio.render(plan), plan.excluded)
     a = {"kind": "Sandbox", "metadata": {"name": "a", "generation": 3}}
-    status = statuses.desired(plan, rendered, plan.excluded, a, "2026-01-01T00:00:00Z")
+    status = statuses.desired(outcome, a, "2026-01-01T00:00:00Z")
     assert status["hosts"] == ["reviews.bookinfo.svc.cluster.local"]
     assert {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "namespace": "bookinfo",
             "name": "reviews"} in status["objects"]
     assert status["conditions"][0] == {"type": "Reconciled", "status": "True", "reason": "Reconciled",
                                             "message": "routing 1 host", "observedGeneration": 3,
                                             "lastTransitionTime": "2026-01-01T00:00:00Z"}
-    later = statuses.desired(plan, rendered, plan.excluded, {**a, "status": status}, "2026-02-02T00:00:00Z")
+    later = statuses.desired(outcome, {**a, "status": status}, "2026-02-02T00:00:00Z")
     assert later == status, "nothing changed: the same status, so no write"
-    gone = statuses.desired(plan, rendered, plan.excluded, {"kind": "Sandbox", "metadata": {"name": "gone"}},
-                            "2026-01-01T00:00:00Z")
+    gone = statuses.desired(outcome, {"kind": "Sandbox", "metadata": {"name": "gone"}}, "2026-01-01T00:00:00Z")
     assert (gone["hosts"], gone["objects"], gone["conditions"][0]["reason"]) == ([], [], "CompileFailed")
     assert gone["routingKey"] == statuses.routing_key({"kind": "Sandbox", "metadata": {"name": "gone"}})
 

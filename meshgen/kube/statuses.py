@@ -14,6 +14,7 @@ newer cluster) is never overwritten, the write is skipped.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from meshgen.documents import JsonObject
@@ -21,7 +22,7 @@ from meshgen.kube import storing
 from meshgen.kube.client import Client, Conflict, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import LABEL_SANDBOX
-from meshgen.plan.model import Exclusion, OwnerKind, Plan
+from meshgen.plan.model import Exclusion, Owner, OwnerKind, Plan
 from meshgen.spec import names
 
 RECONCILED = "Reconciled"
@@ -47,13 +48,45 @@ def routing_key(body: Mapping[str, Any]) -> str:
     return key if isinstance(key, str) and key else names.derive_routing_key(body["kind"], body["metadata"]["name"])
 
 
-def desired(plan: Plan, rendered: Iterable[JsonObject], excluded: Iterable[Exclusion],
-            stored: Mapping[str, Any], now: str) -> JsonObject:
-    """The status ``stored`` should have after a command whose final plan was ``plan`` (objects ``rendered``,
-    ``excluded`` left out)."""
+@dataclass(frozen=True)
+class Outcome:
+    """A command's final plan, indexed by owner (so statuses for thousands of sandboxes stay linear)."""
+
+    owners: Mapping[tuple[str, str], Owner]
+    excluded: Mapping[tuple[str, str], Exclusion]
+    hosts: Mapping[Owner, list[str]]
+    sandboxes: Mapping[Owner, list[str]]
+    objects: Mapping[tuple[str, str], list[JsonObject]]
+
+    @classmethod
+    def of(cls, plan: Plan, rendered: Iterable[JsonObject], excluded: Iterable[Exclusion]) -> Outcome:
+        hosts: dict[Owner, set[str]] = {}
+        members: dict[Owner, set[str]] = {}
+        for claim in plan.claims:
+            hosts.setdefault(claim.owner, set()).add(claim.host)
+            members.setdefault(claim.owner, set()).add(claim.sandbox)
+        tables: dict[tuple[str, str], set[Owner]] = {}
+        for table in plan.tables:
+            tables[(table.namespace, table.name)] = {r.owner for r in table.sandbox_routes if r.owner is not None}
+        objects: dict[tuple[str, str], list[JsonObject]] = {}
+        for body in rendered:
+            meta = body["metadata"]
+            if body["kind"] == "VirtualService":
+                for owner in tables.get((meta.get("namespace"), meta["name"]), ()):
+                    objects.setdefault((owner.kind.value, owner.name), []).append(_object(body))
+            elif (meta.get("labels") or {}).get(LABEL_SANDBOX):
+                objects.setdefault((OwnerKind.SANDBOX.value, meta["labels"][LABEL_SANDBOX]), []).append(_object(body))
+        return cls({(o.kind.value, o.name): o for o in plan.owners},
+                   {(e.kind.value, e.name): e for e in excluded},
+                   {o: sorted(h) for o, h in hosts.items()}, {o: sorted(m) for o, m in members.items()},
+                   {k: sorted(v, key=_key) for k, v in objects.items()})
+
+
+def desired(outcome: Outcome, stored: Mapping[str, Any], now: str) -> JsonObject:
+    """The status ``stored`` should have after a command that ended with ``outcome``."""
     kind, name = stored["kind"], stored["metadata"]["name"]
-    exclusion = next((e for e in excluded if e.kind.value == kind and e.name == name), None)
-    owner = next((o for o in plan.owners if o.kind.value == kind and o.name == name), None)
+    exclusion = outcome.excluded.get((kind, name))
+    owner = outcome.owners.get((kind, name))
     status: JsonObject = {"routingKey": owner.routing_key if owner is not None else routing_key(stored)}
     if exclusion is not None or owner is None:
         status["hosts"], status["objects"] = [], []
@@ -61,17 +94,10 @@ def desired(plan: Plan, rendered: Iterable[JsonObject], excluded: Iterable[Exclu
         message = exclusion.message if exclusion is not None else "not in this command's view of the cluster"
         condition = _condition("False", reason, f"routes withheld (the key reaches the baseline): {message}")
     else:
-        status["hosts"] = sorted({c.host for c in plan.claims if c.owner == owner})
-        tables = {(t.namespace, t.name) for t in plan.tables if any(r.owner == owner for r in t.sandbox_routes)}
-        def produced(o: Mapping[str, Any]) -> bool:
-            meta = o["metadata"]
-            if o["kind"] == "VirtualService":
-                return (meta.get("namespace"), meta["name"]) in tables
-            return bool(kind == OwnerKind.SANDBOX.value and (meta.get("labels") or {}).get(LABEL_SANDBOX) == name)
-
-        status["objects"] = sorted((_object(o) for o in rendered if produced(o)), key=_key)
+        status["hosts"] = list(outcome.hosts.get(owner, []))
+        status["objects"] = list(outcome.objects.get((kind, name), []))
         if kind == OwnerKind.ROUTE_GROUP.value:
-            status["sandboxes"] = sorted({c.sandbox for c in plan.claims if c.owner == owner})
+            status["sandboxes"] = list(outcome.sandboxes.get(owner, []))
         hosts = len(status["hosts"])
         condition = _condition("True", REASON_RECONCILED, f"routing {hosts} host{'s' * (hosts != 1)}")
     condition["observedGeneration"] = int(stored["metadata"].get("generation") or 0)
@@ -103,10 +129,10 @@ def write(client: Client, plan: Plan, rendered: list[JsonObject], excluded: Iter
           stored: Iterable[JsonObject]) -> list[str]:
     """Write every changed status among ``stored`` (the objects as last listed); one line per status written."""
     now = storing.timestamp(storing.now_utc())
-    excluded = tuple(excluded)
+    outcome = Outcome.of(plan, rendered, excluded)
     lines = []
     for body in stored:
-        status = desired(plan, rendered, excluded, body, now)
+        status = desired(outcome, body, now)
         if body.get("status") == status:
             continue
         ref = Ref.of(body)
