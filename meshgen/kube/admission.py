@@ -27,6 +27,7 @@ from meshgen.errors import ClusterError
 from meshgen.kube import kinds
 from meshgen.kube.client import Client, Invalid
 from meshgen.plan import guardrails
+from meshgen.spec import images
 from meshgen.spec.models import API_VERSION, Guardrails, MeshPolicy
 
 NAME = "meshgen-guardrails"
@@ -161,8 +162,9 @@ def normalized_expression(image: str) -> str:
 
 def allowed_expression(image: str, registries: Sequence[str]) -> str:
     """CEL: whether the image reference ``image`` (a CEL string) is from one of ``registries``, by the rule of
-    :func:`meshgen.plan.guardrails.image_allowed`: with ``I`` the normalized reference and ``E`` an entry without
-    its trailing ``/``, ``I`` starts with ``E/``, or ``E`` names a repository (holds a ``/``) and ``I`` is ``E``
+    :func:`meshgen.plan.guardrails.image_allowed`: a valid reference (:data:`meshgen.spec.images.REFERENCE_PATTERN`,
+    RE2 as it is; its name's 255-character limit stays meshgen's) whose normalized form ``I``, with ``E`` an entry
+    without its trailing ``/``, starts with ``E/``, or ``E`` names a repository (holds a ``/``) and ``I`` is ``E``
     or continues it with ``:`` (a tag) or ``@`` (a digest)."""
     full = normalized_expression(image)
     tests = []
@@ -172,7 +174,7 @@ def allowed_expression(image: str, registries: Sequence[str]) -> str:
         if "/" in base:
             tests += [f"{full} == {literal(base)}", f"{full}.startsWith({literal(base + ':')})",
                       f"{full}.startsWith({literal(base + '@')})"]
-    return " || ".join(tests)
+    return f"{image}.matches({literal(images.REFERENCE_PATTERN)}) && ({' || '.join(tests)})"
 
 
 def _registries(policy: str, rules: Guardrails) -> list[JsonObject]:

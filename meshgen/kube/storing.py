@@ -73,8 +73,9 @@ def deletion(stored: StoredSpecs, kind: str, name: str) -> Change | None:
 
 def expires_at(stored: Mapping[str, Any], limit: int | None = None) -> datetime.datetime | None:
     """When a stored sandbox's TTL runs out (``None``: no TTL, or none that can be read). Whatever is stored —
-    kubectl writes what it likes — this never raises: a TTL past the calendar's end is the calendar's end, and
-    one longer than ``limit`` seconds (the policy's maxTTL) runs out after ``limit``."""
+    kubectl writes what it likes — this never raises: a TTL longer than a year counts as a year
+    (:func:`~meshgen.spec.names.parse_duration`), and one longer than ``limit`` seconds (the policy's maxTTL) runs
+    out after ``limit``."""
     spec = stored.get("spec")
     ttl = spec.get("ttl") if isinstance(spec, dict) else None
     if not isinstance(ttl, dict):
@@ -89,12 +90,7 @@ def expires_at(stored: Mapping[str, Any], limit: int | None = None) -> datetime.
     start = created
     if ttl.get("offsetFrom") == "updatedAt":
         start = parse_timestamp(str((meta.get("annotations") or {}).get(ANNOTATION_UPDATED_AT) or "")) or created
-    if start is None:
-        return None
-    try:
-        return start + datetime.timedelta(seconds=seconds)
-    except OverflowError:
-        return datetime.datetime.max.replace(tzinfo=datetime.UTC)
+    return start + datetime.timedelta(seconds=seconds) if start else None
 
 
 def expired(stored: StoredSpecs, moment: datetime.datetime, limit: int | None = None) -> list[JsonObject]:
