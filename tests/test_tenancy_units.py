@@ -241,3 +241,18 @@ def test_seniority_puts_specs_being_applied_after_every_stored_one() -> None:
     owners = [("Sandbox", "new"), ("Sandbox", "a"), ("Sandbox", "b")]
     random.shuffle(owners)
     assert [o[1] for o in sorted(owners, key=key)] == ["b", "a", "new"]
+
+
+def test_while_the_header_changes_the_normaliser_writes_the_key_into_every_routing_header() -> None:
+    from meshgen.backends import normaliser
+    from tests import luaenv
+
+    new = policy().model_copy(update={"spec": policy().spec.model_copy(update={"routing_header": "x-new"})})
+    lua = normaliser.lua_source(new, ("x-meshgen-routing-key",))
+    both = dict(luaenv.run(lua, [("baggage", "meshgen-routing-key=pr1")]))
+    assert both["x-new"] == both["x-meshgen-routing-key"] == "pr1"
+    from_old = dict(luaenv.run(lua, [("x-meshgen-routing-key", "pr2")]))  # a hop still sending the old header
+    assert from_old["x-new"] == from_old["x-meshgen-routing-key"] == "pr2"
+    none = dict(luaenv.run(lua, [("x-meshgen-routing-key", "")]))
+    assert "x-new" not in none and "x-meshgen-routing-key" not in none
+    assert normaliser.lua_source(new) == normaliser.lua_source(new, ()), "no change in progress: the usual filter"
