@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,13 +41,13 @@ from meshgen.backends.istio import ENVOY_FILTER_NAME
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import SECRET, Baseline
 from meshgen.documents import JsonObject, locate_all
-from meshgen.errors import ClusterError, InvalidInput, Location, MeshgenError, Problem
-from meshgen.kube import diffing, discovery, kinds, ordering, patching, policies, statuses, storing, transition
+from meshgen.errors import ClusterError, InvalidInput, MeshgenError, Problem
+from meshgen.kube import diffing, discovery, kinds, ordering, patching, policies, statuses, storing, transition, vetting
 from meshgen.kube.client import Client, refused
 from meshgen.kube.diffing import Action, Change, ForeignObject
 from meshgen.kube.discovery import ClusterState, StoredSpecs
 from meshgen.kube.kinds import Ref
-from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
+from meshgen.ownership import LABEL_SANDBOX, is_owned
 from meshgen.plan.model import Diagnostic, Exclusion, ExclusionReason, OwnerKind, Plan
 from meshgen.plan.planning import OwnerId, isolating_plan
 from meshgen.spec.loading import Specs
@@ -130,7 +129,7 @@ class Reconciler:
         first = self.plan_round(state, new.specs, mine, new.texts)
         stored = storing.changes(new.documents, state.stored, storing.now_utc())
         if dry_run is DryRun.NONE:
-            self._check_with_server(first, stored, new)
+            vetting.vet(self.client, [*stored, *first.changes], new.specs, new.texts)
         return self._run(first, stored, dry_run, report, mine)
 
     def delete(self, kind: str, names: Iterable[str], dry_run: DryRun = DryRun.NONE) -> Report:
@@ -237,27 +236,6 @@ class Reconciler:
             report.warnings = list(found.plan.warnings)
         return list(found.changes)
 
-    # -- the server's verdict on new specs ---------------------------------------------------------------------
-
-    def _check_with_server(self, first: Round, stored: list[Change], new: NewSpecs) -> None:
-        """Send the new specs, and the new and changed objects of their own (forks, fork Services and
-        DestinationRules), with ``dryRun=All``: what the API server would refuse is an error before anything is
-        stored, pointing at the spec (and fork) it comes from."""
-        sandboxes = {s.name for s in new.specs.sandboxes}
-        own = [*stored, *(c for c in first.changes if _sandbox_of(c) in sandboxes)]
-        problems = []
-        for change in own:
-            try:
-                patching.write(self.client, change, None, dry_run=True)
-            except ClusterError as exc:
-                if not refused(exc):
-                    raise
-                problems.append(Problem(_origin(change, new.specs, str(exc)), f"the API server refuses {exc}",
-                                        "change the spec so that the object it makes is valid (see the API "
-                                        "server's message); nothing was written"))
-        if problems:
-            raise locate_all(InvalidInput(problems), new.texts)
-
     # -- the loop --------------------------------------------------------------------------------------------
 
     def _run(self, first: Round, stored: list[Change], dry_run: DryRun, report: Report, mine: set[OwnerId]) -> Report:
@@ -330,7 +308,7 @@ class Reconciler:
             outcomes = []
             refused_now = False
             for change in current.changes:
-                owner = ("Sandbox", _sandbox_of(change))
+                owner = ("Sandbox", vetting.sandbox_of(change))
                 if refused_now and (not owner[1] or owner in refusals or change.action is Action.DELETE):
                     continue  # shared objects and removals wait for the plan without the refused sandboxes
                 try:
@@ -339,7 +317,7 @@ class Reconciler:
                     if not refused(exc) or not owner[1]:
                         raise
                     if owner in mine:
-                        raise InvalidInput([Problem(_origin(change, current.specs, str(exc)),
+                        raise InvalidInput([Problem(vetting.origin(change, current.specs, str(exc)),
                                                     f"the API server refuses {exc}")]) from None
                     refusals[owner] = Exclusion(OwnerKind.SANDBOX, owner[1], ExclusionReason.WRITE_REFUSED,
                                                 (Problem(None, f"the API server refused {exc}"),))
@@ -410,43 +388,6 @@ def _without(specs: Specs, left_out: dict[OwnerId, Exclusion]) -> Specs:
     return Specs(tuple(s for s in specs.sandboxes if ("Sandbox", s.name) not in left_out),
                  tuple(g for g in specs.route_groups if ("RouteGroup", g.name) not in left_out),
                  specs.policies, specs.origins)
-
-
-def _sandbox_of(change: Change) -> str:
-    """The sandbox an object belongs to ("" for shared objects: VirtualServices, the EnvoyFilter)."""
-    body = change.desired or change.live or {}
-    if change.ref.kind == "Sandbox":
-        return change.ref.name
-    return str(((body.get("metadata") or {}).get("labels") or {}).get(LABEL_SANDBOX, ""))
-
-
-_INVALID_PATH = re.compile(r" is invalid: ([A-Za-z0-9_.\[\]-]+):")
-
-
-def _field_path(message: str) -> tuple[str | int, ...]:
-    """The field an API server error names (``... is invalid: spec.forks[0].forkOf: ...``), as a path."""
-    found = _INVALID_PATH.search(message)
-    if found is None:
-        return ()
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", found.group(1)) if p)
-
-
-def _origin(change: Change, specs: Specs, message: str) -> Location | None:
-    """Where in the user's files the object of ``change`` comes from: the spec itself (at the field the API
-    server names, when it names one), or the fork entry of the sandbox the object belongs to."""
-    if change.ref.kind in storing.STORED_KINDS:
-        origin = specs.origin(change.ref.kind, change.ref.name)
-        return origin.at(*_field_path(message)) if origin is not None else None
-    sandbox = next((s for s in specs.sandboxes if s.name == _sandbox_of(change)), None)
-    origin = specs.origin("Sandbox", sandbox.name) if sandbox is not None else None
-    if sandbox is None or origin is None:
-        return origin
-    body = change.desired or {}
-    fork_of = ((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_FORK_OF, "")
-    for i, fork in enumerate(sandbox.spec.forks):
-        if f"{fork.fork_of.namespace}/{fork.fork_of.name}" == fork_of:
-            return origin.at("spec", "forks", i)
-    return origin.at("spec", "forks")
 
 
 def _with_object(state: ClusterState, ref: Ref, live: JsonObject) -> Baseline:
