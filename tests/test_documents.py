@@ -4,6 +4,7 @@ tests/kube/test_yaml_dialect.py."""
 
 from __future__ import annotations
 
+import decimal
 import subprocess
 import sys
 from typing import Any
@@ -97,13 +98,14 @@ def test_a_list_file_reads_the_same_way() -> None:
 
 
 def _as_json(value: Any) -> Any:
-    """What a value is once kubectl has sent it as JSON: integral floats are integers."""
+    """What a value is once kubectl has sent it as JSON: Go writes an integral float below 1e21 as its shortest
+    digits padded with zeros, which the API server reads as an integer."""
     if isinstance(value, dict):
         return {k: _as_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_as_json(v) for v in value]
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return int(value)
+        return int(decimal.Decimal(repr(value)))
     return value
 
 

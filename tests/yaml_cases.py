@@ -72,7 +72,8 @@ CASES = [
     # duplicate keys: the last wins (kubectl converts without go-yaml's strict mode)
     Case("duplicate-key", " {a: 1, a: 2}", {"a": 2}),
     # anchors and merge keys: go-yaml's order, an explicit key before a merge is overwritten by it
-    Case("anchor", "\n  base: &b {x: 1, z: [1, 2]}\n  use: *b\n", {"base": {"x": 1, "z": [1, 2]}, "use": {"x": 1, "z": [1, 2]}}),
+    Case("anchor", "\n  base: &b {x: 1, z: [1, 2]}\n  use: *b\n",
+         {"base": {"x": 1, "z": [1, 2]}, "use": {"x": 1, "z": [1, 2]}}),
     Case("merge-then-key", "\n  base: &b {x: 1, w: 2}\n  use: {<<: *b, w: 3}\n",
          {"base": {"x": 1, "w": 2}, "use": {"x": 1, "w": 3}}),
     Case("key-then-merge", "\n  base: &b {x: 1, w: 2}\n  use: {w: 3, <<: *b}\n",

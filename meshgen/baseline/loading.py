@@ -21,6 +21,7 @@ from meshgen.baseline.model import (
     Resource,
 )
 from meshgen.baseline.shapes import check_object
+from meshgen.baseline.stored import as_stored
 from meshgen.documents import Document
 from meshgen.errors import Location, Problem, raise_if_any
 from meshgen.ownership import is_owned, without_meshgen_routes
@@ -44,10 +45,11 @@ def load_baseline(documents: Iterable[Document], default_namespace: str = "defau
     compiling over the untouched baseline."""
     resources: dict[ObjectKey, Resource] = {}
     problems: list[Problem] = []
-    for location, raw in _flatten(documents):
-        kind = raw.get("kind")
-        if not isinstance(kind, str) or kind not in KINDS or raw.get("apiVersion") not in _API_VERSIONS[kind]:
+    for location, written in _flatten(documents):
+        kind = written.get("kind")
+        if not isinstance(kind, str) or kind not in KINDS or written.get("apiVersion") not in _API_VERSIONS[kind]:
             continue
+        raw = as_stored(written)  # null means absent, as the API server reads it (Helm's empty `labels:`, `env:`)
         found = check_object(raw, location)
         if found:
             problems.extend(found)

@@ -29,7 +29,7 @@ Where = Callable[[str, str], Location]
 def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
     """Compile sandboxes and route groups over a baseline into a Plan, or raise :class:`InvalidInput`."""
     domain = policy.spec.cluster_domain
-    hosts = {h.fqdn: h for h in (forking.host_of(s, domain) for s in baseline.of_kind(SERVICE))}
+    hosts = {h.fqdn: h for h in (forking.host_of(s, domain) for s in baseline.routable(baseline.of_kind(SERVICE)))}
     problems: list[Problem] = []
     warnings: list[Diagnostic] = []
 
@@ -70,7 +70,7 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
             forks.append(fork)
             if not fork.services:
                 warnings.append(Diagnostic(
-                    f"Sandbox {sandbox.name}", f"no Service selects {fork.workload}; its fork runs but no "
+                    f"Sandbox {sandbox.name}", f"no Service with ports selects {fork.workload}; its fork runs but no "
                     "request can be routed to it"))
             claims.extend(Claim(owner, s.baseline.fqdn, s.fork.fqdn, sandbox.name) for s in fork.services)
         for i, virtual in enumerate(sandbox.spec.virtual):

@@ -44,6 +44,7 @@ from types import TracebackType
 from meshgen import traffic
 from meshgen.backends import normaliser
 from meshgen.backends.localmesh import EDGE_PORT, LocalMesh, Workload, addresses, all_hosts, proxy_addresses
+from meshgen.baseline import stored
 from meshgen.baseline.model import VIRTUAL_SERVICE, is_exported_to, selects
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
@@ -116,8 +117,10 @@ class IstioMesh:
         self.before = self._objects()
         self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
         for resource in plan.baseline.resources:
-            body = {**resource.body, "metadata": {**resource.metadata, "namespace": resource.namespace}}
-            self._create(body)
+            # A baseline exported with `kubectl get -o yaml` carries uid, resourceVersion, status, clusterIP...:
+            # recreated without them, as a user would apply it to another cluster.
+            body = stored.for_create(resource.body)
+            self._create({**body, "metadata": {**body["metadata"], "namespace": resource.namespace}})
         documents = [Document(Location("specs", i), body) for i, body in enumerate(specs)]
         report = self._reconciler().apply(NewSpecs(load_specs(documents), tuple(specs)))
         self.progress(f"meshgen apply: {len(report.changes)} change(s)")
