@@ -18,6 +18,7 @@ _SCALAR, _ALIAS = ev.ScalarEvent, ev.AliasEvent
 _MAP_START, _SEQ_START = ev.MappingStartEvent, ev.SequenceStartEvent
 _MAP_END, _SEQ_END = ev.MappingEndEvent, ev.SequenceEndEvent
 _HINTS = scalars.HINTS
+_INT64 = 1 << 63
 _TOO_DEEP = f"nesting is deeper than {MAX_DEPTH} levels (kubectl's limit)"
 # Characters YAML streams may not hold: a JSON text with one is refused by go-yaml, so it takes the YAML path.
 _NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -66,7 +67,7 @@ def _as_json(text: str) -> Any:
     if text.lstrip()[:1] != "{" or "\\" in text or _NOT_PRINTABLE.search(text):
         return _NO_KEY
     try:
-        return json.loads(text, parse_float=_json_float, parse_constant=_refuse)
+        return json.loads(text, parse_float=_json_float, parse_int=_json_int, parse_constant=_refuse)
     except (ValueError, RecursionError):
         return _NO_KEY
 
@@ -76,6 +77,10 @@ def _json_float(text: str) -> Any:
     if number in (float("inf"), float("-inf")):
         raise ValueError("out of range")  # go-yaml keeps such a scalar as text: the YAML path says so
     return scalars.value(number)
+
+
+def _json_int(text: str) -> Any:
+    return scalars.value(int(text))
 
 
 def _refuse(name: str) -> Any:
@@ -156,7 +161,8 @@ class _Builder:
 
     def place(self, stack: list[_Frame], item: Any, mark: Any, scalar: bool) -> None:
         """Put a finished node into its parent: a list item, a mapping key or value, or the document."""
-        if scalar and (type(item) is float or item is scalars.MERGE_KEY) and not (
+        if scalar and (type(item) is float or item is scalars.MERGE_KEY or (
+                type(item) is int and not -_INT64 <= item < _INT64)) and not (
                 stack and not stack[-1].is_list and stack[-1].key is _NO_KEY):  # keys convert on their own
             try:
                 item = "<<" if item is scalars.MERGE_KEY else scalars.value(item)

@@ -107,12 +107,16 @@ def resolve(tag: str | None, text: str, plain: bool) -> Any:
 
 
 def value(resolved: Any) -> Any:
-    """A resolved scalar as kubectl sends it, through JSON: integral floats are integers, inf and NaN refused."""
+    """A resolved scalar as the API server holds it after kubectl sent it as JSON: integral floats are integers
+    (Go writes the shortest digits, then zeros), integers beyond 64 bits signed are floats there (its JSON decoder
+    takes an int64 or else a float64, printed as an integral float is), inf and NaN are refused."""
+    if type(resolved) is int and not -_INT64 <= resolved < _INT64:
+        resolved = float(resolved)
     if type(resolved) is float:
         if math.isnan(resolved) or math.isinf(resolved):
             raise YAMLError(f"{resolved!r} is not a JSON number (kubectl refuses .inf and .nan values)")
         if resolved.is_integer() and abs(resolved) < 1e21:
-            return int(decimal.Decimal(repr(resolved)))  # Go prints the shortest digits, then zeros
+            return int(decimal.Decimal(repr(resolved)))
     return resolved
 
 
