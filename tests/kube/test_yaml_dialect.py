@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshgen.baseline.stored import as_stored
 from meshgen.documents import parse_documents
@@ -144,3 +146,27 @@ def _at(tree: Any, path: tuple[str | int, ...]) -> Any:
         else:
             return None
     return tree
+
+
+TOKENS = ["a", "b", "1", "0x1F", "1_000", "1.5", "1e3", "0755", "true", "no", "y", "on", "~", "null", "2026-11-26",
+          "<<", "&x", "*x", "'q'", '"d\\n"', "|", ">", ":", ": ", "- ", "\n", "\n  ", "\n  - ", "{", "}", "[", "]",
+          ",", "? ", "#c", " ", "\t", "a:b", "http://x", "..."]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=25))
+def test_random_documents_read_as_the_api_server_reads_them(probes: ControlPlane, tokens: list[str]) -> None:
+    """Random YAML-shaped values: meshgen refuses exactly what the server refuses and reads the rest alike."""
+    text = document(Case("random", " " + "".join(tokens), None))
+    status, reply = post_yaml(probes, f"/apis/{GROUP}/v1/namespaces/yaml-dialect/probes", text)
+    try:
+        docs = parse_documents(text, "random.yaml")
+        mine: Any = docs[0].body.get("data") if docs else Refused("no document")
+    except InvalidInput as exc:
+        mine = Refused(str(exc))
+    if status != 201:
+        assert isinstance(mine, Refused), f"the server refused ({reply}) what meshgen read: {mine!r}"
+    else:
+        assert not isinstance(mine, Refused), f"meshgen refused what the server read ({reply.get('data')!r}): {mine}"
+        assert same(mine, reply.get("data")), (mine, reply.get("data"))
