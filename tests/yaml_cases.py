@@ -91,6 +91,8 @@ CASES = [
     # whitespace
     Case("tab-separator", "\t{a:\tb}", {"a": "b"}),
     Case("tab-indentation", "\n\t- 1\n", Refused("invalid YAML")),
+    Case("block-scalar-tab-first", " |\n    \techo\n", Refused("tab character")),
+    Case("block-scalar-tab-later", " |\n  all:\n  \techo\n", "all:\n\techo\n"),
     # nesting: at most 10,000 levels in JSON (kubectl's limit); "data" is one level
     Case("deep-9999", deep(9999), "DEEP-9999"),
     Case("deep-10000", deep(10000), Refused("deeper than 10000")),

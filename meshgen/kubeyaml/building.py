@@ -112,6 +112,8 @@ class _Builder:
                         item = scalars.resolve(tag, text, not style)
                     except YAMLError as exc:
                         raise self.fail(exc.message, event.start_mark) from None
+                if style in ("|", ">") and "\t" in text:
+                    self.check_block_indentation(event)
                 if "?" in text and not style and stack and stack[-1].flow:
                     raise self.fail("invalid YAML: a '?' inside an unquoted value in a flow collection ([...] or "
                                     "{...}) ends it for kubectl (go-yaml): quote the value", event.start_mark)
@@ -139,6 +141,21 @@ class _Builder:
             elif kind is _ALIAS:
                 self.alias(stack, event)
         return self.result
+
+    def check_block_indentation(self, event: Any) -> None:
+        """go-yaml refuses a tab right after the spaces that set a block scalar's indentation (libyaml takes it
+        as content): ``script: |`` then a first line of spaces and a tab."""
+        raw = self.piece.text[event.start_mark.index:event.end_mark.index]
+        header, _, body = raw.partition("\n")
+        if any(c.isdigit() for c in header.split("#")[0]):
+            return  # an explicit indentation: not the case go-yaml refuses here
+        for line in body.split("\n"):
+            rest = line.lstrip(" ")
+            if rest.startswith("\t"):
+                raise self.fail("invalid YAML: found a tab character where an indentation space is expected (in a "
+                                "block scalar's first line)", event.start_mark)
+            if rest:
+                return
 
     def alias(self, stack: list[_Frame], event: Any) -> None:
         anchor = self.anchors.get(event.anchor)
