@@ -9,6 +9,11 @@ from typing import Any
 import yaml
 from yaml import events as ev
 
+try:
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # PyYAML built without libyaml: the patched pure parser reads everything, slower
+    _CParser = None  # type: ignore[assignment, misc]
+
 MAX_DEPTH = 10_000  # Go's encoding/json nesting limit, hit by kubectl after go-yaml's own (10,000 per kind)
 
 
@@ -38,18 +43,24 @@ def events(piece: Piece) -> list[Any]:
     text = piece.text
     if text.count("[") + text.count("{") > MAX_DEPTH and _flow_depth(text) > MAX_DEPTH:
         raise YAMLError(f"nesting is deeper than {MAX_DEPTH} levels (kubectl's limit)", piece.line + 1)
-    slash = "\\/" in text
     try:
-        return _first_document(_GoParser(text) if slash else _c_parser(text))
+        return _events(text)
     except YAMLError as exc:
         raise YAMLError(exc.message, piece.line + (exc.line or 0) + 1) from None
     except yaml.YAMLError as exc:
-        if slash:
-            raise _error(exc, piece) from None
+        raise _error(exc, piece) from None
+
+
+def _events(text: str) -> list[Any]:
+    if _CParser is None or "\\/" in text:
+        return _first_document(_GoParser(text))
+    try:
+        return _first_document(_CParser(text))
+    except yaml.YAMLError as exc:
         try:
             return _first_document(_GoParser(text))
         except yaml.YAMLError:
-            raise _error(exc, piece) from None
+            raise exc from None
 
 
 _FLOW_TOKENS = re.compile(r"""[\[\]{}]|(?:^|(?<=[\s\[{,:]))(?:'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|\#[^\n]*)""",
@@ -68,14 +79,6 @@ def _flow_depth(text: str) -> int:
         elif token in "]}":
             depth = max(depth - 1, 0)
     return deepest
-
-
-def _c_parser(text: str) -> Any:
-    try:
-        from yaml._yaml import CParser
-    except ImportError:  # PyYAML built without libyaml: the patched pure parser reads everything
-        return _GoParser(text)
-    return CParser(text)
 
 
 def _first_document(parser: Any) -> list[Any]:
