@@ -1,31 +1,38 @@
-"""Baseline objects in the API server's stored form: nulls absent (empty strings in string maps), and exported
-objects recreated without what the server set. The API server's own reading is checked in
+"""Objects in the API server's stored form: nulls absent (empty strings in string maps), and exported objects
+recreated without what the server set. The API server's own reading is checked in
 tests/kube/test_yaml_dialect.py."""
 
 from __future__ import annotations
 
-from meshgen.baseline.stored import as_stored, for_create
+from meshgen.baseline.stored import for_create
 from meshgen.documents import parse_documents
+from meshgen.nulls import absent
 
 
 def test_nulls_are_absent_and_null_labels_empty() -> None:
     [doc] = parse_documents("metadata: {name: a, labels: {tier: , app: x}, annotations: }\n"
                             "spec: {template: {spec: {containers: [{name: c, env: , resources: }], "
                             "initContainers: }}}\n", "d.yaml")
-    assert as_stored(doc.body) == {"metadata": {"name": "a", "labels": {"tier": "", "app": "x"}},
+    assert absent(doc.body) == {"metadata": {"name": "a", "labels": {"tier": "", "app": "x"}},
                                    "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}
+
+
+def test_a_service_selector_is_a_string_map_and_a_deployment_selector_is_not() -> None:
+    assert absent({"spec": {"selector": {"app": None}}}) == {"spec": {"selector": {"app": ""}}}
+    assert absent({"spec": {"selector": {"matchLabels": {"app": "a", "tier": None}, "matchExpressions": None}}}) == {
+        "spec": {"selector": {"matchLabels": {"app": "a", "tier": ""}}}}
 
 
 def test_an_object_without_nulls_is_returned_as_it_is() -> None:
     body = {"metadata": {"name": "a"}, "spec": {"ports": [{"port": 1}]}}
-    assert as_stored(body) is body
+    assert absent(body) is body
 
 
 def test_deep_objects_need_no_recursion() -> None:
     deep: dict[str, object] = {"x": None}
     for _ in range(9_000):
         deep = {"a": deep}
-    stored = as_stored(deep)
+    stored = absent(deep)
     for _ in range(9_000):
         stored = stored["a"]  # type: ignore[assignment]
     assert stored == {}

@@ -1,11 +1,8 @@
-"""Baseline objects in the form the API server stores them, for objects read from files.
+"""What the API server sets on an object, which meshgen never copies (nulls: :mod:`meshgen.nulls`).
 
-- **Nulls.** Helm leaves ``labels:``, ``env:``, ``initContainers:`` or ``data:`` empty; the API server decodes
-  built-in kinds into Go structs, where a null field is simply absent, and prunes the nulls of non-nullable CRD
-  fields. One exception: a null value inside a string map (``labels: {tier: }``) is the empty string there.
-- **Server-set fields.** ``kubectl get -o yaml`` exports uid, resourceVersion, managedFields, status, a Service's
-  clusterIP...: meshgen reads such objects as baseline, but never copies those fields into what it writes, and the
-  test environment recreates such objects without them (:func:`for_create`).
+``kubectl get -o yaml`` exports uid, resourceVersion, managedFields, status, a Service's clusterIP...: meshgen reads
+such objects as baseline, but never copies those fields into what it writes, and the test environment recreates
+such objects without them (:func:`for_create`).
 """
 
 from __future__ import annotations
@@ -14,55 +11,11 @@ from typing import Any
 
 from meshgen.documents import JsonObject
 
-# Mappings of string to string in every kind meshgen reads: a null value there is "" to the API server.
-STRING_MAPS = frozenset({"labels", "annotations", "matchLabels", "nodeSelector", "selector", "data", "stringData"})
 SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
                    "deletionTimestamp", "deletionGracePeriodSeconds")
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Service spec fields the API server allocates; a create that carries another cluster's values fails.
 _ALLOCATED = ("clusterIP", "clusterIPs", "healthCheckNodePort")
-
-
-def as_stored(body: JsonObject) -> JsonObject:
-    """``body`` without null mapping values (a copy where anything changes), iteratively: a document may nest
-    10,000 levels deep."""
-    if not _has_null(body):
-        return body
-    root: JsonObject = {}
-    work: list[tuple[Any, Any, bool]] = [(body, root, False)]
-    while work:
-        source, target, strings = work.pop()
-        items = source.items() if isinstance(source, dict) else enumerate(source)
-        for k, v in items:
-            if v is None:
-                if isinstance(source, dict):
-                    if strings:
-                        target[k] = ""
-                    continue
-                target.append(None)  # a null list item is the apiserver's to refuse, with its message
-                continue
-            child: Any = v
-            if isinstance(v, dict | list):
-                child = {} if isinstance(v, dict) else []
-                work.append((v, child, isinstance(v, dict) and isinstance(source, dict) and k in STRING_MAPS))
-            if isinstance(target, dict):
-                target[k] = child
-            else:
-                target.append(child)
-    return root
-
-
-def _has_null(tree: Any) -> bool:
-    work = [tree]
-    while work:
-        node = work.pop()
-        values = node.values() if isinstance(node, dict) else node
-        for v in values:
-            if v is None and isinstance(node, dict):
-                return True
-            if isinstance(v, dict | list):
-                work.append(v)
-    return False
 
 
 def without_server_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshgen.baseline.stored import as_stored
 from meshgen.documents import parse_documents
 from meshgen.errors import InvalidInput
+from meshgen.nulls import absent
 from meshgen.testenv.controlplane import ControlPlane
 from tests.yaml_cases import CASES, Case, Refused, document, expected, same
 
@@ -125,7 +125,7 @@ def test_nulls_are_absent_to_the_api_server_as_to_meshgen(probes: ControlPlane) 
     """Defect 2: Helm's empty fields. What the server stores for the fields meshgen reads is what meshgen reads."""
     status, reply = post_yaml(probes, "/apis/apps/v1/namespaces/yaml-dialect/deployments", HELM_DEPLOYMENT)
     assert status == 201, reply
-    mine = as_stored(parse_documents(HELM_DEPLOYMENT, "helm.yaml")[0].body)
+    mine = absent(parse_documents(HELM_DEPLOYMENT, "helm.yaml")[0].body)
     for path in (("metadata", "labels"), ("metadata", "annotations"), ("spec", "template", "metadata", "labels"),
                  ("spec", "template", "metadata", "annotations"),
                  ("spec", "template", "spec", "initContainers"), ("spec", "template", "spec", "containers", 0, "env"),
