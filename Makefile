@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCAL_STAMP := $(VENV)/.installed-local
 
-.PHONY: test testenv demo lint typecheck fuzz golden golden-istio golden-update bench bench-istio bench-reconcile \
-	e2e-kind wrk clean
+.PHONY: test testenv demo lint typecheck fuzz golden golden-istio golden-update bench bench-headers bench-istio \
+	bench-reconcile e2e-kind wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ golden-update: $(STAMP)
 bench: $(STAMP) wrk
 	$(BIN)/python bench/compile.py
 	$(BIN)/python bench/dataplane.py
+
+## bench-headers: Envoy CPU per request for 60 KB routing-key headers of the hardest shapes, beside a short one
+bench-headers: $(LOCAL_STAMP)
+	$(BIN)/python bench/header_cost.py
 
 # wrk (the load generator of bench/dataplane.py) comes from Debian: installed if missing, or, without root,
 # unpacked with its LuaJIT library into .venv/wrk (bench/dataplane.py looks there too).

@@ -64,6 +64,8 @@ def expand_paths(paths: Iterable[str], what: str = "input") -> list[str]:
         if raw == STDIN:
             out.append(raw)
             continue
+        if not raw.strip():  # Path("") is the current directory: never read it by accident
+            raise InvalidInput.one(Location(repr(raw)), f"an empty {what} path", "pass a file, a directory or '-'")
         path = Path(raw)
         if path.is_dir():
             found = sorted(

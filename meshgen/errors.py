@@ -2,7 +2,8 @@
 
 Every error meshgen raises on purpose is a :class:`MeshgenError`. Errors about user input carry where the
 problem is (:class:`Location`: file, YAML document, field path) and how to fix it, so the CLI can print
-``file:line: path: reason`` without a traceback. The mapping from exception to exit code lives here and only here.
+``file:line: path: reason`` without a traceback. The mapping from exception (or a command's result) to exit code
+lives here and only here (:func:`exit_code`, :func:`result_code`); the CLI's entry point is the one caller.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ class ExitCode(enum.IntEnum):
     """Process exit codes, following ``kubectl diff``."""
 
     OK = 0
-    CHANGES = 1
+    CHANGES = 1  # only ever "changes pending" (diff), never a failure
     ERROR = 2
+    INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process Ctrl-C stopped
 
 
 def format_path(path: FieldPath) -> str:
@@ -115,3 +117,36 @@ class ClusterError(MeshgenError):
 
 class EnvironmentProblem(MeshgenError):
     """Something outside meshgen's input is missing: a binary, a free port, a toolchain."""
+
+
+class ChecksFailed(MeshgenError):
+    """Checks ran and some failed (golden cases, traffic expectations); the report is already printed, the
+    message sums it up."""
+
+
+def exit_code(exc: BaseException) -> ExitCode:
+    """The exit code for an exception that ended a command: 130 for an interrupt (also when a library or Python
+    re-raised it as another exception, chaining the interrupt), a meshgen error's own code, 0 for a clean
+    ``SystemExit``, and 2 for everything else: usage errors, unexpected errors, any other exit a library attempts
+    (never 1, which means "changes pending")."""
+    cause: BaseException | None = exc
+    while cause is not None:  # Python too wraps an interrupt (in a class body being built: RuntimeError)
+        if isinstance(cause, KeyboardInterrupt):
+            return ExitCode.INTERRUPTED
+        cause = cause.__cause__
+    if isinstance(exc, MeshgenError):
+        return exc.exit_code
+    if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        return ExitCode.OK
+    return ExitCode.ERROR
+
+
+def result_code(result: object) -> ExitCode:
+    """The exit code for what a command returned: nothing is success; a command that has something to report
+    without failing (``diff``: changes pending) returns its :class:`ExitCode`; a bare integer is a library's own
+    clean exit (``--help``), and any integer other than 0 is an error."""
+    if result is None:
+        return ExitCode.OK
+    if isinstance(result, ExitCode):
+        return result
+    return ExitCode.OK if result == 0 else ExitCode.ERROR

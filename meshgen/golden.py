@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshgen import compiler, traffic
+from meshgen.backends import localmesh
 from meshgen.documents import JsonObject
-from meshgen.errors import InvalidInput, MeshgenError
+from meshgen.errors import InvalidInput, Location, MeshgenError
 from meshgen.plan.model import Plan
 
 SANDBOXES = "sandboxes.yaml"
@@ -81,8 +82,16 @@ class Result:
 
 
 def discover(root: Path, names: Sequence[str] = ()) -> list[Case]:
-    """Cases under ``root`` (every directory with a sandboxes.yaml), sorted; only ``names`` if given."""
+    """Cases under ``root`` (every directory with a sandboxes.yaml), sorted; only ``names`` if given. Finding
+    none is an error: a run that checks nothing must not pass."""
+    if not root.is_dir():
+        raise InvalidInput.one(Location(str(root)), "the golden cases directory does not exist",
+                               "pass --cases DIR, a directory holding one sub-directory per case")
     found = sorted((Case(p.parent.name, p.parent) for p in root.glob(f"*/{SANDBOXES}")), key=lambda c: c.name)
+    if not found:
+        raise InvalidInput.one(Location(str(root)), f"no golden cases here (no */{SANDBOXES})",
+                               f"pass --cases DIR, a directory holding one sub-directory per case, each with "
+                               f"{SANDBOXES}")
     if names:
         known = {c.name: c for c in found}
         missing = [n for n in names if n not in known]
@@ -125,7 +134,7 @@ def check_traffic(case: Case, outcome: Outcome, mesh: Mesh) -> list[str]:
     """Apply the compiled case to ``mesh``, send every request of its traffic.yaml, and describe each mismatch."""
     assert case.traffic is not None and outcome.plan is not None
     try:
-        checks = traffic.load_checks(case.traffic)
+        checks = traffic.load_checks(case.traffic, localmesh.all_hosts(outcome.plan))
         topology_file = case.path / TOPOLOGY
         mesh.apply(outcome.plan, traffic.load_topology(topology_file if topology_file.exists() else None),
                    outcome.documents)

@@ -17,14 +17,17 @@ direct response). Where a weighted split or load balancing may pick either of se
 the alternatives: ``reviews-v1|reviews-v2``. A header given as a list is sent as that many header lines.
 
 An optional ``topology.yaml`` (``calls: {productpage: [reviews, details], reviews: [ratings]}``) says which services
-call which, by Service name (``name`` in the caller's namespace, or ``name.namespace``).
+call which, by Service name (``name`` in the caller's namespace, or ``name.namespace``), and, with
+``propagators: {productpage: opentelemetry}``, which re-send baggage the way OpenTelemetry does.
 
 This module is pure: it loads, validates and compares. Sending is :mod:`meshgen.testenv`'s job.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +37,30 @@ from pydantic import Field, field_validator, model_validator
 
 from meshgen.backends.localmesh import EDGE_PORT
 from meshgen.documents import locate_all, parse_documents, parse_list, read_text
-from meshgen.errors import InvalidInput, Problem
+from meshgen.errors import InvalidInput, Location, Problem
+from meshgen.plan.model import Host
 from meshgen.spec.models import Model
 from meshgen.validation import validate_model
 
 HeaderValues = str | list[str]
+# RFC 9110 5.1: a field name is a token; 5.5: a field value is visible characters, spaces and tabs (and obs-text).
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+# Sent as ISO-8859-1 (what HTTP/1.1 clients put on the wire); the request line (method, path) is ASCII.
+_UNSAFE_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+_UNSAFE_TARGET = re.compile(r"[^\x21-\x7e]")
+
+
+def request_header_problem(name: str) -> str | None:
+    """Why a traffic file cannot send a header of this name, or ``None``: HTTP/1.1 has no pseudo-headers
+    (``:authority`` is what ``host`` becomes in HTTP/2), and the request's ``host`` field is its Host header."""
+    if name.startswith(":"):
+        return (f"header {name!r} is an HTTP/2 pseudo-header, which a request cannot carry as a header line; "
+                "set the request's host, method or path instead")
+    if not _TOKEN.match(name):
+        return f"header name {name!r} is not an HTTP token (letters, digits and !#$%&'*+.^_`|~-)"
+    if name.lower() == "host":
+        return "the Host header is the request's host field; set request.host instead"
+    return None
 
 
 class Request(Model):
@@ -77,6 +99,30 @@ class Request(Model):
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("a request path starts with '/'")
+        if _UNSAFE_TARGET.search(value):
+            raise ValueError(f"path {value!r} has a space, a control or a non-ASCII character; percent-encode it "
+                             "(%20)")
+        return value
+
+    @field_validator("host", "method")
+    @classmethod
+    def _no_controls(cls, value: str) -> str:
+        if _UNSAFE_TARGET.search(value):
+            raise ValueError(f"{value!r} has a space, a control or a non-ASCII character")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_lines(cls, value: dict[str, HeaderValues]) -> dict[str, HeaderValues]:
+        for name, values in value.items():
+            problem = request_header_problem(name)
+            if problem:
+                raise ValueError(problem)
+            for one in [values] if isinstance(values, str) else values:
+                if _UNSAFE_VALUE.search(one):
+                    raise ValueError(f"header {name}: a value holds CR, LF, another control character or a "
+                                     "character beyond ISO-8859-1; HTTP cannot send it in a header line "
+                                     "(percent-encode it)")
         return value
 
     def header_lines(self) -> list[tuple[str, str]]:
@@ -113,9 +159,13 @@ class Check(Model):
 
 
 class Topology(Model):
-    """Which services call which (by Service name), for echo workloads that fan out through the mesh."""
+    """Which services call which (by Service name), for echo workloads that fan out through the mesh, and how each
+    propagates ``baggage`` to the services it calls: ``forward`` (the default) sends the header lines as received;
+    ``opentelemetry`` extracts and injects it as OpenTelemetry's W3C baggage propagator does (member names and
+    values ``+``- and percent-decoded, then re-encoded), the way an instrumented application re-sends it."""
 
     calls: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    propagators: dict[str, Literal["forward", "opentelemetry"]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,20 +209,48 @@ def run(checks: Sequence[Check], mesh: Sender) -> list[Verdict]:
     return verdicts
 
 
-def load_checks(path: Path) -> list[Check]:
-    """The checks in a traffic.yaml; every problem in every entry is reported at once, with its line."""
+def load_checks(path: Path, hosts: Mapping[str, Host] | None = None) -> list[Check]:
+    """The checks in a traffic.yaml; every problem in every entry is reported at once, with its line. With the
+    mesh's ``hosts`` (:func:`meshgen.backends.localmesh.all_hosts`), each request must address one of them, on a
+    port it serves, so a mistake is reported before anything starts. A file with no checks is an error: a run
+    that checks nothing must not pass."""
     text = read_text(str(path))
     documents = parse_list(text, str(path))
+    if not documents:
+        raise InvalidInput.one(Location(str(path)), "the traffic file holds no checks",
+                               "add a list of {request: {host, ...}, expect: {...}} entries")
     checks: list[Check] = []
     problems: list[Problem] = []
     for doc in documents:
         try:
-            checks.append(validate_model(Check, doc.body, doc.location))
+            check = validate_model(Check, doc.body, doc.location)
         except InvalidInput as exc:
             problems.extend(exc.problems)
+            continue
+        checks.append(check)
+        if hosts is not None:
+            problems.extend(_target_problems(check.request, hosts, doc.location.at("request")))
     if problems:
         raise locate_all(InvalidInput(problems), {str(path): text})
     return checks
+
+
+def _target_problems(request: Request, hosts: Mapping[str, Host], where: Location) -> list[Problem]:
+    """A mesh request must address a host of the mesh, on one of its ports (an edge request goes to the gateway,
+    which takes any Host)."""
+    if request.via == "edge":
+        return []
+    host = hosts.get(request.host)
+    if host is None:
+        close = difflib.get_close_matches(request.host, list(hosts), n=3)
+        known = close or list(hosts)[:10]
+        return [Problem(where.at("host"), f"{request.host} is not a Service host of the mesh",
+                        f"{'did you mean' if close else 'hosts'}: {', '.join(known) or 'none'}")]
+    ports = [p.port for p in host.ports]
+    if request.port is not None and request.port not in ports:
+        return [Problem(where.at("port"), f"Service {host.namespace}/{host.name} does not serve port {request.port}",
+                        f"use one of its ports: {', '.join(map(str, ports))} (or leave port out for the first)")]
+    return []
 
 
 def load_topology(path: Path | None) -> Topology:

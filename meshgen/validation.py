@@ -19,6 +19,14 @@ from meshgen.errors import InvalidInput, Location, Problem
 M = TypeVar("M", bound=BaseModel)
 
 
+class FieldProblem(ValueError):
+    """What a model's validator raises for a value it refuses, with how to fix it (a plain ValueError has no fix)."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
 def validate_model(model: type[M], body: Any, location: Location) -> M:
     """``model.model_validate(body)``, with pydantic's errors translated into located problems."""
     try:
@@ -60,7 +68,8 @@ def _explain(model: type[BaseModel], err: Any, loc: tuple[str | int, ...]) -> tu
         expected = err.get("ctx", {}).get("expected", "")
         return f"got {_short(err.get('input'), loc)}, expected {expected}", None
     if kind == "value_error":
-        return str(err["ctx"]["error"]), None
+        error = err["ctx"]["error"]
+        return str(error), getattr(error, "fix", None)
     if kind in _EXPECTED:
         return f"should be {_EXPECTED[kind]} (got {_short(err.get('input'), loc)})", None
     if kind == "too_short":

@@ -4,6 +4,7 @@ the process that started the mesh is killed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -12,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,10 @@ from meshgen.testenv import processes
 from meshgen.testenv.envoy import ConfigRejected
 from meshgen.testenv.mesh import RunningMesh
 from meshgen.testenv.processes import ProcessFailed
-from tests.conftest import BOOKINFO, ROOT
+from tests.conftest import BOOKINFO, GOLDEN, ROOT
 
 REVIEWS = "reviews.bookinfo.svc.cluster.local"
+EDGE_GATEWAY = GOLDEN / "_shared" / "edge-gateway.yaml"
 
 
 def sandbox(name: str, key: str, workload: str = "reviews-v1") -> str:
@@ -40,8 +42,10 @@ def sandbox(name: str, key: str, workload: str = "reviews-v1") -> str:
             f"spec:\n  routingKey: {key}\n  forks: [{{forkOf: {{namespace: bookinfo, name: {workload}}}}}]\n")
 
 
-def plan_of(*sandboxes: str) -> Plan:
-    baseline = load_baseline(parse_documents(BOOKINFO.read_text(), str(BOOKINFO)))
+def plan_of(*sandboxes: str, edge: bool = False) -> Plan:
+    """The plan of ``sandboxes`` over bookinfo (with the edge gateway's VirtualService: ``edge``)."""
+    files = [BOOKINFO, EDGE_GATEWAY] if edge else [BOOKINFO]
+    baseline = load_baseline([d for f in files for d in parse_documents(f.read_text(), str(f))])
     specs = load_specs(parse_documents("---\n".join(sandboxes), "sandboxes.yaml")) if sandboxes else Specs()
     return build_plan(specs, baseline, DEFAULT_POLICY)
 
@@ -170,3 +174,55 @@ def _command(pid: int) -> str:
     """A running process's whole command line: what ``processes.alive`` must still find there, so that a later
     process given the same pid (pid_max may be 32768) or a zombie does not count as this one."""
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+
+
+def with_lua(config: envoy_backend.EnvoyConfig, change: Callable[[str], str]) -> envoy_backend.EnvoyConfig:
+    """The same configuration with every listener's Lua source passed through ``change``."""
+    text = json.dumps(list(config.listeners))
+    listeners = json.loads(text)
+    for listener in listeners:
+        for chain in listener.get("filter_chains", []):
+            for network_filter in chain["filters"]:
+                for http_filter in network_filter["typed_config"].get("http_filters", []):
+                    source = http_filter["typed_config"].get("default_source_code")
+                    if source is not None:
+                        source["inline_string"] = change(source["inline_string"])
+    return envoy_backend.EnvoyConfig(tuple(listeners), config.clusters, config.route_configs, config.addresses)
+
+
+def edge_request(**headers: str) -> traffic.Request:
+    return traffic.Request(host=REVIEWS, via="edge", headers=dict(headers))
+
+
+def test_a_failure_inside_the_filters_never_routes_on_an_unchecked_key(mesh: RunningMesh) -> None:
+    """Real Envoy runs the filters with one of their functions made to fail: the request still gets an answer, from
+    the baseline, with no key left in it (Envoy itself would pass it on unchanged: fail open)."""
+    config = mesh.apply(plan_of(sandbox("pr-1", "pr1"), edge=True))
+    assert served_by(mesh, request("pr1")) == "reviews-v1@pr-1"
+    mesh.envoy.apply(with_lua(config, lambda lua: lua.replace(
+        "function envoy_on_request", 'function routing_member() error("injected failure") end\n'
+        "function envoy_on_request")))
+    for req in (request("pr1"), edge_request(baggage="u=1,meshgen-routing-key=pr1")):
+        response = mesh.send(req)
+        assert response.status == 200 and response.body["served_by"] in ("reviews-v1", "reviews-v2"), response
+        assert "x-meshgen-routing-key" not in response.body["headers"]
+    assert "baggage" not in mesh.send(edge_request(baggage="u=1,meshgen-routing-key=pr1")).body["headers"]
+    assert mesh.envoy.process is not None
+    assert "meshgen routing-key filter failed, request stripped" in mesh.envoy.process.log.read_text()
+    # A routing header the filter set before it failed goes too.
+    mesh.envoy.apply(with_lua(config, lambda lua: lua.replace(
+        "function envoy_on_request", "function routing_key(headers) headers:replace(ROUTING_HEADER, 'pr1') "
+        'error("injected failure") end\nfunction envoy_on_request')))
+    assert served_by(mesh, traffic.Request(host=REVIEWS, headers={"baggage": "a=1"})) in ("reviews-v1", "reviews-v2")
+
+
+def test_a_60_kb_baggage_is_read_and_stripped_like_a_short_one(mesh: RunningMesh) -> None:
+    """The padding that used to cost seconds per request, at the size Envoy admits (60 KiB of headers)."""
+    mesh.apply(plan_of(sandbox("pr-1", "pr1"), edge=True))
+    padded = "meshgen-routing-key=pr1" + " " * 59_000 + "x"
+    assert served_by(mesh, traffic.Request(host=REVIEWS, headers={"baggage": padded})) in ("reviews-v1", "reviews-v2")
+    spaced = "userid=7," + " " * 29_000 + "meshgen-routing-key=" + " " * 29_000 + "pr1"
+    assert served_by(mesh, traffic.Request(host=REVIEWS, headers={"baggage": spaced})) == "reviews-v1@pr-1"
+    stripped = mesh.send(edge_request(baggage=spaced))
+    assert stripped.status == 200 and stripped.body["served_by"] in ("reviews-v1", "reviews-v2")
+    assert stripped.body["headers"]["baggage"] == "userid=7"

@@ -52,6 +52,15 @@ def test_runs_on_luajit() -> None:
         ([("baggage", "meshgen-routing-key=bad\r\nx-evil: 1")], None),
         ([("x-meshgen-routing-key", "one"), ("x-meshgen-routing-key", "two")], "one"),
         ([("x-meshgen-routing-key", ""), ("x-meshgen-routing-key", "two")], None),
+        # Names read as propagators read them, so the mesh routes on what an OpenTelemetry hop forwards.
+        ([("baggage", "meshgen%2Drouting%2Dkey=pr1")], "pr1"),
+        ([("baggage", "MESHGEN-ROUTING-KEY=pr1")], "pr1"),
+        ([("baggage", "meshgen-routing-key+=pr1")], "pr1"),
+        # OpenTelemetry's Python propagator re-sends "pr1;p=1" as one encoded value.
+        ([("baggage", "meshgen-routing-key=pr1%3Bp%3D1")], "pr1"),
+        ([("baggage", "meshgen-routing-key=pr1+")], "pr1"),
+        ([("baggage", "meshgen-routing-key=pr1" + " " * 40_000 + "x")], None),  # linear, and not a key
+        ([("baggage", "meshgen-routing-key=" + " " * 40_000 + "pr1" + " " * 40_000)], "pr1"),
     ],
 )
 def test_default_policy(headers: list[tuple[str, str]], expected: str | None) -> None:
@@ -83,3 +92,13 @@ def test_signadot_compat_policy(headers: list[tuple[str, str]], expected: str | 
 def test_generated_source_is_deterministic() -> None:
     assert normaliser.lua_source(DEFAULT_POLICY) == normaliser.lua_source(DEFAULT_POLICY)
     assert "sd-routing-key" in normaliser.lua_source(compat_policy())
+
+
+def test_a_failure_inside_the_filter_sends_the_request_to_the_baseline() -> None:
+    """No request is routed on a key nobody checked: the routing header goes, and the request is not refused."""
+    sent = [("x-meshgen-routing-key", "pr1"), ("baggage", "meshgen-routing-key=pr1")]
+    after, handle = luaenv.respond(normaliser.lua_source(DEFAULT_POLICY), sent, failing=("getNumValues",))
+    assert after == [("baggage", "meshgen-routing-key=pr1")]
+    assert "getNumValues failed" in handle.logged[1] and handle.responded is None
+    after, handle = luaenv.respond(normaliser.lua_source(DEFAULT_POLICY), sent, failing=("getNumValues", "remove"))
+    assert handle.responded[1] == "503"

@@ -4,15 +4,22 @@ A routing key is a capability: whoever sets it chooses which code serves the req
 context; the Envoy backend's edge listeners) the filter removes, unless the client is trusted:
 
 - the routing header and every plain header the policy reads a key from;
-- the routing members of ``baggage`` and ``tracestate`` (only those: every other member is kept byte for byte,
-  and a header left empty is dropped).
+- the routing members of ``baggage`` and ``tracestate``: every member whose name *reads* as one of the policy's
+  routing member names (baggage's or tracestate's, in either header) the way any propagator may read it
+  (:data:`~meshgen.backends.normaliser.NAME_RULE`: ``meshgen%2Drouting%2Dkey``, ``meshgen-routing-key+`` and
+  ``MESHGEN-ROUTING-KEY`` all do; ``%`` and ``+`` are token characters, so syntax alone would let them through,
+  and OpenTelemetry's baggage propagator decodes them into a real key for the next hop). Every other member is
+  kept byte for byte, and a header left empty is dropped;
+- every header whose name has an underscore, for everyone (see ``drop_underscored``).
 
 Trust depends on ``MeshPolicy.spec.ingress.mode``: ``strip`` trusts nobody; ``allowCidrs`` trusts clients whose
 address (Envoy's downstream remote address, which honours Envoy's own trusted-XFF settings) is in a listed
 block; ``token`` trusts clients presenting the edge token in a header. The token is never in the configuration:
 the filter holds its SHA-256 and hashes what the client sent (a small SHA-256 in LuaJIT's ``bit`` library, only
-emitted in token mode). The token header is removed in every case, so it never travels past the edge. Then the
-normaliser runs as on any sidecar.
+emitted in token mode). The token header is removed in every case, so it never travels past the edge. For a trusted
+client the normaliser then runs as on any sidecar (for the others, stripping left it nothing to find). All of it
+runs under ``pcall``, in linear time, as the normaliser does: a failure strips every key source (baggage and
+tracestate whole) or, failing that, refuses the request.
 """
 
 from __future__ import annotations
@@ -25,33 +32,53 @@ from meshgen.spec.models import IngressMode, MeshPolicy
 
 _EDGE = r"""
 -- meshgen edge filter: routing keys from untrusted clients are removed before routing.
-local function without_members(list, names)
-  local kept, dropped = {}, false
-  for entry in string.gmatch(list, "[^,]+") do
-    local k = string.match(entry, "^[ \t]*([^=; \t]+)")
-    if k ~= nil and names[k] then dropped = true else kept[#kept + 1] = entry end
+
+-- A list without its routing members (every member next_member reads as one); the others byte for byte.
+local function without_members(list)
+  local kept, count, dropped = {}, 0, false
+  local start, name, entry = next_member(list, 1)
+  while start ~= nil do
+    if name ~= nil then
+      dropped = true
+    elseif entry ~= "" then
+      count = count + 1
+      kept[count] = entry
+    end
+    start, name, entry = next_member(list, start)
   end
   if not dropped then return list end
-  if #kept == 0 then return nil end
-  return table.concat(kept, ",")
+  if count == 0 then return nil end
+  return table.concat(kept, ",", 1, count)
 end
 
-local function strip_members(headers, name, names)
+local function strip_members(headers, name)
   local n = headers:getNumValues(name)
   if n == 0 then return end
   local values = {}
   for i = 0, n - 1 do values[#values + 1] = headers:getAtIndex(name, i) end
   headers:remove(name)
   for _, value in ipairs(values) do
-    local kept = without_members(value, names)
+    local kept = without_members(value)
     if kept ~= nil then headers:add(name, kept) end
   end
 end
 
 function strip(headers)
   for _, name in ipairs(STRIP_HEADERS) do headers:remove(name) end
-  strip_members(headers, "baggage", STRIP_BAGGAGE)
-  strip_members(headers, "tracestate", STRIP_TRACESTATE)
+  strip_members(headers, "baggage")
+  strip_members(headers, "tracestate")
+end
+
+-- Header names with "_" never pass the edge: CGI and WSGI servers read x_meshgen_routing_key and
+-- x-meshgen-routing-key as one variable (HTTP_X_MESHGEN_ROUTING_KEY), so the first would smuggle a key past the
+-- strip above. The request goes on without them (what Envoy's headers_with_underscores_action: DROP_HEADER does,
+-- here in the one filter every backend and gateway runs). The map cannot change while pairs() walks it.
+function drop_underscored(headers)
+  local names = {}
+  for name in pairs(headers) do
+    if find(name, "_", 1, true) then names[#names + 1] = name end
+  end
+  for _, name in ipairs(names) do headers:remove(name) end
 end
 
 -- "10.1.2.3:5000", "[fd00::1]:5000" -> a list of bytes (4 or 16), or nil.
@@ -178,18 +205,23 @@ local function trusted(handle, headers)
   return false
 end
 
-function envoy_on_request(handle)
-  local headers = handle:headers()
+local function edge_request(handle, headers)
+  drop_underscored(headers)
   local ok = trusted(handle, headers)
   if TOKEN_HEADER ~= nil then headers:remove(TOKEN_HEADER) end  -- the token never travels past the edge
-  if not ok then strip(headers) end
-  normalise(headers)
+  if ok then
+    normalise(headers)
+  else
+    strip(headers)  -- and nothing is left for the normaliser to find
+  end
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local ok, err = pcall(edge_request, handle, headers)
+  if not ok then fail_closed(handle, headers, FAIL_CLOSED, err) end
 end
 """
-
-
-def _lua_set(names: list[str]) -> str:
-    return "{" + ", ".join(f"[{lua_string(n)}] = true" for n in names) + "}"
 
 
 def _lua_blocks(cidrs: tuple[str, ...]) -> str:
@@ -204,12 +236,13 @@ def _lua_blocks(cidrs: tuple[str, ...]) -> str:
 def edge_source(policy: MeshPolicy, edge: Edge) -> str:
     """The edge filter's Lua for ``policy`` and the plan's :class:`Edge`; byte-identical for identical inputs."""
     spec = policy.spec
-    headers = [spec.routing_header] + [s.key for s in spec.propagation if s.kind == "header"]
+    headers = list(dict.fromkeys([spec.routing_header] + [s.key for s in spec.propagation if s.kind == "header"]))
+    # On a failure inside the filter, everything a key may travel in goes, the token too.
+    fail_closed = [*headers, "baggage", "tracestate", *([edge.token_header] if edge.token_header else [])]
     config = [
         f"local EDGE_MODE = {lua_string(edge.mode.value)}",
-        f"local STRIP_HEADERS = {{{', '.join(lua_string(h) for h in dict.fromkeys(headers))}}}",
-        f"local STRIP_BAGGAGE = {_lua_set([s.key for s in spec.propagation if s.kind == 'baggage'])}",
-        f"local STRIP_TRACESTATE = {_lua_set([s.key for s in spec.propagation if s.kind == 'tracestate'])}",
+        f"local STRIP_HEADERS = {{{', '.join(lua_string(h) for h in headers)}}}",
+        f"local FAIL_CLOSED = {{{', '.join(lua_string(h) for h in fail_closed)}}}",
         f"local ALLOW = {_lua_blocks(edge.cidrs) if edge.mode is IngressMode.ALLOW_CIDRS else '{}'}",
         f"local TOKEN_HEADER = {lua_string(edge.token_header) if edge.token_header else 'nil'}",
         f"local TOKEN_SHA256 = {lua_string(edge.token_sha256) if edge.token_sha256 else 'nil'}",

@@ -1,35 +1,51 @@
-"""The ``meshgen`` command line: thin click commands over the library; errors become exit codes here only."""
+"""The ``meshgen`` command line: thin click commands over the library; errors become exit codes here only
+(by :func:`meshgen.errors.exit_code`). Commands raise :class:`~meshgen.errors.MeshgenError` for every failure and
+return an :class:`~meshgen.errors.ExitCode` only to report pending changes; none exits on its own."""
 
 from __future__ import annotations
 
 import sys
 import traceback
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import click
 
 from meshgen import __version__
-from meshgen.errors import ExitCode, MeshgenError
+from meshgen.errors import ExitCode, MeshgenError, exit_code, result_code
 
 
 class _Group(click.Group):
-    """Maps meshgen errors to their exit codes and one clear message, never a traceback."""
+    """The one exit path: whatever a command returns or raises becomes one clear message and the exit code
+    :mod:`meshgen.errors` assigns it, never a traceback (except for a bug, which says so)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> NoReturn:
         try:
-            return super().invoke(ctx)
-        except MeshgenError as exc:
-            click.echo(str(exc) if str(exc).startswith("error:") else f"error: {exc}", err=True)
-            ctx.exit(int(exc.exit_code))
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
-        except Exception:
-            click.echo("meshgen: internal error (this is a bug; please report it with the input):", err=True)
-            traceback.print_exc(file=sys.stderr)
-            ctx.exit(int(ExitCode.ERROR))
+            # Not standalone: click then hands back every outcome (usage errors, aborts, --help's exit) instead
+            # of choosing exit codes itself (it exits 1 for an abort, our "changes pending").
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except BaseException as exc:  # every outcome is mapped, interrupts included
+            _report(exc)
+            code = exit_code(exc)
+        else:
+            code = result_code(result)
+        sys.exit(int(code))
+
+
+def _report(exc: BaseException) -> None:
+    """Say on stderr why the command ended."""
+    if isinstance(exc, MeshgenError):
+        click.echo(str(exc) if str(exc).startswith("error:") else f"error: {exc}", err=True)
+    elif isinstance(exc, click.ClickException):
+        exc.show()
+    elif exit_code(exc) is ExitCode.INTERRUPTED:
+        click.echo("interrupted", err=True)
+    elif isinstance(exc, SystemExit):
+        pass  # a library's own exit (click's on a closed stdout); its message, if any, is printed
+    else:
+        click.echo("meshgen: internal error (this is a bug; please report it with the input):", err=True)
+        traceback.print_exception(exc, file=sys.stderr)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -42,7 +58,7 @@ def main() -> None:
     carrying a routing key to forks, and everything else to the baseline, untouched.
 
     \b
-    Exit codes: 0 ok / no changes, 1 changes pending (diff), 2 invalid input or error.
+    Exit codes: 0 ok / no changes, 1 changes pending (diff), 2 invalid input or any error, 130 interrupted.
 
     \b
     Start here:

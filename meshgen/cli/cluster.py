@@ -123,7 +123,7 @@ def apply_command(filenames: tuple[str, ...], kubeconfig: str | None, context: s
                                              "and admission errors.")
 @click.option("-o", "--output", type=click.Choice(["diff", "json"]), default="diff", show_default=True)
 def diff_command(filenames: tuple[str, ...], kubeconfig: str | None, context: str | None,
-                 namespaces: tuple[str, ...], policy_path: str | None, server: bool, output: str) -> None:
+                 namespaces: tuple[str, ...], policy_path: str | None, server: bool, output: str) -> ExitCode:
     """Show what apply would change: a unified diff per object (coloured on a terminal), or JSON.
 
     Exit code: 0 no changes, 1 changes, 2 error (like kubectl diff).
@@ -145,8 +145,7 @@ def diff_command(filenames: tuple[str, ...], kubeconfig: str | None, context: st
         colour = sys.stdout.isatty()
         for change in report.changes:
             click.echo(unified(change, colour), nl=False)
-    if report.changes:
-        raise SystemExit(int(ExitCode.CHANGES))
+    return ExitCode.CHANGES if report.changes else ExitCode.OK
 
 
 def describe(change: Change) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from meshgen import golden
-from meshgen.errors import ExitCode
+from meshgen.errors import ChecksFailed
 
 
 @contextlib.contextmanager
@@ -42,7 +42,8 @@ def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool, via: s
     and every request is sent; each mismatch prints the request, what was expected and what came back.
     With --via istio the mesh is etcd + kube-apiserver + istiod (built once with Go, see `make testenv`): the
     baseline is created, the sandboxes go through meshgen apply, and istiod configures an Envoy per workload.
-    The exit code is 2 if any case fails.
+    The exit code is 2 if any case fails, and when there is no case to run (a --cases directory without cases, or
+    none at all): a run that checks nothing is not a pass.
 
     \b
     Examples:
@@ -66,7 +67,7 @@ def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool, via: s
                 click.echo(result.detail, nl=not result.detail.endswith("\n"))
     click.echo(f"{len(found) - failed} passed, {failed} failed" if not update else f"{len(found)} case(s)")
     if failed:
-        raise SystemExit(int(ExitCode.ERROR))
+        raise ChecksFailed(f"{failed} of {len(found)} golden case(s) failed")
 
 
 COMMANDS = (golden_command,)

@@ -10,6 +10,7 @@ from types import FrameType
 
 import click
 
+from meshgen.errors import EnvironmentProblem
 from meshgen.kube import crds
 from meshgen.kube.client import Client
 from meshgen.testenv import binaries, controlplane, istiod, processes
@@ -55,13 +56,13 @@ def up_command(detach: bool, directory: Path | None, with_istio: bool, xds_port:
     state = controlplane.read_state(directory)
     if state is not None and controlplane.running(directory):
         if not detach:
-            raise click.ClickException(f"a control plane already runs from {directory}; "
+            raise EnvironmentProblem(f"a control plane already runs from {directory}; "
                                        f"stop it with: meshgen testenv down --dir {directory}")
         click.echo(f"export KUBECONFIG={state['kubeconfig']}")
         return
     pilot = binaries.ensure_istio().pilot_discovery if with_istio else None
     if pilot is not None and xds_port and not processes.can_bind(xds_port):
-        raise click.ClickException(f"127.0.0.1:{xds_port} is in use (another istiod?); pass --xds-port 0 for any "
+        raise EnvironmentProblem(f"127.0.0.1:{xds_port} is in use (another istiod?); pass --xds-port 0 for any "
                                    "free port")
     plane = controlplane.ControlPlane(directory, binaries.ensure(), detached=detach)
     plane.start()
@@ -102,9 +103,9 @@ def up_command(detach: bool, directory: Path | None, with_istio: bool, xds_port:
     try:
         while not stop.wait(1.0):
             if not (plane.apiserver and plane.apiserver.running()):
-                raise click.ClickException(f"kube-apiserver exited; see {plane.directory / 'kube-apiserver.log'}")
+                raise EnvironmentProblem(f"kube-apiserver exited; see {plane.directory / 'kube-apiserver.log'}")
             if server is not None and not (server.process and server.process.running()):
-                raise click.ClickException(f"istiod exited; see {server.log}")
+                raise EnvironmentProblem(f"istiod exited; see {server.log}")
     finally:
         if server is not None:
             server.stop()

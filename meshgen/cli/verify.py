@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from meshgen import compiler, traffic
+from meshgen.backends import localmesh
 from meshgen.cli import options
-from meshgen.errors import ExitCode
+from meshgen.errors import ChecksFailed
 
 
 @click.command("verify")
@@ -28,9 +29,11 @@ def verify_command(filenames: tuple[str, ...], baseline_paths: tuple[str, ...], 
                    namespace: str, traffic_path: Path, topology_path: Path | None, via: str) -> None:
     """Run sandboxes on a local mesh and check every request of a traffic file: a pass/fail table.
 
-    Compiles the specs over the baseline, starts the local stack (no cluster, no Docker), applies the case, sends
-    each request as a client in the mesh would, and prints one row per request. Exit code 0 when every request
-    got what it expects, 2 otherwise (or on invalid input); a failed row lists each difference under it.
+    Compiles the specs over the baseline, checks the traffic file against it (each request's host and port must be
+    a Service's, header names and values sendable; an empty file is an error), starts the local stack (no cluster,
+    no Docker), applies the case, sends each request as a client in the mesh would, and prints one row per request.
+    Exit code 0 when every request got what it expects, 2 otherwise (or on invalid input); a failed row lists each
+    difference under it.
 
     \b
     Examples:
@@ -39,7 +42,7 @@ def verify_command(filenames: tuple[str, ...], baseline_paths: tuple[str, ...], 
     """
     inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)
     plan = compiler.plan_of(inputs)
-    checks = traffic.load_checks(traffic_path)
+    checks = traffic.load_checks(traffic_path, localmesh.all_hosts(plan))
     topology = traffic.load_topology(topology_path)
     from meshgen.testenv import meshes
 
@@ -50,7 +53,7 @@ def verify_command(filenames: tuple[str, ...], baseline_paths: tuple[str, ...], 
     failed = sum(1 for v in verdicts if not v.ok)
     click.echo(f"{len(verdicts) - failed} passed, {failed} failed (via {via})")
     if failed:
-        raise SystemExit(int(ExitCode.ERROR))
+        raise ChecksFailed(f"{failed} of {len(verdicts)} request(s) did not get what they expect")
 
 
 def table(verdicts: list[traffic.Verdict], via: str) -> str:

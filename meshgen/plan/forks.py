@@ -22,6 +22,7 @@ from meshgen.ownership import (
     LABEL_SANDBOX,
     owner_labels,
 )
+from meshgen.plan import pods
 from meshgen.plan.model import Fork, ForkService, Host, ServicePort
 from meshgen.plan.patching import PatchFailed, apply_patch
 from meshgen.spec import models as spec
@@ -78,6 +79,7 @@ def build_fork(
             body = apply_patch(body, patch.type, patch.value)
         except PatchFailed as exc:
             raise InvalidInput.one(where.at("customizations", "patch", "value"), str(exc)) from None
+        pods.check_fork(body, original, where.at("customizations", "patch"), patch.value)
         _check_patched(body, original, name, selector, where.at("customizations", "patch"))
     _check_isolated(baseline, original, body, where)
 

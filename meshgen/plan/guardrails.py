@@ -12,6 +12,7 @@ from typing import Any
 from meshgen.baseline.model import DEPLOYMENT, Baseline
 from meshgen.errors import Location, Problem
 from meshgen.plan.model import Claim, Fork
+from meshgen.spec import images
 from meshgen.spec.models import Guardrails, MeshPolicy, Sandbox, WorkloadRef
 
 Where = Callable[[str, str], Location]
@@ -89,23 +90,37 @@ def _namespaces(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Locati
     return problems
 
 
-def normalized_image(image: str) -> str:
-    """An image reference with Docker's implicit registry spelled out: ``reviews:v1`` ->
-    ``docker.io/library/reviews:v1``, ``example/reviews`` -> ``docker.io/example/reviews``."""
-    first, _, rest = image.partition("/")
-    if not rest:
-        return f"docker.io/library/{image}"
-    if "." in first or ":" in first or first == "localhost":
-        return image
-    return f"docker.io/{image}"
-
-
 def image_allowed(rules: Guardrails, image: str) -> bool:
-    """Whether ``image`` starts with an allowed registry prefix (as written or with Docker's defaults)."""
+    """Whether ``image`` comes from a registry ``allowedRegistries`` lists, matched on reference boundaries.
+
+    This is the one rule, written so that a CEL expression (the admission policy) can state it as it is. With
+    ``I`` the image normalized (:func:`meshgen.spec.images.normalized`: Docker Hub spelled out) and ``E`` an entry
+    without its trailing ``/`` (grammar: :data:`meshgen.spec.images.REGISTRY_PATTERN`, ``host[:port][/path]``),
+    ``I`` is allowed by ``E`` iff::
+
+        I.startsWith(E + "/")                                       // E's registry (and path), then a path
+        || (E.contains("/") && (I == E || I.startsWith(E + ":") || I.startsWith(E + "@")))
+                                                                    // E names the repository itself
+
+    So ``registry.example.com`` admits ``registry.example.com/x:1`` but neither
+    ``registry.example.com.evil.io/x:1`` nor ``registry.example.com:5000/x:1`` (another host, another port), and
+    ``registry.example.com/team`` admits ``registry.example.com/team/app`` and ``registry.example.com/team:1``,
+    never ``registry.example.com/teamx/app``. An empty list allows every image. Comparison is exact (case as
+    written); an image that is not a valid reference is never allowed."""
     if not rules.allowed_registries:
         return True
-    full = normalized_image(image)
-    return any(image.startswith(p) or full.startswith(p) for p in rules.allowed_registries)
+    if images.reference_problem(image) is not None:
+        return False
+    full = images.normalized(image)
+    return any(registry_admits(entry, full) for entry in rules.allowed_registries)
+
+
+def registry_admits(entry: str, image: str) -> bool:
+    """Whether the allowedRegistries ``entry`` admits the normalized ``image`` (the rule of :func:`image_allowed`)."""
+    base = entry.rstrip("/")
+    if image.startswith(base + "/"):
+        return True
+    return "/" in base and (image == base or image.startswith((base + ":", base + "@")))
 
 
 def _registry_problem(rules: Guardrails, policy: str, image: str) -> str:
@@ -130,7 +145,7 @@ def _registries(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Locati
         original = baseline.get(DEPLOYMENT, fork_spec.fork_of.namespace, fork_spec.fork_of.name)
         if fork is None or original is None or custom.patch is None:
             continue
-        introduced = _images(fork.deployment) - _images(original.body) - {c.image for c in custom.images}
+        introduced = pod_images(fork.deployment) - pod_images(original.body) - {c.image for c in custom.images}
         for image in sorted(introduced):
             if not image_allowed(rules, image):
                 problems.append(Problem(where.at("patch"), _registry_problem(rules, policy, image),
@@ -138,10 +153,26 @@ def _registries(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Locati
     return problems
 
 
-def _images(deployment: dict[str, Any]) -> set[str]:
-    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return {str(c.get("image")) for key in ("containers", "initContainers") for c in pod.get(key) or []
-            if isinstance(c, dict) and c.get("image")}
+def pod_images(workload: dict[str, Any]) -> set[str]:
+    """Every image a workload's pods would pull: containers, init and ephemeral containers, and image volumes
+    (``volumes[].image.reference``)."""
+    spec = workload.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    pod = template.get("spec") if isinstance(template, dict) else None
+    if not isinstance(pod, dict):
+        return set()
+    found = set()
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        items = pod.get(key)
+        for container in items if isinstance(items, list) else []:
+            if isinstance(container, dict) and container.get("image"):
+                found.add(str(container["image"]))
+    volumes = pod.get("volumes")
+    for volume in volumes if isinstance(volumes, list) else []:
+        source = volume.get("image") if isinstance(volume, dict) else None
+        if isinstance(source, dict) and source.get("reference"):
+            found.add(str(source["reference"]))
+    return found
 
 
 def _per_host(rules: Guardrails, policy: str, claims: Iterable[Claim], where: Where) -> list[Problem]:

@@ -30,8 +30,9 @@ DEFAULT_ROUTE = "meshgen-default"
 
 
 def owned_table_name(service: str) -> str:
-    """Name of the VirtualService meshgen owns for a Service's host."""
-    return fit_name("meshgen", service)
+    """Name of the VirtualService meshgen owns for a Service's host: ``meshgen-<service>``, shortened with a hash
+    when that is longer than a DNS label (the prefix stays, so it still reads as meshgen's)."""
+    return fit_name(service, prefix="meshgen")
 
 
 def destination_hosts(route: Mapping[str, Any], namespace: str, cluster_domain: str) -> list[str]:

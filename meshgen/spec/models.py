@@ -15,17 +15,18 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from meshgen.spec import names
+from meshgen.spec import images, names
+from meshgen.validation import FieldProblem
 
 API_VERSION = "meshgen.dev/v1alpha1"
 SPEC_KINDS = ("Sandbox", "RouteGroup", "MeshPolicy")
 
 
-def _check(problem: Callable[[str], str | None]) -> AfterValidator:
+def _check(problem: Callable[[str], str | None], fix: str | None = None) -> AfterValidator:
     def validate(value: str) -> str:
         message = problem(value)
         if message:
-            raise ValueError(message)
+            raise FieldProblem(message, fix)
         return value
 
     return AfterValidator(validate)
@@ -34,12 +35,22 @@ def _check(problem: Callable[[str], str | None]) -> AfterValidator:
 DnsLabel = Annotated[str, _check(names.dns_label_problem)]
 ObjectName = Annotated[str, _check(names.dns_subdomain_problem)]
 SandboxName = Annotated[str, _check(lambda v: names.dns_label_problem(v, names.SANDBOX_NAME_MAX))]
-HeaderName = Annotated[str, _check(names.header_name_problem)]
+LabelKey = Annotated[str, _check(names.label_key_problem, "use a key like team or example.com/team")]
+LabelValue = Annotated[str, _check(names.label_value_problem, "shorten the value, or use only A-Z a-z 0-9 - _ .")]
+AnnotationKey = Annotated[str, _check(lambda v: names.label_key_problem(v, "annotation key"),
+                                      "use a key like example.com/note")]
+# A header that carries a routing key or the edge token: never one HTTP, Envoy or tracing owns.
+KeyHeader = Annotated[str, _check(names.key_header_problem, "use a header of your own, like x-<team>-routing-key")]
+ImageReference = Annotated[str, _check(images.reference_problem,
+                                       "use a reference like registry.example.com/team/app:1.2")]
+Registry = Annotated[str, _check(images.registry_problem, "list registries as host[:port] or host[:port]/path")]
 RoutingKey = Annotated[str, _check(names.routing_key_problem)]
 BaggageKey = Annotated[str, _check(names.baggage_key_problem)]
 TracestateKey = Annotated[str, _check(names.tracestate_key_problem)]
 EnvName = Annotated[str, _check(names.env_name_problem)]
 NonEmpty = Annotated[str, Field(min_length=1)]
+Duration = Annotated[str, _check(names.duration_problem, f"use a duration of at most {names.MAX_DURATION}, like 2h "
+                                 "or 3d (to keep a sandbox longer, apply it again with ttl.offsetFrom: updatedAt)")]
 
 
 class Model(BaseModel):
@@ -52,8 +63,9 @@ class ObjectMeta(Model):
     """The subset of Kubernetes ObjectMeta a spec may carry. Specs are cluster-scoped: no namespace."""
 
     name: SandboxName
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    # Stored as the object's own metadata: what the apiserver refuses must not get that far.
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    annotations: dict[AnnotationKey, str] = Field(default_factory=dict)
 
 
 class WorkloadRef(Model):
@@ -71,7 +83,7 @@ class ImageCustomization(Model):
     """Replace one container's image. ``container`` may be omitted when the pod has a single container."""
 
     container: str | None = None
-    image: NonEmpty
+    image: ImageReference
 
 
 class EnvCustomization(Model):
@@ -138,18 +150,12 @@ class VirtualWorkload(Model):
 class TTL(Model):
     """How long a sandbox lives; ``meshgen gc`` deletes it afterwards."""
 
-    duration: str
+    duration: Duration
     offset_from: Literal["createdAt", "updatedAt"] = Field(default="createdAt", alias="offsetFrom")
-
-    @model_validator(mode="after")
-    def _duration(self) -> TTL:
-        if names.parse_duration(self.duration) is None:
-            raise ValueError(f"duration {self.duration!r} is not a positive duration like 30m, 2h, 1d12h, 1w")
-        return self
 
     @property
     def seconds(self) -> int:
-        """The duration in seconds."""
+        """The duration in seconds (at most a year: a longer one is refused)."""
         return names.parse_duration(self.duration) or 0
 
 
@@ -263,7 +269,7 @@ class RouteGroup(KeyedObject[RouteGroupSpec]):
 class PropagationSource(Model):
     """One place a routing key may arrive: a plain header, a W3C baggage member, or a tracestate member."""
 
-    header: HeaderName | None = None
+    header: KeyHeader | None = None
     baggage: BaggageKey | None = None
     tracestate: TracestateKey | None = None
 
@@ -316,7 +322,7 @@ class SecretRef(Model):
 class EdgeToken(Model):
     """A shared secret a trusted client presents in a header to keep its routing key at the edge."""
 
-    header: HeaderName = "x-meshgen-edge-token"
+    header: KeyHeader = "x-meshgen-edge-token"
     secret_ref: SecretRef = Field(alias="secretRef")
 
 
@@ -355,15 +361,16 @@ class Guardrails(Model):
 
     allowed_namespaces: tuple[DnsLabel, ...] = Field(default=(), alias="allowedNamespaces")
     denied_namespaces: tuple[DnsLabel, ...] = Field(default=("kube-system", "istio-system"), alias="deniedNamespaces")
-    allowed_registries: tuple[NonEmpty, ...] = Field(default=(), alias="allowedRegistries")
+    allowed_registries: tuple[Registry, ...] = Field(default=(), alias="allowedRegistries")
     max_sandboxes_per_host: int | None = Field(default=None, ge=1, alias="maxSandboxesPerHost")
     max_ttl: str | None = Field(default=None, alias="maxTTL")
     required_labels: tuple[NonEmpty, ...] = Field(default=(), alias="requiredLabels")
 
     @model_validator(mode="after")
     def _ttl(self) -> Guardrails:
-        if self.max_ttl is not None and names.parse_duration(self.max_ttl) is None:
-            raise ValueError(f"maxTTL {self.max_ttl!r} is not a positive duration like 30m, 2h, 1d12h, 1w")
+        problem = names.duration_problem(self.max_ttl) if self.max_ttl is not None else None
+        if problem:
+            raise FieldProblem(f"maxTTL: {problem}", f"use a duration of at most {names.MAX_DURATION}")
         return self
 
     @property
@@ -374,7 +381,7 @@ class Guardrails(Model):
 class MeshPolicySpec(Model):
     """How routing keys travel, who may set them, what sandboxes may do, and where meshgen's shared objects live."""
 
-    routing_header: HeaderName = Field(default=DEFAULT_ROUTING_HEADER, alias="routingHeader")
+    routing_header: KeyHeader = Field(default=DEFAULT_ROUTING_HEADER, alias="routingHeader")
     propagation: tuple[PropagationSource, ...] = Field(default=DEFAULT_PROPAGATION, min_length=1)
     filter_namespace: DnsLabel = Field(default="istio-system", alias="filterNamespace")
     cluster_domain: ObjectName = Field(default="cluster.local", alias="clusterDomain")

@@ -10,8 +10,10 @@ the downstream host with that host as ``Host``, carrying the propagation headers
 instrumented application does for ``baggage`` and ``tracestate``) and the test knobs below.
 
 The directory file (JSON ``{"listeners": {host: [address, port]}, "calls": {host: [host, ...]}, "forward":
-[header, ...]}``) is re-read when it changes, so the test environment can change the topology and the policy
-without restarting workloads.
+[header, ...], "opentelemetry": [host, ...]}``) is re-read when it changes, so the test environment can change the
+topology and the policy without restarting workloads. A workload serving an ``opentelemetry`` host re-sends
+``baggage`` the way OpenTelemetry's propagator does (:func:`opentelemetry_baggage`: decoded, then encoded again)
+instead of forwarding it as received.
 
 Test knobs, request headers naming the workloads they apply to (so they can travel with the request):
 - ``x-echo-fail-first: <identity>[,...]`` answers 503 to the first attempt of each ``x-request-id`` (Envoy
@@ -33,10 +35,12 @@ import argparse
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -127,6 +131,10 @@ class Echo:
             targets.extend(t for t in directory["calls"].get(host, []) if t not in targets)
         forward = {h.lower() for h in directory.get("forward", [])} | set(KNOBS)
         carried = [(k, v) for k, v in lines if k.lower() in forward]
+        if set(self.serves) & set(directory.get("opentelemetry", [])):
+            baggage = opentelemetry_baggage([v for k, v in carried if k.lower() == "baggage"])
+            carried = [(k, v) for k, v in carried if k.lower() != "baggage"]
+            carried += [("baggage", baggage)] if baggage else []
         return [self._call(directory, target, path, carried) for target in targets]
 
     def _call(self, directory: dict[str, Any], target: str, path: str,
@@ -152,6 +160,47 @@ class Echo:
         except ValueError:
             body = {"error": raw.decode("utf-8", "replace").strip()}
         return {"service": target, "status": response.status, **body}
+
+
+# W3C Baggage's grammar: a member name is an RFC 9110 token; a value is baggage-octets; a property is a token with an
+# optional "=" value.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_OCTETS = r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
+_NAME = re.compile(_TOKEN)
+_VALUE = re.compile(_OCTETS)
+_PROPERTY = re.compile(rf"[ \t]*{_TOKEN}[ \t]*(?:=[ \t]*{_OCTETS}[ \t]*)?")
+# OpenTelemetry's limits (its W3C baggage propagator): bytes per header, bytes per member, members.
+OTEL_MAX_HEADER, OTEL_MAX_MEMBER, OTEL_MAX_MEMBERS = 8192, 4096, 180
+
+
+def opentelemetry_baggage(received: list[str]) -> str | None:
+    """The baggage an application instrumented with OpenTelemetry (its Python W3C baggage propagator) sends on, given
+    the baggage lines it received (joined with ",", as a WSGI server hands them over); ``None`` when it sends none.
+
+    Extraction takes the members within the propagator's limits, splits each at its first "=", strips spaces and
+    tabs, keeps it if the name is a token and the value baggage-octets (with properties), then ``+``- and
+    percent-decodes both and strips them again; a later member of the same name replaces an earlier one. Injection
+    writes ``name=value`` pairs ``+``- and percent-encoded. So ``meshgen%2Drouting%2Dkey=pr1`` arrives as a member
+    named ``meshgen-routing-key`` and leaves as ``meshgen-routing-key=pr1``: a real key for the next hop."""
+    header = ",".join(received)
+    if not header or len(header.encode()) > OTEL_MAX_HEADER:
+        return None
+    members: dict[str, str] = {}
+    length = 0
+    kept = [e for e in re.split(r"[ \t]*,[ \t]*", header) if e and e.isascii() and len(e) <= OTEL_MAX_MEMBER]
+    for index, entry in enumerate(kept[:OTEL_MAX_MEMBERS]):
+        length += (1 if index else 0) + len(entry)
+        if length > OTEL_MAX_HEADER:
+            break
+        name, eq, value = entry.partition("=")
+        name, value = name.strip(" \t"), value.strip(" \t")
+        first, *properties = value.split(";")
+        if not eq or not _NAME.fullmatch(name) or not _VALUE.fullmatch(first) or not all(
+                _PROPERTY.fullmatch(p) for p in properties):
+            continue
+        members[urllib.parse.unquote_plus(name).strip()] = urllib.parse.unquote_plus(value).strip()
+    encoded = [f"{urllib.parse.quote_plus(k)}={urllib.parse.quote_plus(v)}" for k, v in members.items()]
+    return ",".join(e for e in encoded if len(e) <= OTEL_MAX_MEMBER) or None
 
 
 def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from meshgen import traffic
 from meshgen.backends.localmesh import Workload
-from meshgen.baseline.model import SERVICE, service_fqdn
+from meshgen.baseline.model import SERVICE, Resource, service_fqdn
 from meshgen.errors import InvalidInput, Problem
 from meshgen.plan.model import Plan
 from meshgen.testenv.processes import Process, wait_until
@@ -31,7 +31,9 @@ def write_directory(path: Path, listeners: Mapping[str, tuple[str, int]], plan: 
     """Write (atomically: workloads re-read it while running) a workload's directory: where each host is reached,
     which hosts call which, and the headers an instrumented application propagates."""
     body = {"listeners": {host: list(address) for host, address in listeners.items()},
-            "calls": resolve_calls(plan, topology), "forward": forwarded_headers(plan)}
+            "calls": resolve_calls(plan, topology), "forward": forwarded_headers(plan),
+            "opentelemetry": sorted(_hosts_named(plan, [n for n, p in topology.propagators.items()
+                                                        if p == "opentelemetry"], "propagators"))}
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(body, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(temporary, path)
@@ -87,7 +89,7 @@ def resolve_calls(plan: Plan, topology: traffic.Topology) -> dict[str, list[str]
     calls: dict[str, list[str]] = {}
     problems = []
     for caller, callees in topology.calls.items():
-        matched = [s for s in services if caller in (s.name, f"{s.name}.{s.namespace}")]
+        matched = _named(services, caller)
         if not matched:
             problems.append(Problem(None, f"topology: no Service named {caller!r} in the baseline"))
         for service in matched:
@@ -98,6 +100,26 @@ def resolve_calls(plan: Plan, topology: traffic.Topology) -> dict[str, list[str]
     if problems:
         raise InvalidInput(problems)
     return calls
+
+
+def _named(services: Sequence[Resource], name: str) -> list[Resource]:
+    """The Services a topology's name means: ``name`` (in any namespace) or ``name.namespace``."""
+    return [s for s in services if name in (s.name, f"{s.name}.{s.namespace}")]
+
+
+def _hosts_named(plan: Plan, names: Sequence[str], what: str) -> list[str]:
+    """The hosts of the Services a topology names (``name``, or ``name.namespace``), for ``what``."""
+    domain = plan.policy.spec.cluster_domain
+    services = plan.baseline.of_kind(SERVICE)
+    hosts, problems = [], []
+    for name in names:
+        matched = _named(services, name)
+        if not matched:
+            problems.append(Problem(None, f"topology: {what}: no Service named {name!r} in the baseline"))
+        hosts += [service_fqdn(s.namespace, s.name, domain) for s in matched]
+    if problems:
+        raise InvalidInput(problems)
+    return hosts
 
 
 def _service_host(name: str, namespace: str, domain: str) -> str:

@@ -121,14 +121,17 @@ def test_diff_exit_codes_json_and_server_dry_run(cluster: Cluster) -> None:
 def test_server_dry_run_catches_what_only_the_api_server_validates(cluster: Cluster) -> None:
     cluster.create_baseline()
     name = f"{cluster.namespace}-s"
-    patch = '\n      patch: {type: merge, value: {spec: {replicas: -1}}}'
+    # A resource quantity is checked by the apiserver only (meshgen's offline checks cover what pods are made of:
+    # containers, images, replicas, env, labels; a replicas of -1 is refused before any request now).
+    patch = ('\n      patch: {type: merge, value: {spec: {template: {spec: {containers: [{name: reviews, image: '
+             '"example/reviews:v1", resources: {limits: {cpu: lots}}}]}}}}}')
     bad = sandbox(name).replace('value: "new"}]', 'value: "new"}]' + patch)
     path = cluster.spec_file(bad)
     assert cluster.meshgen("diff", "-f", str(path)).returncode == 1
     before = cluster.versions()
     checked = cluster.meshgen("diff", "--server", "-f", str(path))
     assert checked.returncode == 2
-    assert f"deployment.apps/reviews-v1-{name}" in checked.stderr and "replicas" in checked.stderr
+    assert f"deployment.apps/reviews-v1-{name}" in checked.stderr and "quantities must match" in checked.stderr
     assert cluster.versions() == before
 
 

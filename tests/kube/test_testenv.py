@@ -45,6 +45,9 @@ def test_up_detach_prints_an_export_line_and_down_stops_everything(tmp_path: Pat
         assert (listed.returncode, listed.stdout) == (0, "No resources found.\n"), listed.stderr
         again = meshgen("testenv", "up", "--detach", "--dir", str(directory))
         assert again.stdout == up.stdout, "up on a running environment just prints the export line again"
+        busy = meshgen("testenv", "up", "--dir", str(directory))
+        assert busy.returncode == 2, "an error, not 1 (changes pending)"
+        assert f"error: a control plane already runs from {directory}" in busy.stderr
     finally:
         down = meshgen("testenv", "down", "--dir", str(directory))
     assert down.returncode == 0 and "stopped" in down.stdout
