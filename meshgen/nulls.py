@@ -3,8 +3,9 @@ Secret's ``data:`` empty, and the API server decodes built-in kinds into Go stru
 not there, and prunes the nulls of non-nullable CRD fields (Istio's nullable ones are protobuf wrappers, where null
 is unset too). One exception: a null value inside a string map (``labels: {tier: }``) is the empty string there.
 
-Applied to what meshgen reads from files (baseline manifests and sandbox specs); objects read from a cluster are
-in this form already.
+Applied to baseline manifests read from files (objects read from a cluster are in this form already). Of a spec
+file (meshgen's own CRDs) only the metadata: the API server keeps the nulls of a CRD's nullable and free-form
+fields (``ttl: null``, a merge patch's ``containers: null``, measured), which the spec models read themselves.
 """
 
 from __future__ import annotations
@@ -59,3 +60,11 @@ def _has_null(tree: Any) -> bool:
             if isinstance(v, dict | list):
                 work.append(v)
     return False
+
+
+def absent_in_metadata(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with :func:`absent` applied to its ``metadata`` only (ObjectMeta is a Go struct in every kind)."""
+    meta = body.get("metadata")
+    if not isinstance(meta, dict) or not _has_null(meta):
+        return body
+    return {**body, "metadata": absent(meta)}
