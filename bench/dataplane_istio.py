@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import random
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from meshgen.documents import JsonObject
 from meshgen.kube.client import AlreadyExists, Client
 from meshgen.plan.model import Plan
 from meshgen.testenv import istiomesh, sidecars, workloads
+from meshgen.testenv import networks as testenv_networks
 from meshgen.testenv.envoy import Envoy, EnvoyProcess
 from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
 
@@ -149,7 +149,8 @@ def wait_routed(address: str, n: int, key: str, timeout: float = 180.0) -> None:
 def main() -> None:
     args, counts = dataplane.arguments(__doc__.splitlines()[0], rounds=5)
     wrk = dataplane.wrk_command()
-    networks = random.SystemRandom().sample(range(100, 250), len(counts) + 1)
+    leases = testenv_networks.lease_many(len(counts) + 1)  # held until the process exits
+    networks = [lease.network for lease in leases]
     upstream = {f"127.{networks[0]}.200.1": "baseline", f"127.{networks[0]}.200.2": "fork"}
     print(f"compiling N = {counts} ...", flush=True)
     plans = {n: dataplane.plan_with(n, f"bench-{n}") for n in counts}

@@ -165,6 +165,11 @@ def render(plan: Plan, backend: str = "istio") -> list[JsonObject]:
     return backends.render(plan, backend)
 
 
+def rendering(plan: Plan, backend: str = "istio") -> backends.Rendering:
+    """The backend's objects for ``plan``, and its warnings."""
+    return backends.rendering(plan, backend)
+
+
 def dump(objects: list[JsonObject], output: OutputFormat = "yaml") -> str:
     """Objects as text in the chosen format."""
     return dump_json(objects) if output == "json" else dump_yaml(objects)

@@ -2,7 +2,9 @@
 
 ``golden/<case>/`` holds ``sandboxes.yaml``, ``baseline/``, an optional ``policy.yaml``, and ``expected.yaml``
 (the exact compile output) or ``expected-error.txt`` (the exact error text, paths relative to the case). A case
-with neither must compile. ``update`` rewrites the expectation from the current output, for review in a diff.
+with neither must compile. A case whose compile warns has ``expected-warnings.txt`` (the exact warnings, one a
+line); one without that file must not warn. ``update`` rewrites the expectations from the current output, for
+review in a diff.
 
 A case that routes also has ``traffic.yaml`` (requests and what must answer them, see :mod:`meshgen.traffic`) and
 optionally ``topology.yaml``; given a running mesh, :func:`check` applies the case to it and sends every request.
@@ -29,6 +31,7 @@ BASELINE = "baseline"
 POLICY = "policy.yaml"
 EXPECTED = "expected.yaml"
 EXPECTED_ERROR = "expected-error.txt"
+EXPECTED_WARNINGS = "expected-warnings.txt"
 TRAFFIC = "traffic.yaml"
 TOPOLOGY = "topology.yaml"
 
@@ -70,6 +73,11 @@ class Outcome:
     error: str | None
     plan: Plan | None = None
     documents: tuple[JsonObject, ...] = ()
+
+    @property
+    def warnings(self) -> str:
+        """The compile's warnings as ``meshgen compile`` prints them, one a line (empty: none)."""
+        return "".join(f"{w.render()}\n" for w in self.plan.warnings) if self.plan is not None else ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,10 @@ def _check_compile(case: Case, outcome: Outcome) -> Result:
         return _compare(case, EXPECTED_ERROR, want, outcome.error)
     if outcome.error is not None:
         return Result(case, False, f"compile failed:\n{outcome.error}")
+    warnings_file = case.path / EXPECTED_WARNINGS
+    want = warnings_file.read_text(encoding="utf-8") if warnings_file.exists() else ""
+    if want != outcome.warnings:
+        return _compare(case, EXPECTED_WARNINGS, want, outcome.warnings)
     if expected_file.exists():
         return _compare(case, EXPECTED, expected_file.read_text(encoding="utf-8"), outcome.output or "")
     return Result(case, True)
@@ -168,6 +180,13 @@ def update(case: Case) -> Result:
     changed = not target.exists() or target.read_text(encoding="utf-8") != text
     target.write_text(text or "", encoding="utf-8")
     (case.path / drop).unlink(missing_ok=True)
+    warnings_file = case.path / EXPECTED_WARNINGS
+    before = warnings_file.read_text(encoding="utf-8") if warnings_file.exists() else ""
+    changed = changed or before != outcome.warnings
+    if outcome.warnings:
+        warnings_file.write_text(outcome.warnings, encoding="utf-8")
+    else:
+        warnings_file.unlink(missing_ok=True)
     return Result(case, True, "updated" if changed else "")
 
 

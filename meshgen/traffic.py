@@ -64,21 +64,48 @@ def request_header_problem(name: str) -> str | None:
 
 
 class Request(Model):
-    """One HTTP request into the mesh, addressed to a service host (and port: the host's first by default).
+    """One request into the mesh, addressed to a service host (and port: the host's first by default).
 
     ``via: edge`` sends it from outside the mesh to the edge: the ingress gateway, which removes untrusted routing
     keys and routes by the gateway-bound VirtualServices (a host none of them routes gets 404). Its ``port`` is
     the gateway's (:data:`~meshgen.backends.localmesh.EDGE_PORT`, the default), not a Service port, and ``host``
     is the Host header sent, any name a gateway VirtualService may route. ``source`` is the client's address (a
-    loopback address), to test ``allowCidrs``."""
+    loopback address), to test ``allowCidrs``.
+
+    ``protocol: tcp`` opens a plain TCP connection to the host's port instead, sends ``line`` and a newline, and
+    reads one line back: an echo workload answers with who served it, so ``servedBy`` works as for HTTP, and the
+    status is 200 when a line came back, 0 when the connection closed without one. (An echo tells HTTP from a
+    line by its first bytes: a line must not start like an HTTP request, ``GET ``, ``POST `` and so on.) A TCP
+    request has no path, method or headers (nothing a route could match), and never goes ``via: edge`` (the edge
+    serves HTTP)."""
 
     host: str = Field(min_length=1)
     port: int | None = None
+    protocol: Literal["http", "tcp"] = "http"
+    line: str | None = None
     path: str = "/"
     method: str = "GET"
     headers: dict[str, HeaderValues] = Field(default_factory=dict)
     via: Literal["mesh", "edge"] = "mesh"
     source: str | None = None
+
+    @model_validator(mode="after")
+    def _tcp(self) -> Request:
+        if self.protocol == "tcp":
+            wrong = [name for name, value, default in (("path", self.path, "/"), ("method", self.method, "GET"),
+                                                        ("headers", self.headers, {}), ("via", self.via, "mesh"))
+                     if value != default]
+            if wrong:
+                raise ValueError(f"{', '.join(wrong)}: a tcp request is a connection and a line, nothing else")
+            if self.line is not None and ("\n" in self.line or "\r" in self.line):
+                raise ValueError("line: one line of text, without a line break")
+        elif self.line is not None:
+            raise ValueError("line: only a tcp request sends a line (protocol: tcp)")
+        return self
+
+    def sent_line(self) -> str:
+        """The line a tcp request sends."""
+        return self.line if self.line is not None else "hello"
 
     @field_validator("source")
     @classmethod
@@ -154,7 +181,10 @@ class Check(Model):
         r = self.request
         heads = " ".join(f"{k}: {v!r}" for k, v in r.header_lines())
         origin = f" (via edge{f' from {r.source}' if r.source else ''})" if r.via == "edge" else ""
-        sent = f"{r.method} {r.host}{f':{r.port}' if r.port else ''}{r.path}{origin} {heads}".rstrip()
+        if r.protocol == "tcp":
+            sent = f"tcp {r.host}{f':{r.port}' if r.port else ''} {r.sent_line()!r}"
+        else:
+            sent = f"{r.method} {r.host}{f':{r.port}' if r.port else ''}{r.path}{origin} {heads}".rstrip()
         return f"{self.name}: {sent}" if self.name else sent
 
 

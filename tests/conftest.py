@@ -24,6 +24,21 @@ POLICIES = ROOT / "policies"
 BOOKINFO = GOLDEN / "_shared" / "bookinfo.yaml"
 
 
+def istio_samples() -> Path:
+    """Istio's ``samples/`` from the pinned istio.io/istio module in the Go module cache (the test environment's
+    build downloads it): real-world input read at test time, never vendored. Skips (fails under CI) without it."""
+    from meshgen.testenv.binaries import PILOT_DISCOVERY
+
+    cache = Path(os.environ.get("GOMODCACHE") or Path.home() / "go" / "pkg" / "mod")
+    found = cache / f"{PILOT_DISCOVERY.module}@{PILOT_DISCOVERY.version()}" / "samples"
+    if not found.is_dir():
+        message = f"Istio's samples are not in the Go module cache ({found}): run `make testenv`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
 @pytest.fixture
 def meshgen() -> Callable[..., Result]:
     """Run the CLI in-process: ``meshgen("compile", "-f", ...)`` -> click Result (exit_code, stdout, stderr)."""

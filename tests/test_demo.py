@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 from tests.conftest import ROOT
 
 
 def test_demo_prints_hop_paths_for_each_key_and_stops_everything() -> None:
-    before = _echo_processes()
+    mark = f"MESHGEN_TEST_RUN={uuid.uuid4().hex}"  # every process the demo starts inherits it
     result = subprocess.run([sys.executable, "-m", "meshgen", "demo"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120, check=False)
+                            timeout=120, check=False, env={**os.environ, **dict([mark.split("=")])})
     assert result.returncode == 0, result.stderr
     rows = {line.split("  ")[0]: line for line in result.stdout.splitlines()[2:]}
     assert set(rows) == {"no key", "sandbox pr-1234", "sandbox pr-1240", "route group checkout-flow"}
@@ -22,7 +25,7 @@ def test_demo_prints_hop_paths_for_each_key_and_stops_everything() -> None:
     assert "@" not in rows["no key"]
     assert "demo: 2/3 applying 3 routing key(s) and 2 fork(s) to the running envoy (no restart)" in result.stderr
     assert "every process stopped" in result.stderr
-    assert _echo_processes() <= before
+    assert _marked(mark) == set(), "processes the demo started are still running"
 
 
 def test_demo_names_the_input_that_is_wrong(tmp_path) -> None:
@@ -35,6 +38,14 @@ def test_demo_names_the_input_that_is_wrong(tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def _echo_processes() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "meshgen.testenv.echo"], capture_output=True, text=True, check=False).stdout
-    return {int(pid) for pid in found.split()}
+def _marked(mark: str) -> set[int]:
+    """Processes carrying ``mark`` in their environment: the ones this test started (and their children), and no
+    one else's, whatever else runs on the machine."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.add(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 
 from meshgen import compiler, golden
-from meshgen.backends import envoy, envoy_clusters, envoy_routes
+from meshgen.backends import envoy, envoy_routes
 from meshgen.baseline.loading import load_baseline
 from meshgen.errors import InvalidInput
 from meshgen.plan.model import Plan, ServicePort
@@ -25,7 +25,7 @@ from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import Specs, load_specs
 from meshgen.spec.models import DEFAULT_POLICY
 from meshgen.testenv.envoy import envoy_binary
-from tests.conftest import EXAMPLES, GOLDEN
+from tests.conftest import BOOKINFO, EXAMPLES, GOLDEN, istio_samples
 from tests.strategies import as_documents
 from tests.test_properties import PROPERTY, scenarios
 
@@ -144,10 +144,7 @@ def test_without_a_gateway_virtual_service_the_edge_answers_404() -> None:
         {"name": "blackhole:8080", "domains": ["*"], "routes": []}]
 
 
-def test_gateway_virtual_services_sharing_a_host_concatenate_with_catch_all_routes_last(tmp_path: Path) -> None:
-    """istiod's gateway route configuration: routes of every VirtualService for a host in one virtual host,
-    catch-all routes moved behind the others (SortVHostRoutes); a VirtualService bound to the mesh too counts."""
-    (tmp_path / "edge.yaml").write_text("""\
+EDGE_VIRTUAL_SERVICES = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: a, namespace: bookinfo}
@@ -166,7 +163,13 @@ spec:
   gateways: [mesh, istio-system/other]
   http:
   - {name: b-ratings, match: [{uri: {prefix: /ratings}}], route: [{destination: {host: ratings}}]}
-""")
+"""
+
+
+def test_gateway_virtual_services_sharing_a_host_concatenate_with_catch_all_routes_last(tmp_path: Path) -> None:
+    """istiod's gateway route configuration: routes of every VirtualService for a host in one virtual host,
+    catch-all routes moved behind the others (SortVHostRoutes); a VirtualService bound to the mesh too counts."""
+    (tmp_path / "edge.yaml").write_text(EDGE_VIRTUAL_SERVICES + GATEWAYS)
     inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
                                   [str(GOLDEN / "_shared" / "bookinfo.yaml"), str(tmp_path / "edge.yaml")])
     config = envoy.build(compiler.plan_of(inputs))
@@ -177,6 +180,35 @@ spec:
     assert [r["name"] for r in baseline_routes(example)] == ["a-reviews", "b-ratings", "a-all"]
     assert {k: [r["name"] for r in v] for k, v in key_lists(example).items()} == {
         "pr1234": ["meshgen-pr-1234-0", "a-reviews", "b-ratings", "a-all"]}
+
+
+GATEWAYS = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: bookinfo}
+spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other, namespace: istio-system}
+spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]}
+"""
+
+
+def test_a_virtual_service_bound_to_a_missing_gateway_is_served_nowhere(tmp_path: Path) -> None:
+    # istiod builds a gateway's routes from the VirtualServices bound to that Gateway: one naming a Gateway that
+    # does not exist routes nothing (istioctl analyze: IST0101). The same VirtualService with its Gateway present
+    # is served, so the test tells the two apart.
+    served = {}
+    for present in (False, True):
+        (tmp_path / "edge.yaml").write_text(EDGE_VIRTUAL_SERVICES + (GATEWAYS if present else ""))
+        inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                      [str(GOLDEN / "_shared" / "bookinfo.yaml"), str(tmp_path / "edge.yaml")])
+        served[present] = sorted(v["name"] for v in edge_route_config(envoy.build(compiler.plan_of(inputs)))[
+            "virtual_hosts"])
+    assert served == {False: ["blackhole:8080"],
+                      True: ["bookinfo.example.com:8080", "ratings.bookinfo.svc.cluster.local:8080"]}
 
 
 def test_subset_clusters_select_by_labels_and_forks_are_nobodys_endpoint() -> None:
@@ -208,7 +240,7 @@ def test_subset_clusters_select_by_labels_and_forks_are_nobodys_endpoint() -> No
 def test_ports_istiod_calls_over_http2_are_called_over_http2(name: str, app_protocol: str | None,
                                                                http2: bool) -> None:
     """istiod's ConvertProtocol: appProtocol first, else the port name up to its first '-'."""
-    assert envoy_clusters.speaks_http2(ServicePort(name, 9090, "TCP", app_protocol)) is http2
+    assert ServicePort(name, 9090, "TCP", app_protocol).mesh_protocol.is_http2 is http2
     clusters = {c["name"]: c for c in envoy.build(plan_of("multi-port-service")).clusters}
     assert "typed_extension_protocol_options" in clusters["outbound|9090||api.shop.svc.cluster.local"]
     assert "typed_extension_protocol_options" not in clusters["outbound|8080||api.shop.svc.cluster.local"]
@@ -222,10 +254,12 @@ def test_output_is_valid_for_real_envoy(case: golden.Case, tmp_path: Path) -> No
     listeners = []
     for rendered in config.listeners:
         listener = json.loads(json.dumps(rendered))
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        route_config = dict(routes[hcm.pop("rds")["route_config_name"]])
-        route_config.pop("@type")
-        hcm["route_config"] = route_config
+        for chain in listener["filter_chains"]:  # a sniffed port's listener has an HTTP and a TCP chain
+            typed = chain["filters"][0]["typed_config"]
+            if "rds" in typed:
+                route_config = dict(routes[typed.pop("rds")["route_config_name"]])
+                route_config.pop("@type")
+                typed["route_config"] = route_config
         listener.pop("@type")
         listeners.append(listener)
     clusters = [{k: v for k, v in c.items() if k != "@type"} for c in config.clusters]
@@ -337,8 +371,8 @@ spec:
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (VS_HEAD + "  - match: [{sourceLabels: {app: web}}]\n    route: [{destination: {host: reviews}}]\n",
-     "VirtualService bookinfo/reviews: http.0.match.0.sourceLabels: not supported by the envoy backend"),
+    (VS_HEAD + "  - match: [{gateways: [mesh]}]\n    route: [{destination: {host: reviews}}]\n",
+     "VirtualService bookinfo/reviews: http.0.match.0.gateways: not supported by the envoy backend"),
     (VS_HEAD + "  - route: [{destination: {host: reviews}}]\n    mirrorPercent: 5\n",
      "VirtualService bookinfo/reviews: http.0.mirrorPercent: not supported by the envoy backend"),
     (VS_HEAD + "  - route: [{destination: {host: reviews, subset: v9}}]\n",
@@ -348,8 +382,8 @@ spec:
     (VS_HEAD + "  - route: [{destination: {host: reviews}}]\n    timeout: soon\n",
      "http.0.timeout: 'soon' is not a duration"),
     ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: bookinfo}\n"
-     "spec:\n  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n",
-     "DestinationRule bookinfo/r: trafficPolicy.tls: not supported by the envoy backend"),
+     "spec:\n  host: reviews\n  trafficPolicy: {proxyProtocol: {version: V1}}\n",
+     "DestinationRule bookinfo/r: trafficPolicy.proxyProtocol: not supported by the envoy backend"),
 ])
 def test_untranslatable_fields_fail_the_compile_naming_object_and_field(extra: str, message: str, tmp_path: Path,
                                                                        meshgen) -> None:
@@ -370,3 +404,98 @@ def test_untranslatable_fields_fail_the_compile_naming_object_and_field(extra: s
                                                 ("250us", "0.00025s")])
 def test_durations(text: str, seconds: str) -> None:
     assert envoy_routes.seconds(text, ()) == seconds
+
+
+def test_bookinfos_mtls_destination_rules_compile_with_one_warning_per_rule_and_field() -> None:
+    """Istio's own destination-rule-all-mtls.yaml (ISTIO_MUTUAL on every host, read from the Go module cache):
+    accepted as transport-only, one warning per DestinationRule and field however many subset clusters it makes,
+    and no transport socket (the local mesh is plaintext)."""
+    samples = istio_samples() / "bookinfo"
+    inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                  [str(samples / "platform" / "kube" / "bookinfo.yaml"),
+                                   str(samples / "networking" / "destination-rule-all-mtls.yaml")],
+                                  namespace="bookinfo")
+    config = envoy.build(compiler.plan_of(inputs))
+    assert [(w.subject, w.message.split(" is ")[0]) for w in config.warnings] == [
+        (f"DestinationRule bookinfo/{name}", "trafficPolicy.tls") for name in ("details", "productpage", "ratings",
+                                                                             "reviews")]
+    assert len([c for c in config.clusters if "|v" in c["name"]]) > 4  # several subset clusters per rule
+    assert not any("transport_socket" in c for c in config.clusters)
+
+
+def test_port_level_settings_replace_the_host_policy_on_their_port_and_hashing_reaches_routes() -> None:
+    config = envoy.build(plan_of("istio-accepted-fields"))
+    clusters = {c["name"]: c for c in config.clusters}
+    reviews = clusters["outbound|9080|v1|reviews.bookinfo.svc.cluster.local"]
+    options = reviews["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    # the port-level entry replaces the host's connectionPool whole: 20 requests per connection and no idle
+    # timeout (istiod does not inherit the host's 30s), and neither the host's keepalive
+    assert options["common_http_protocol_options"] == {"max_requests_per_connection": 20}
+    assert reviews["lb_policy"] == "RING_HASH" and "upstream_connection_options" not in reviews
+    vhost = vhosts(config)["reviews.bookinfo.svc.cluster.local:9080"]
+    assert {str(r["route"].get("hash_policy")) for r in vhost["routes"]} == {
+        str([{"header": {"header_name": "end-user"}}])}
+
+
+def test_listeners_follow_the_port_protocol() -> None:
+    config = envoy.build(plan_of("tcp-ports"))
+    listeners = {x["name"]: x for x in config.listeners}
+
+    def filters(name: str) -> list[list[str]]:
+        return [[f["name"] for f in chain["filters"]] for chain in listeners[name]["filter_chains"]]
+
+    assert filters("inventory.shop.svc.cluster.local_8080") == [["envoy.filters.network.http_connection_manager"]]
+    assert filters("inventory.shop.svc.cluster.local_9100") == [["envoy.filters.network.tcp_proxy"]]
+    sniffed = listeners["inventory-legacy.shop.svc.cluster.local_8000"]
+    assert filters(sniffed["name"]) == [["envoy.filters.network.http_connection_manager"],
+                                        ["envoy.filters.network.tcp_proxy"]]
+    assert [f["name"] for f in sniffed["listener_filters"]] == ["envoy.filters.listener.http_inspector"]
+    # route configurations exist only for ports some host serves HTTP on, and hold only those hosts
+    assert sorted(rc["name"] for rc in config.route_configs) == ["8000", "8080", "http.8080"]
+    proxied = listeners["tcp-echo.shop.svc.cluster.local_9000"]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert proxied["weighted_clusters"] == {"clusters": [
+        {"name": "outbound|9000|v2|tcp-echo.shop.svc.cluster.local", "weight": 100}]}
+
+
+def test_udp_ports_get_no_listener_and_no_cluster(tmp_path: Path) -> None:
+    (tmp_path / "dns.yaml").write_text("""\
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: bookinfo}
+spec:
+  selector: {app: ratings}
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53}]
+""")
+    inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                  [str(BOOKINFO), str(tmp_path / "dns.yaml")])
+    config = envoy.build(compiler.plan_of(inputs))
+    # one listener and one cluster for port 53: the TCP port's (dns-tcp has no known prefix, and 53 is a
+    # well-known port, so TCP); the UDP port is not proxied
+    dns = [x for x in config.listeners if x["name"].startswith("dns.")]
+    assert [x["name"] for x in dns] == ["dns.bookinfo.svc.cluster.local_53"]
+    assert dns[0]["filter_chains"][0]["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
+    assert [c["name"] for c in config.clusters if c["name"].endswith("|dns.bookinfo.svc.cluster.local")] == [
+        "outbound|53||dns.bookinfo.svc.cluster.local"]
+
+
+@pytest.mark.parametrize(("port_name", "extra", "message"), [
+    ("tls", "  tls:\n  - match: [{sniHosts: [tcp-echo.example.com], port: 9000}]\n"
+            "    route: [{destination: {host: tcp-echo}}]\n", "tls.0.match: tls routes match the SNI of a connection"),
+    ("tcp", "  tcp:\n  - match: [{port: 9000, sourceLabels: {app: web}}]\n"
+            "    route: [{destination: {host: tcp-echo}}]\n",
+     "tcp.0.match.0.sourceLabels: matching a TCP connection by its source or destination address or workload"),
+])
+def test_tcp_routes_the_backend_cannot_model_fail_the_compile(port_name: str, extra: str, message: str,
+                                                              tmp_path: Path) -> None:
+    """What a TCP connection cannot tell the one Envoy of the local mesh (SNI: the echoes speak no TLS; the calling
+    workload: a TCP connection carries no header) is refused, naming the VirtualService and field."""
+    (tmp_path / "echo.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: tcp-echo, namespace: bookinfo}\n"
+        f"spec: {{selector: {{app: ratings}}, ports: [{{name: {port_name}, port: 9000}}]}}\n---\n"
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: tcp-echo, namespace: bookinfo}\nspec:\n  hosts: [tcp-echo]\n" + extra)
+    inputs = compiler.read_inputs([str(GOLDEN / "single-fork" / "sandboxes.yaml")],
+                                  [str(BOOKINFO), str(tmp_path / "echo.yaml")])
+    with pytest.raises(InvalidInput) as raised:
+        envoy.build(compiler.plan_of(inputs))
+    assert f"VirtualService bookinfo/tcp-echo: {message}" in raised.value.render()

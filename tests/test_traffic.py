@@ -127,3 +127,17 @@ def test_verify_prints_a_pass_fail_table_and_fails_on_a_mismatch(tmp_path: Path,
     assert lines[-1] == "1 passed, 1 failed (via envoy)"
     checks.write_text("\n".join(checks.read_text().splitlines()[:4]) + "\n")
     assert meshgen(*args).exit_code == 0
+
+
+@pytest.mark.parametrize(("request_body", "error"), [
+    ({"host": "a", "protocol": "tcp", "headers": {"x": "1"}}, "headers: a tcp request is a connection and a line"),
+    ({"host": "a", "protocol": "tcp", "path": "/x", "method": "POST"}, "path, method: a tcp request"),
+    ({"host": "a", "protocol": "tcp", "via": "edge"}, "via: a tcp request"),
+    ({"host": "a", "protocol": "tcp", "line": "two\nlines"}, "line: one line of text"),
+    ({"host": "a", "line": "hello"}, "line: only a tcp request sends a line"),
+])
+def test_a_tcp_request_is_a_connection_and_a_line(request_body: dict[str, object], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        traffic.Request.model_validate(request_body)
+    ok = traffic.Request.model_validate({"host": "a", "protocol": "tcp", "port": 9000})
+    assert (ok.sent_line(), ok.protocol) == ("hello", "tcp")

@@ -7,6 +7,12 @@ Like a sidecar with ``INTERCEPTION_MODE: NONE``, it has one listener per service
 address (:mod:`meshgen.backends.localmesh`); every listener of one port shares that port's route configuration
 (named after the port, as istiod names it), with one virtual host per service host.
 
+**Ports by protocol**, as Istio reads them (:mod:`meshgen.baseline.protocols`) and istiod builds a sidecar's
+listeners: an HTTP port's listener routes requests (the rest of this module); a TCP, TLS or database port's
+proxies connections (:mod:`meshgen.backends.envoy_tcp`: VirtualService ``tcp`` routes, else the host's cluster);
+a port Istio sniffs has both chains and Envoy's HTTP inspector picks one per connection; a UDP port has no
+listener and no cluster (Istio does not proxy UDP).
+
 **Routes.** A host's baseline routes are its mesh VirtualService's, translated by
 :mod:`meshgen.backends.envoy_routes` the way istiod translates them; a host without one gets istiod's default route.
 **Sandbox selection** uses Envoy's matcher tree, not a linear table (:mod:`meshgen.backends.envoy_vhosts`): a key
@@ -32,14 +38,17 @@ watched directory, so a deployment (``meshgen.testenv``, or an xDS server) chang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
-from meshgen.backends import edge, envoy_routes, normaliser
+from meshgen.backends import callers, edge, envoy_routes, envoy_tcp, normaliser
 from meshgen.backends.envoy_clusters import Destinations
 from meshgen.backends.envoy_vhosts import VirtualHosts
 from meshgen.backends.localmesh import DEFAULT_MESH, EDGE_PORT, Addresses, LocalMesh, addresses, listen_port
+from meshgen.baseline import precedence
+from meshgen.baseline.protocols import Protocol
 from meshgen.documents import JsonObject
 from meshgen.errors import InvalidInput
-from meshgen.plan.model import Plan
+from meshgen.plan.model import Diagnostic, Plan, ServicePort
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -47,6 +56,10 @@ _HCM = "envoy.filters.network.http_connection_manager"
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 EDGE_LISTENER = "edge"
 EDGE_ROUTE_CONFIG = f"http.{EDGE_PORT}"
+_HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+_HTTP_INSPECTOR_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+# What the HTTP inspector reports for plaintext HTTP (istiod's plaintextHTTPALPNs): a sniffed port's HTTP chain.
+_SNIFFED_HTTP = ("http/1.0", "http/1.1", "h2c")
 _HTTP_FILTERS = (
     (envoy_routes.FAULT_FILTER, "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"),
     (envoy_routes.CORS_FILTER, "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"),
@@ -62,6 +75,7 @@ class EnvoyConfig:
     clusters: tuple[JsonObject, ...]
     route_configs: tuple[JsonObject, ...]
     addresses: Addresses
+    warnings: tuple[Diagnostic, ...] = ()  # fields accepted without translation, once per field and object
 
     def resources(self) -> list[JsonObject]:
         """Listeners, then clusters, then route configurations."""
@@ -95,32 +109,80 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
     laid_out = addresses(plan, mesh)
     destinations = Destinations(plan, laid_out)
     clusters, problems = destinations.clusters()
-    ports = sorted({p.port for h in laid_out.hosts.values() for p in h.ports})
     builder = VirtualHosts(plan, laid_out, destinations, problems)
-    route_configs: list[JsonObject] = [
-        {"@type": ROUTE_CONFIG_TYPE, "name": str(port),
-         "virtual_hosts": [builder.virtual_host(fqdn, host, port) for fqdn, host in laid_out.hosts.items()
-                           if any(p.port == port for p in host.ports)]}
-        for port in ports
-    ]
-    # istiod's gateway route configuration matches Host without its port.
+    # One route configuration per port number some host serves HTTP on (or sniffs); a host's virtual host is in it
+    # only if its own port of that number routes requests, as istiod builds RDS. Where routes match callers
+    # (sourceLabels, sourceNamespace), each group of callers that sees other routes gets its own (callers.py).
+    http_ports = sorted({p.port for h in laid_out.hosts.values() for p in h.ports if p.mesh_protocol.routes_requests})
+    views = callers.views(plan, laid_out)
+    route_configs: list[JsonObject] = []
+    for view in (callers.DEFAULT_VIEW, *views):
+        viewed = VirtualHosts(plan, laid_out, destinations, problems, view.caller) if view.caller else builder
+        route_configs.extend(
+            {"@type": ROUTE_CONFIG_TYPE, "name": view.route_config(port),
+             "virtual_hosts": [viewed.virtual_host(fqdn, host, port) for fqdn, host in laid_out.hosts.items()
+                               if any(p.port == port and p.mesh_protocol.routes_requests for p in host.ports)]}
+            for port in http_ports)
+    # istiod's gateway route configuration matches Host without its port; the edge is its own caller.
+    edge_builder = VirtualHosts(plan, laid_out, destinations, problems, laid_out.edge_caller())
     route_configs.append({"@type": ROUTE_CONFIG_TYPE, "name": EDGE_ROUTE_CONFIG,
-                          "virtual_hosts": builder.edge_virtual_hosts(), "ignore_port_in_host_matching": True})
+                          "virtual_hosts": edge_builder.edge_virtual_hosts(), "ignore_port_in_host_matching": True})
+    domain = plan.policy.spec.cluster_domain
+    tcp: dict[tuple[str, int], JsonObject] = {}
+    for fqdn, host in laid_out.hosts.items():
+        covering = precedence.covering(builder.seen_from(host.namespace), fqdn, domain)
+        for port in host.ports:
+            if port.mesh_protocol.is_opaque or port.mesh_protocol.is_sniffed:
+                cluster_of = partial(destinations.cluster_of, listener_port=port.port)
+                tcp[(fqdn, port.port)] = envoy_tcp.tcp_proxy(fqdn, port, covering, cluster_of, problems)
     if problems:
         raise InvalidInput(problems)
     mesh_lua = normaliser.lua_source(plan.policy)
     listeners = [
-        _listener(mesh, laid_out.listeners[fqdn], port.port, f"{fqdn}_{port.port}", mesh_lua, str(port.port))
+        _service_listener(mesh, laid_out.listeners[fqdn], port, f"{fqdn}_{port.port}", mesh_lua,
+                          tcp.get((fqdn, port.port)), views)
         for fqdn, host in laid_out.hosts.items() for port in host.ports
+        if port.mesh_protocol is not Protocol.UDP  # istiod builds no listener for UDP: it is not proxied
     ]
-    listeners.append(_listener(mesh, laid_out.edge, EDGE_PORT, EDGE_LISTENER, edge.edge_source(plan.policy, plan.edge),
-                               EDGE_ROUTE_CONFIG, {"use_remote_address": True}))
+    listeners.append(_listener(mesh, laid_out.edge, EDGE_PORT, EDGE_LISTENER,
+                               [_http_chain(mesh, edge.edge_source(plan.policy, plan.edge), EDGE_ROUTE_CONFIG,
+                                            {"use_remote_address": True})]))
     listeners.sort(key=lambda x: str(x["name"]))
-    return EnvoyConfig(tuple(listeners), tuple(clusters), tuple(route_configs), laid_out)
+    return EnvoyConfig(tuple(listeners), tuple(clusters), tuple(route_configs), laid_out, destinations.warnings)
 
 
-def _listener(mesh: LocalMesh, address: str, port: int, name: str, lua: str, route_config: str,
-              options: JsonObject | None = None) -> JsonObject:
+def _service_listener(mesh: LocalMesh, address: str, port: ServicePort, name: str, lua: str,
+                      tcp_proxy: JsonObject | None, views: tuple[callers.View, ...]) -> JsonObject:
+    """A Service port's listener, by its protocol (as istiod builds a sidecar's): HTTP, opaque TCP, or sniffed
+    (``http_inspector`` picks the HTTP chain for HTTP, the TCP chain for anything else). An HTTP chain per caller
+    view, picked by the caller's address, then the default one."""
+    protocol = port.mesh_protocol
+    tcp_chain: JsonObject = {"filters": [tcp_proxy]} if tcp_proxy is not None else {}
+    if protocol.is_opaque:
+        return _listener(mesh, address, port.port, name, [tcp_chain])
+    sniffed = {"application_protocols": list(_SNIFFED_HTTP)} if protocol.is_sniffed else {}
+    http: list[JsonObject] = []
+    for view in (*views, callers.DEFAULT_VIEW):
+        chain = _http_chain(mesh, lua, view.route_config(port.port))
+        match = {**sniffed, **view.chain_match()}
+        http.append({**chain, "filter_chain_match": match} if match else chain)
+    if not protocol.is_sniffed:
+        return _listener(mesh, address, port.port, name, http)
+    listener = _listener(mesh, address, port.port, name, [*http, tcp_chain])
+    listener["listener_filters"] = [{"name": _HTTP_INSPECTOR, "typed_config": {"@type": _HTTP_INSPECTOR_TYPE}}]
+    return listener
+
+
+def _listener(mesh: LocalMesh, address: str, port: int, name: str, chains: list[JsonObject]) -> JsonObject:
+    return {
+        "@type": LISTENER_TYPE,
+        "name": name,
+        "address": {"socket_address": {"address": address, "port_value": listen_port(port)}},
+        "filter_chains": chains,
+    }
+
+
+def _http_chain(mesh: LocalMesh, lua: str, route_config: str, options: JsonObject | None = None) -> JsonObject:
     config_source = {
         "resource_api_version": "V3",
         "path_config_source": {"path": f"{mesh.config_dir}/{route_config_file(route_config)}",
@@ -128,15 +190,10 @@ def _listener(mesh: LocalMesh, address: str, port: int, name: str, lua: str, rou
     }
     filters = [normaliser.lua_filter(lua),
                *({"name": name, "typed_config": {"@type": kind}} for name, kind in _HTTP_FILTERS)]
-    return {
-        "@type": LISTENER_TYPE,
-        "name": name,
-        "address": {"socket_address": {"address": address, "port_value": listen_port(port)}},
-        "filter_chains": [{"filters": [{"name": _HCM, "typed_config": {
-            "@type": _HCM_TYPE,
-            "stat_prefix": _stat_prefix(route_config),
-            "rds": {"route_config_name": route_config, "config_source": config_source},
-            "http_filters": filters,
-            **(options or {}),
-        }}]}],
-    }
+    return {"filters": [{"name": _HCM, "typed_config": {
+        "@type": _HCM_TYPE,
+        "stat_prefix": _stat_prefix(route_config),
+        "rds": {"route_config_name": route_config, "config_source": config_source},
+        "http_filters": filters,
+        **(options or {}),
+    }}]}

@@ -5,12 +5,14 @@ the same names here. A cluster's endpoints are the workloads its Service selects
 selection uses the workloads' real pod labels, so a fork (whose labels no baseline Service selects, DESIGN
 invariant 2) can only ever be an endpoint of its own fork Service's clusters.
 
-A port whose protocol is gRPC or HTTP/2 (``appProtocol``, else the port name's prefix, as istiod reads it) is called
-upstream over HTTP/2, as istiod configures it; other ports over HTTP/1.1.
+A port whose protocol is gRPC or HTTP/2 (:mod:`meshgen.baseline.protocols`, as istiod reads it) is called upstream
+over HTTP/2, as istiod configures it; other ports over HTTP/1.1 (or as raw TCP). A UDP port has no cluster.
 
-Traffic policy follows Istio: its defaults (least-request balancing, circuit breakers wide open, 10 s connect
-timeout) unless the host's DestinationRule says otherwise; a subset's policy overrides the host's field by field;
-a fork host gets the policy of the host it forks. Policy fields this backend cannot express fail the compile.
+Traffic policy follows Istio (:mod:`meshgen.backends.envoy_policies`): its defaults (least-request balancing,
+circuit breakers wide open, 10 s connect timeout) unless the host's DestinationRule says otherwise, port-level
+settings for the cluster's port, a subset's policy over the host's field by field; a fork host gets the policy of
+the host it forks. Transport-only fields are accepted with one warning each; fields this backend cannot express
+fail the compile.
 """
 
 from __future__ import annotations
@@ -18,29 +20,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshgen.backends import istio
-from meshgen.backends.envoy_routes import Unsupported, seconds
+from meshgen.backends import envoy_policies, istio
+from meshgen.backends.envoy_routes import Unsupported
 from meshgen.backends.localmesh import Addresses
 from meshgen.baseline.model import (
     DESTINATION_RULE,
     SERVICE,
+    ObjectKey,
     Resource,
     resolve_host,
     selects,
     service_fqdn,
     service_selector,
 )
+from meshgen.baseline.protocols import Protocol
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
-from meshgen.plan.model import Host, Plan, ServicePort
+from meshgen.plan.model import Diagnostic, Host, Plan
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-_UNLIMITED = 4294967295  # Istio's default circuit-breaker thresholds: effectively none
-_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-_HTTP2 = {"typed_extension_protocol_options": {_HTTP_OPTIONS: {
-    "@type": f"type.googleapis.com/{_HTTP_OPTIONS}", "explicit_http_config": {"http2_protocol_options": {}}}}}
-_LB = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST",
-       "RANDOM": "RANDOM"}
 
 
 def cluster_name(fqdn: str, port: int, subset: str | None = None) -> str:
@@ -62,6 +60,8 @@ class Destinations:
             self.selectors[fork_service.fork.fqdn] = dict(fork_service.body["spec"]["selector"])
         self.forked_from = {s.fork.fqdn: s.baseline for s in plan.fork_services()}
         self.subsets: dict[str, dict[str, tuple[dict[str, str], Mapping[str, Any], Resource]]] = {}
+        self.hash_policies: dict[str, JsonObject] = {}
+        self.accepted: dict[tuple[ObjectKey, tuple[str, ...]], Diagnostic] = {}
         rules = sorted(plan.baseline.of_kind(DESTINATION_RULE), key=lambda r: r.key)
         for rule in rules:
             if "workloadSelector" in rule.spec:
@@ -100,35 +100,62 @@ class Destinations:
         return cluster_name(fqdn, port, subset)
 
     def clusters(self) -> tuple[list[JsonObject], list[Problem]]:
-        """Every cluster, sorted by name, and the problems found in traffic policies."""
+        """Every cluster, sorted by name, and the problems found in traffic policies. Fields accepted without
+        translation are in :attr:`warnings` afterwards (once per DestinationRule and field), and each cluster's
+        consistent-hash policy in :attr:`hash_policies`."""
         out: list[JsonObject] = []
         problems: list[Problem] = []
         for fqdn, host in self.addresses.hosts.items():
             policy_host = self.forked_from.get(fqdn, host)
             rule = istio.baseline_destination_rule(self.plan, policy_host.fqdn, policy_host.namespace)
             top: Mapping[str, Any] = rule.spec["trafficPolicy"] if rule is not None else {}
-            variants: list[tuple[str | None, dict[str, str], Mapping[str, Any], Resource | None]] = [
-                (None, {}, top, rule)]
+            variants: list[tuple[str | None, dict[str, str], Mapping[str, Any] | None, Resource | None]] = [
+                (None, {}, None, rule)]
             if fqdn not in self.forked_from:
-                for name, (labels, override, defined_in) in sorted(self.subsets.get(fqdn, {}).items()):
-                    variants.append((name, labels, {**top, **override}, defined_in))
-            for subset, labels, policy, source in variants:
-                try:
-                    fields = traffic_policy(policy)
-                except Unsupported as exc:
-                    where = source.at("spec", "trafficPolicy", *exc.path) if source is not None else None
-                    subject = f"DestinationRule {source.namespace}/{source.name}" if source else fqdn
-                    problems.append(Problem(where, f"{subject}: trafficPolicy.{'.'.join(map(str, exc.path))}: "
-                                                   f"{exc}", "remove the field, or compile with --backend istio"))
-                    continue
+                for name, (labels, own, defined_in) in sorted(self.subsets.get(fqdn, {}).items()):
+                    variants.append((name, labels, own, defined_in))
+            for subset, labels, override, source in variants:
                 selector = {**self.selectors.get(fqdn, {}), **labels}
                 for port in host.ports:
-                    out.append(self._cluster(cluster_name(fqdn, port.port, subset), host, port, selector, fields))
+                    if port.mesh_protocol is Protocol.UDP:
+                        continue  # istiod builds no cluster for a UDP port: it is not proxied
+                    name = cluster_name(fqdn, port.port, subset)
+                    try:
+                        translated = envoy_policies.translate(envoy_policies.effective(top, override, port.port),
+                                                              port)
+                    except Unsupported as exc:
+                        problem = self._problem(source, fqdn, exc)
+                        if problem not in problems:
+                            problems.append(problem)
+                        continue
+                    self._accepted(source, translated.accepted)
+                    if translated.hash_policy is not None:
+                        self.hash_policies[name] = translated.hash_policy
+                    out.append(self._cluster(name, host, selector, translated.fields))
         out.sort(key=lambda c: str(c["name"]))
         return out, problems
 
-    def _cluster(self, name: str, host: Host, port: ServicePort, selector: dict[str, str],
-                 fields: JsonObject) -> JsonObject:
+    def _problem(self, source: Resource | None, fqdn: str, exc: Unsupported) -> Problem:
+        where = source.at("spec", "trafficPolicy", *exc.path) if source is not None else None
+        subject = f"DestinationRule {source.namespace}/{source.name}" if source else fqdn
+        return Problem(where, f"{subject}: trafficPolicy.{'.'.join(map(str, exc.path))}: {exc}",
+                       "remove the field, or compile with --backend istio")
+
+    def _accepted(self, source: Resource | None, paths: tuple[tuple[str, ...], ...]) -> None:
+        for path in paths:
+            if source is None or (source.key, path) in self.accepted:
+                continue
+            self.accepted[(source.key, path)] = Diagnostic(
+                f"DestinationRule {source.namespace}/{source.name}",
+                f"trafficPolicy.{'.'.join(path)} is accepted but not translated by the envoy backend: "
+                f"{envoy_policies.transport_note(path)}")
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        """One warning per DestinationRule and field accepted without translation, in DestinationRule order."""
+        return tuple(self.accepted[k] for k in sorted(self.accepted))
+
+    def _cluster(self, name: str, host: Host, selector: dict[str, str], fields: JsonObject) -> JsonObject:
         endpoints = [
             {"endpoint": {"address": {"socket_address": {"address": w.address, "port_value": w.port}}}}
             for w in self.addresses.workloads if w.namespace == host.namespace and selects(selector, w.labels)
@@ -138,72 +165,5 @@ class Destinations:
             "name": name,
             "type": "STATIC",
             **fields,
-            **(_HTTP2 if speaks_http2(port) else {}),
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}] if endpoints else []},
         }
-
-
-def speaks_http2(port: ServicePort) -> bool:
-    """istiod's reading of a port's protocol (``ConvertProtocol``): ``appProtocol`` if set, else the port name up to
-    its first ``-``; grpc, grpc-web and http2 (and ``kubernetes.io/h2c``) are HTTP/2 upstream."""
-    name = (port.app_protocol if port.app_protocol is not None else port.name).lower()
-    if name == "kubernetes.io/h2c" or name.startswith("grpc-web"):
-        return True
-    return name.split("-", 1)[0] in ("grpc", "http2")
-
-
-def traffic_policy(policy: Mapping[str, Any]) -> JsonObject:
-    """Cluster fields for an Istio trafficPolicy (Istio's defaults where it says nothing)."""
-    for key in sorted(set(policy) - {"loadBalancer", "connectionPool", "outlierDetection"}):
-        raise Unsupported((key,), "not supported by the envoy backend")
-    thresholds: JsonObject = {"max_connections": _UNLIMITED, "max_pending_requests": _UNLIMITED,
-                              "max_requests": _UNLIMITED, "max_retries": _UNLIMITED, "track_remaining": True}
-    out: JsonObject = {"connect_timeout": "10s", "lb_policy": "LEAST_REQUEST"}
-    balancer = policy.get("loadBalancer") or {}
-    for key in sorted(set(balancer) - {"simple"}):
-        raise Unsupported(("loadBalancer", key), "not supported by the envoy backend")
-    if "simple" in balancer:
-        if balancer["simple"] not in _LB:
-            raise Unsupported(("loadBalancer", "simple"), f"{balancer['simple']!r} is not one of {sorted(_LB)}")
-        out["lb_policy"] = _LB[balancer["simple"]]
-    pool = policy.get("connectionPool") or {}
-    tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
-    for key in sorted(set(pool) - {"tcp", "http"}):
-        raise Unsupported(("connectionPool", key), "not supported by the envoy backend")
-    for key in sorted(set(tcp) - {"maxConnections", "connectTimeout"}):
-        raise Unsupported(("connectionPool", "tcp", key), "not supported by the envoy backend")
-    for key in sorted(set(http) - {"http1MaxPendingRequests", "http2MaxRequests", "maxRetries"}):
-        raise Unsupported(("connectionPool", "http", key), "not supported by the envoy backend")
-    if "connectTimeout" in tcp:
-        out["connect_timeout"] = seconds(tcp["connectTimeout"], ("connectionPool", "tcp", "connectTimeout"))
-    for source, field in ((tcp, "maxConnections"), (http, "http1MaxPendingRequests"), (http, "http2MaxRequests"),
-                          (http, "maxRetries")):
-        if field in source:
-            target = {"maxConnections": "max_connections", "http1MaxPendingRequests": "max_pending_requests",
-                      "http2MaxRequests": "max_requests", "maxRetries": "max_retries"}[field]
-            thresholds[target] = int(source[field])
-    out["circuit_breakers"] = {"thresholds": [thresholds]}
-    outlier = policy.get("outlierDetection")
-    if outlier:
-        out["outlier_detection"] = _outlier_detection(outlier)
-    return out
-
-
-def _outlier_detection(outlier: Mapping[str, Any]) -> JsonObject:
-    known = {"consecutive5xxErrors", "consecutiveGatewayErrors", "interval", "baseEjectionTime", "maxEjectionPercent"}
-    for key in sorted(set(outlier) - known):
-        raise Unsupported(("outlierDetection", key), "not supported by the envoy backend")
-    # Istio enforces only the detectors the rule names; Envoy's defaults would enforce consecutive 5xx at 5.
-    out: JsonObject = {"enforcing_consecutive_5xx": 0, "enforcing_success_rate": 0,
-                       "enforcing_consecutive_gateway_failure": 0}
-    if "consecutive5xxErrors" in outlier:
-        out.update(consecutive_5xx=int(outlier["consecutive5xxErrors"]), enforcing_consecutive_5xx=100)
-    if "consecutiveGatewayErrors" in outlier:
-        out.update(consecutive_gateway_failure=int(outlier["consecutiveGatewayErrors"]),
-                   enforcing_consecutive_gateway_failure=100)
-    for field, target in (("interval", "interval"), ("baseEjectionTime", "base_ejection_time")):
-        if field in outlier:
-            out[target] = seconds(outlier[field], ("outlierDetection", field))
-    if "maxEjectionPercent" in outlier:
-        out["max_ejection_percent"] = int(outlier["maxEjectionPercent"])
-    return out

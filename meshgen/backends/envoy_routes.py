@@ -4,7 +4,8 @@ This is what istiod does when it builds a sidecar's outbound route table, restri
 and written down so the Envoy backend means exactly what Istio means:
 
 - each ``match`` block becomes its own Envoy route (Istio ORs the blocks); a route without ``match`` matches ``/``;
-  blocks restricted to another ``port`` are dropped from that port's table.
+  blocks restricted to another ``port`` are dropped from that port's table, and blocks whose ``sourceLabels`` or
+  ``sourceNamespace`` the calling proxy does not have from that proxy's (:class:`RouteSource` ``caller``).
 - ``headers`` ``{}`` means present; ``withoutHeaders`` inverts and treats a missing header as empty, except
   ``withoutHeaders: {h: {}}``, which Istio means as "h is absent" (Envoy 1.40 would match nothing with the literal
   translation, see DESIGN), so it becomes an inverted ``present_match``.
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshgen.backends.localmesh import Caller
 from meshgen.baseline.model import Resource
 from meshgen.documents import JsonObject
 from meshgen.errors import InvalidInput, Problem
@@ -41,12 +43,17 @@ _PREVIOUS_HOSTS = {
 # Istio's retry policy for routes that set none (pilot/pkg/networking/core/route/retry).
 ISTIO_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 ISTIO_DEFAULT_ATTEMPTS = 2
+# gRPC status names (what fault.abort.grpcStatus takes) and their codes: istiod's SupportedGRPCStatus.
+GRPC_STATUS = {name: code for code, name in enumerate((
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"))}
 _REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
                    308: "PERMANENT_REDIRECT"}
 _ROUTE_FIELDS = {"name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "retries", "headers",
-                 "fault", "corsPolicy", "mirror", "mirrors", "mirrorPercentage"}
+                 "fault", "corsPolicy", "mirror", "mirrors", "mirrorPercentage"}  # delegate: expanded before
 _MATCH_FIELDS = {"name", "uri", "headers", "withoutHeaders", "queryParams", "method", "scheme", "authority", "port",
-                 "ignoreUriCase"}
+                 "ignoreUriCase", "sourceLabels", "sourceNamespace"}  # the last two: evaluated per caller
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -69,6 +76,8 @@ class RouteSource:
     virtual_service: Resource | None
     port: int
     cluster_of: ClusterOf
+    hash_of: Callable[[str], JsonObject | None] = lambda cluster: None  # a cluster's consistent-hash policy
+    caller: Caller | None = None  # whose proxy the routes are for (None: a caller no source match selects)
 
     def problem(self, index: int, path: tuple[str | int, ...], message: str) -> Problem:
         vs = self.virtual_service
@@ -105,11 +114,24 @@ def translate(route: Mapping[str, Any], index: int, source: RouteSource) -> list
         common = _common(route)
         action = _action(route, source)
         matches = [_match(m, j) for j, m in enumerate(route.get("match") or [{}])
-                   if (m.get("port") is None or int(m["port"]) == source.port)]
+                   if (m.get("port") is None or int(m["port"]) == source.port) and applies_to(m, source.caller)]
     except Unsupported as exc:
         raise InvalidInput([source.problem(index, exc.path, str(exc))]) from None
     name = {"name": route["name"]} if route.get("name") else {}
+    for key, values in action.pop("destination_headers", {}).items():
+        common[key] = [*common.get(key, []), *values]
     return [{**name, "match": match, **action, **common} for match in matches]
+
+
+def applies_to(block: Mapping[str, Any], caller: Caller | None) -> bool:
+    """Whether a match block applies to the caller's proxy (istiod's ``sourceMatchHTTP``, evaluated when it builds
+    that proxy's routes): its ``sourceLabels`` are among the caller's labels, its ``sourceNamespace`` is the
+    caller's namespace."""
+    labels = block.get("sourceLabels") or {}
+    namespace = block.get("sourceNamespace")
+    if caller is None:
+        return not labels and not namespace
+    return all(caller.labels.get(k) == v for k, v in labels.items()) and namespace in (None, "", caller.namespace)
 
 
 def _string_match(value: Any, path: tuple[str | int, ...]) -> JsonObject:
@@ -181,9 +203,8 @@ def _action(route: Mapping[str, Any], source: RouteSource) -> JsonObject:
         return {"direct_response": out}
     if "redirect" in route:
         return {"redirect": _redirect(route["redirect"])}
-    if "delegate" in route:
-        raise Unsupported(("delegate",), "delegation is not supported by the envoy backend")
     action = _destinations(route.get("route") or [], source)
+    headers = action.pop("destination_headers", {})
     action["timeout"] = seconds(route["timeout"], ("timeout",)) if "timeout" in route else "0s"
     retry = _retry_policy(route.get("retries"))
     if retry is not None:
@@ -203,29 +224,33 @@ def _action(route: Mapping[str, Any], source: RouteSource) -> JsonObject:
                                             if "mirror" in route else [])]
     if mirrors:
         action["request_mirror_policies"] = [_mirror(m, i, source) for i, m in enumerate(mirrors)]
-    return {"route": action}
+    return {"route": action, "destination_headers": headers}
 
 
 def _destinations(destinations: list[Any], source: RouteSource) -> JsonObject:
     if not destinations:
         raise Unsupported(("route",), "a route needs a destination, a redirect or a directResponse")
     clusters: list[JsonObject] = []
+    hashing: list[JsonObject] = []  # istiod: each destination whose DestinationRule hashes adds its hash policy
     for i, dest in enumerate(destinations):
-        if "headers" in dest:
-            raise Unsupported(("route", i, "headers"), "per-destination headers are not supported by the envoy "
-                                                       "backend; set them on the route")
         try:
             name = source.cluster_of(dest["destination"])
         except ValueError as exc:
             raise Unsupported(("route", i, "destination"), str(exc)) from None
         weight = int(dest.get("weight", 0 if len(destinations) > 1 else 100))
+        headers = _header_operations(dest.get("headers") or {}, ("route", i, "headers"))
+        hash_policy = source.hash_of(name)
+        if len(destinations) == 1:
+            # istiod's processDestination: a lone destination's headers join the route's, after them.
+            return {"cluster": name, "destination_headers": headers,
+                    **({"hash_policy": [hash_policy]} if hash_policy else {})}
         if weight > 0:
-            clusters.append({"name": name, "weight": weight})
+            clusters.append({"name": name, "weight": weight, **headers})
+            if hash_policy:
+                hashing.append(hash_policy)
     if not clusters:
         raise Unsupported(("route",), "every destination has weight 0")
-    if len(clusters) == 1:
-        return {"cluster": clusters[0]["name"]}
-    return {"weighted_clusters": {"clusters": clusters}}
+    return {"weighted_clusters": {"clusters": clusters}, **({"hash_policy": hashing} if hashing else {})}
 
 
 def _retry_policy(retries: Mapping[str, Any] | None) -> JsonObject | None:
@@ -282,14 +307,14 @@ def _mirror(mirror: Mapping[str, Any], i: int, source: RouteSource) -> JsonObjec
     return out
 
 
-def _common(route: Mapping[str, Any]) -> JsonObject:
-    """Header manipulation and per-route filter config (fault, CORS)."""
+def _header_operations(headers: Mapping[str, Any], path: tuple[str | int, ...]) -> JsonObject:
+    """Istio ``headers`` (request/response set, add, remove) as Envoy header operations (istiod's
+    ``TranslateHeadersOperations``)."""
     out: JsonObject = {}
-    headers = route.get("headers") or {}
     for direction in ("request", "response"):
         ops = headers.get(direction) or {}
         for key in sorted(set(ops) - {"set", "add", "remove"}):
-            raise Unsupported(("headers", direction, key), "not supported by the envoy backend")
+            raise Unsupported((*path, direction, key), "not supported by the envoy backend")
         to_add = [{"header": {"key": k, "value": str(v)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
                   for k, v in sorted((ops.get("set") or {}).items())]
         to_add += [{"header": {"key": k, "value": str(v)}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
@@ -298,6 +323,12 @@ def _common(route: Mapping[str, Any]) -> JsonObject:
             out[f"{direction}_headers_to_add"] = to_add
         if ops.get("remove"):
             out[f"{direction}_headers_to_remove"] = [str(h) for h in ops["remove"]]
+    return out
+
+
+def _common(route: Mapping[str, Any]) -> JsonObject:
+    """Header manipulation and per-route filter config (fault, CORS)."""
+    out = _header_operations(route.get("headers") or {}, ("headers",))
     filters: JsonObject = {}
     if "fault" in route:
         filters[FAULT_FILTER] = _fault(route["fault"])
@@ -321,9 +352,18 @@ def _fault(fault: Mapping[str, Any]) -> JsonObject:
                         "percentage": fraction(delay.get("percentage", full), ("fault", "delay", "percentage"))}
     if "abort" in fault:
         abort = fault["abort"]
-        if "httpStatus" not in abort or set(abort) - {"httpStatus", "percentage"}:
-            raise Unsupported(("fault", "abort"), "only httpStatus with percentage is supported")
-        out["abort"] = {"http_status": int(abort["httpStatus"]),
+        kinds = [k for k in ("httpStatus", "grpcStatus") if k in abort]
+        if len(kinds) != 1 or set(abort) - {"httpStatus", "grpcStatus", "percentage"}:
+            raise Unsupported(("fault", "abort"), "expected httpStatus or grpcStatus, with percentage")
+        if kinds == ["grpcStatus"]:
+            code = GRPC_STATUS.get(str(abort["grpcStatus"]))
+            if code is None:
+                raise Unsupported(("fault", "abort", "grpcStatus"), f"{abort['grpcStatus']!r} is not one of "
+                                                                    f"{', '.join(GRPC_STATUS)}")
+            status: JsonObject = {"grpc_status": code}
+        else:
+            status = {"http_status": int(abort["httpStatus"])}
+        out["abort"] = {**status,
                         "percentage": fraction(abort.get("percentage", full), ("fault", "abort", "percentage"))}
     return out
 
@@ -331,8 +371,13 @@ def _fault(fault: Mapping[str, Any]) -> JsonObject:
 def _cors(cors: Mapping[str, Any]) -> JsonObject:
     out: JsonObject = {"@type": _CORS_TYPE}
     for key in sorted(set(cors) - {"allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge",
-                                   "allowCredentials"}):
+                                   "allowCredentials", "unmatchedPreflights"}):
         raise Unsupported(("corsPolicy", key), "not supported by the envoy backend")
+    if "unmatchedPreflights" in cors:
+        # istiod: IGNORE answers a preflight no origin matches itself; FORWARD (the default) passes it upstream.
+        if cors["unmatchedPreflights"] not in ("FORWARD", "IGNORE", "UNSPECIFIED"):
+            raise Unsupported(("corsPolicy", "unmatchedPreflights"), "expected FORWARD or IGNORE")
+        out["forward_not_matching_preflights"] = cors["unmatchedPreflights"] != "IGNORE"
     origins = cors.get("allowOrigins") or []
     if origins:
         out["allow_origin_string_match"] = [_string_match(o, ("corsPolicy", "allowOrigins", i))

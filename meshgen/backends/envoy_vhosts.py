@@ -16,16 +16,17 @@ builds a gateway's route configuration (``buildGatewayHTTPRouteConfig``):
 
 - one virtual host per VirtualService host (``*`` included), whose only domain is that host; the route
   configuration ignores the port in Host matching;
-- VirtualServices sharing a host have their routes concatenated (here in namespace/name order: istiod's is
-  creation time, which manifests do not have);
+- VirtualServices sharing a host have their routes concatenated, in istiod's order
+  (:func:`meshgen.baseline.precedence.istiod_order`: the gateway namespace's own first, oldest first);
+- only VirtualServices bound to a Gateway that exists count (:func:`~meshgen.backends.localmesh.edge_gateways`);
 - catch-all routes (prefix ``/``, no header or query match) move behind the others, keeping their order
   (``SortVHostRoutes``). Sandbox copies carry a header match, so they are never catch-all;
 - no gateway VirtualService at all leaves one virtual host for ``*`` with no route: every request gets 404, as
   from istiod's "blackhole" host; a host no virtual host matches gets 404 too.
 
-A local mesh has one edge, standing for every gateway a VirtualService names (the Istio test environment's is the
-Gateway ``istio-system/meshgen-edge``); its one HTTP server is on :data:`~meshgen.backends.localmesh.EDGE_PORT`,
-which is the listener port every edge route is translated for.
+A local mesh has one edge, standing for every Gateway that exists: ``istio-system/meshgen-edge`` (which both local
+meshes always have) and each Gateway of the baseline; its one HTTP server is on
+:data:`~meshgen.backends.localmesh.EDGE_PORT`, which is the listener port every edge route is translated for.
 """
 
 from __future__ import annotations
@@ -36,16 +37,16 @@ from functools import partial
 
 from meshgen.backends import envoy_routes, istio
 from meshgen.backends.envoy_clusters import Destinations
-from meshgen.backends.localmesh import EDGE_NAMESPACE, EDGE_PORT, Addresses
-from meshgen.baseline.model import (
-    MESH_GATEWAY,
-    VIRTUAL_SERVICE,
-    Resource,
-    gateways,
-    host_matches,
-    is_exported_to,
-    is_mesh_bound,
+from meshgen.backends.localmesh import (
+    EDGE_NAMESPACE,
+    EDGE_PORT,
+    Addresses,
+    Caller,
+    edge_gateways,
+    served_at_edge,
 )
+from meshgen.baseline import delegation, precedence
+from meshgen.baseline.model import VIRTUAL_SERVICE, Resource, is_mesh_bound
 from meshgen.documents import JsonObject, clone
 from meshgen.errors import InvalidInput, Problem
 from meshgen.plan.model import Host, Owner, Plan, RouteRole, RouteTable
@@ -90,19 +91,21 @@ class VirtualHosts:
     """Builds virtual hosts, translating VirtualService routes for the port of the listener that serves them.
     Untranslatable fields are collected in ``problems`` (every one is reported, not just the first)."""
 
-    def __init__(self, plan: Plan, laid_out: Addresses, destinations: Destinations, problems: list[Problem]) -> None:
+    def __init__(self, plan: Plan, laid_out: Addresses, destinations: Destinations, problems: list[Problem],
+                 caller: Caller | None = None) -> None:
+        self.caller = caller  # whose proxy these routes are for: what sourceLabels/sourceNamespace match
         self.plan = plan
         self.laid_out = laid_out
         self.destinations = destinations
         self.problems = problems
         domain = plan.policy.spec.cluster_domain
         services = plan.baseline.of_kind(VIRTUAL_SERVICE)
-        self.mesh_services = [(vs, resolved_hosts(vs, domain)) for vs in services if is_mesh_bound(vs)]
-        # Bound to any gateway but the mesh and exported to the gateway's namespace: what an ingress gateway
-        # routes by.
-        self.gateway_services = [(vs, resolved_hosts(vs, domain)) for vs in services
-                                 if any(g != MESH_GATEWAY for g in gateways(vs))
-                                 and is_exported_to(vs.body, EDGE_NAMESPACE)]
+        self.mesh_services = [vs for vs in services if is_mesh_bound(vs)]
+        # Bound to a Gateway that exists and exported to the gateway's namespace: what an ingress gateway routes by.
+        existing = edge_gateways(plan.baseline)
+        self.gateway_services = [(vs, resolved_hosts(vs, domain)) for vs in precedence.istiod_order(
+            [vs for vs in services if served_at_edge(vs, existing)], EDGE_NAMESPACE)]
+        self._seen: dict[str, list[Resource]] = {}
         self.tables = {t.key: t for t in plan.tables if not t.owned}
         self.owned = {t.hosts[0]: t for t in plan.tables if t.owned}
 
@@ -112,7 +115,7 @@ class VirtualHosts:
         short = f"{host.name}.{host.namespace}"
         out: JsonObject = {"name": f"{fqdn}:{port}",
                            "domains": [fqdn, f"{fqdn}:{port}", short, f"{short}:{port}", address, f"{address}:{port}"]}
-        vs = self._mesh_virtual_service(fqdn, host.namespace)
+        vs = self.mesh_virtual_service(fqdn, host.namespace, port)
         table = self.tables.get(vs.key) if vs is not None else self.owned.get(fqdn)
         if table is not None:
             lists = self._table_lists(table, port)
@@ -166,24 +169,37 @@ class VirtualHosts:
 
     def _translate(self, route: JsonObject, index: int, vs: Resource | None, namespace: str,
                    port: int) -> list[JsonObject]:
+        if "delegate" in route and vs is not None:
+            # istiod merges the delegate's routes into the root's place (meshgen.baseline.delegation); a
+            # delegate that is missing or not exported to the root drops the route. Destinations in a delegate
+            # are read in its own namespace.
+            delegate = delegation.delegate_of(route, vs, self.plan.baseline)
+            if delegate is None:
+                return []
+            return [r for i, merged in delegation.merged(route, delegate)
+                    for r in self._translate(merged, i, delegate, delegate.namespace, port)]
         source = envoy_routes.RouteSource(vs, port, partial(self.destinations.cluster_of, namespace=namespace,
-                                                            listener_port=port))
+                                                            listener_port=port), self.destinations.hash_policies.get,
+                                          self.caller)
         try:
             return envoy_routes.translate(route, index, source)
         except InvalidInput as exc:
             self.problems.extend(p for p in exc.problems if p not in self.problems)
             return []
 
-    def _mesh_virtual_service(self, fqdn: str, client_namespace: str) -> Resource | None:
-        """The mesh VirtualService that routes ``fqdn`` for clients in ``client_namespace`` (one the local mesh
-        serves from the host's own namespace): of those exported there, one naming it exactly, else the first
-        wildcard match (Istio keeps only one VirtualService per host; sorted by namespace and name here, for
-        determinism)."""
-        visible = [(vs, hosts) for vs, hosts in self.mesh_services if is_exported_to(vs.body, client_namespace)]
-        exact = [vs for vs, hosts in visible if fqdn in hosts]
-        wild = [vs for vs, hosts in visible if any(host_matches(h, fqdn) for h in hosts)]
-        found = exact or wild
-        return found[0] if found else None
+    def seen_from(self, namespace: str) -> list[Resource]:
+        """The mesh VirtualServices a proxy in ``namespace`` sees, in istiod's order."""
+        if namespace not in self._seen:
+            self._seen[namespace] = precedence.sidecar_order(self.mesh_services, namespace)
+        return self._seen[namespace]
+
+    def mesh_virtual_service(self, fqdn: str, client_namespace: str, port: int) -> Resource | None:
+        """The mesh VirtualService whose http routes serve ``fqdn`` on ``port`` for clients in
+        ``client_namespace`` (the local meshes send from the host's own namespace), as istiod picks it: one
+        naming it exactly, else the most specific wildcard; of several, the first in istiod's order
+        (:mod:`meshgen.baseline.precedence`). None: istiod's default route."""
+        return precedence.http_winner(self.seen_from(client_namespace), fqdn, port,
+                                      self.plan.policy.spec.cluster_domain)
 
 
 def default_route(fqdn: str) -> JsonObject:

@@ -12,19 +12,34 @@ hash of the name, probing past collisions in name order), so adding a sandbox do
 - a workload (baseline Deployment or fork) gets one address ``127.<network>.64-127.x`` and answers on
   :attr:`LocalMesh.echo_port` for every port of every Service that selects it (a local process has one socket).
 - a sidecar proxy (the istio test environment gives each workload, and the test client, its own Envoy) gets one
-  address ``127.<network>.128-191.x``, where its outbound listeners bind.
+  address ``127.<network>.128-191.x``, where its outbound listeners bind. A namespace's test client has one of
+  these too, in both meshes: requests from traffic.yaml leave from it, so routes matching ``sourceLabels`` and
+  ``sourceNamespace`` see the same caller in both (workloads call from their own address).
 - the edge (the local mesh's ingress gateway) listens on ``127.<network>.255.254``, on :data:`EDGE_PORT`: the
   port of the one HTTP server of the Gateway it stands for (``istio-system/meshgen-edge`` in the istiod test
-  environment). It routes by the Host header, so it needs no address or port per service.
+  environment). It routes by the Host header, so it needs no address or port per service. It stands for the
+  Gateways that exist (:func:`edge_gateways`): istiod serves a VirtualService bound to a Gateway that does not
+  exist on no proxy at all.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from meshgen.baseline.model import DEPLOYMENT, pod_labels, service_fqdn
+from meshgen.baseline.model import (
+    DEPLOYMENT,
+    GATEWAY,
+    MESH_GATEWAY,
+    Baseline,
+    ObjectKey,
+    Resource,
+    gateway_key,
+    gateways,
+    pod_labels,
+    service_fqdn,
+)
 from meshgen.plan.model import Host, Plan
 
 _PER_OCTET = 254
@@ -36,6 +51,13 @@ PRIVILEGED_SHIFT = 10000
 EDGE_PORT = 8080  # the edge gateway's HTTP server port, in both local meshes
 # Where the edge gateway's proxy runs, in both local meshes: it sees the VirtualServices exported there.
 EDGE_NAMESPACE = "istio-system"
+# Who traffic.yaml requests come from, in both local meshes: a client pod of this name in the host's namespace.
+TEST_CLIENT = "meshgen-testclient"
+TEST_CLIENT_LABELS: Mapping[str, str] = {"app": TEST_CLIENT}
+# The edge gateway's pod labels (what the Gateway selects), in both local meshes.
+EDGE_LABELS: Mapping[str, str] = {"istio": "ingressgateway"}
+# The Gateway both local meshes always have (the istiod test environment creates it), besides the baseline's own.
+EDGE_GATEWAY = ObjectKey(GATEWAY, EDGE_NAMESPACE, "meshgen-edge")
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,17 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: a workload, a namespace's test client, or the edge gateway. What a route's
+    ``sourceLabels`` and ``sourceNamespace`` match (istiod evaluates them per proxy); ``address`` is where its
+    connections come from."""
+
+    namespace: str
+    labels: Mapping[str, str]
+    address: str
+
+
+@dataclass(frozen=True)
 class Addresses:
     """Every listener and workload endpoint of one plan on one local mesh."""
 
@@ -76,6 +109,17 @@ class Addresses:
     listeners: Mapping[str, str]
     workloads: tuple[Workload, ...]
     edge: str = ""
+    # namespace -> the address of its test client (traffic.yaml requests leave from the host's namespace)
+    clients: Mapping[str, str] = field(default_factory=dict)
+
+    def callers(self) -> tuple[Caller, ...]:
+        """Every caller inside the mesh: each workload, and each namespace's test client."""
+        return (*(Caller(w.namespace, w.labels, w.address) for w in self.workloads),
+                *(Caller(ns, TEST_CLIENT_LABELS, address) for ns, address in sorted(self.clients.items())))
+
+    def edge_caller(self) -> Caller:
+        """The edge gateway as a caller (the routes it takes are evaluated for its proxy)."""
+        return Caller(EDGE_NAMESPACE, EDGE_LABELS, self.edge)
 
     def listener(self, fqdn: str, port: int | None = None) -> tuple[str, int]:
         """The loopback address and port where requests for ``fqdn`` on Service ``port`` enter the mesh (its
@@ -86,6 +130,18 @@ class Addresses:
     def edge_listener(self) -> tuple[str, int]:
         """Where requests enter from outside the mesh: the edge gateway, for every host (it routes by Host)."""
         return self.edge, listen_port(EDGE_PORT)
+
+
+def edge_gateways(baseline: Baseline) -> tuple[ObjectKey, ...]:
+    """The Gateways the edge stands for: the local meshes' own, and every Gateway of the baseline (sorted)."""
+    return tuple(sorted({EDGE_GATEWAY, *(g.key for g in baseline.of_kind(GATEWAY))}))
+
+
+def served_at_edge(virtual_service: Resource, existing: tuple[ObjectKey, ...]) -> bool:
+    """Whether the edge routes by ``virtual_service``: it binds to a Gateway that exists (istiod ignores a binding
+    to a missing one: ``istioctl analyze`` IST0101)."""
+    return any(gateway_key(g, virtual_service.namespace) in existing for g in gateways(virtual_service)
+               if g != MESH_GATEWAY)
 
 
 def listen_port(port: int) -> int:
@@ -121,7 +177,10 @@ def addresses(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> Addresses:
         Workload(identity, namespace, labels, sandbox, assigned[key], mesh.echo_port, served)
         for key, (identity, namespace, labels, sandbox, served) in sorted(zip(keys, found, strict=True))
     )
-    return Addresses(mesh, hosts, listeners, workloads, f"127.{mesh.network}.255.254")
+    namespaces = sorted({h.namespace for h in hosts.values()})
+    clients = proxy_addresses([f"{ns}/{TEST_CLIENT}" for ns in namespaces], mesh)
+    return Addresses(mesh, hosts, listeners, workloads, f"127.{mesh.network}.255.254",
+                     {ns: clients[f"{ns}/{TEST_CLIENT}"] for ns in namespaces})
 
 
 def proxy_addresses(names: Iterable[str], mesh: LocalMesh = DEFAULT_MESH) -> dict[str, str]:

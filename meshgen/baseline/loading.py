@@ -12,6 +12,7 @@ from typing import Any
 from meshgen.baseline.model import (
     DEPLOYMENT,
     DESTINATION_RULE,
+    GATEWAY,
     KINDS,
     SECRET,
     SERVICE,
@@ -33,6 +34,7 @@ _API_VERSIONS: Mapping[str, tuple[str, ...]] = {
     VIRTUAL_SERVICE: ISTIO_NETWORKING_VERSIONS,
     DESTINATION_RULE: ISTIO_NETWORKING_VERSIONS,
     SECRET: ("v1",),
+    GATEWAY: ISTIO_NETWORKING_VERSIONS,
 }
 
 

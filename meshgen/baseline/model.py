@@ -22,7 +22,8 @@ SERVICE = "Service"
 VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
 SECRET = "Secret"  # read only when the MeshPolicy names one (the edge token); its data is never printed
-KINDS = (DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE, SECRET)
+GATEWAY = "Gateway"  # which gateways exist: istiod serves a gateway-bound VirtualService only on an existing one
+KINDS = (DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE, SECRET, GATEWAY)
 MESH_GATEWAY = "mesh"
 
 
@@ -115,6 +116,12 @@ def gateways(virtual_service: Resource) -> tuple[str, ...]:
     """The gateways a VirtualService binds to; no list means the mesh only."""
     listed = virtual_service.spec.get("gateways")
     return tuple(listed) if listed else (MESH_GATEWAY,)
+
+
+def gateway_key(reference: str, namespace: str) -> ObjectKey:
+    """The Gateway a VirtualService in ``namespace`` names (``name`` or ``namespace/name``, as istiod reads it)."""
+    gateway_namespace, _, name = reference.rpartition("/")
+    return ObjectKey(GATEWAY, gateway_namespace or namespace, name)
 
 
 def is_mesh_bound(virtual_service: Resource) -> bool:

@@ -125,6 +125,10 @@ class DestinationRule(_Object):
     spec: DestinationRuleSpec
 
 
+class Gateway(_Object):
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
 class Secret(_Object):
     data: Labels | None = None
     string_data: Labels | None = Field(default=None, alias="stringData")
@@ -132,7 +136,7 @@ class Secret(_Object):
 
 SHAPES: Mapping[str, type[_Object]] = {
     "Deployment": Deployment, "Service": Service, "VirtualService": VirtualService,
-    "DestinationRule": DestinationRule, "Secret": Secret,
+    "DestinationRule": DestinationRule, "Secret": Secret, "Gateway": Gateway,
 }
 
 

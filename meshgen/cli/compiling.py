@@ -53,11 +53,12 @@ def compile_command(
         inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)
         plan = compiler.plan_of(inputs)
         try:
-            objects = compiler.render(plan, backend)
+            rendered = compiler.rendering(plan, backend)
         except InvalidInput as exc:  # a backend that cannot express a baseline field names it, with its line
             raise locate_all(exc, inputs.texts) from None
+        objects = rendered.objects
         text = compiler.dump(objects, output)
-    for warning in plan.warnings:
+    for warning in (*plan.warnings, *rendered.warnings):
         click.echo(warning.render(), err=True)
     if analyze:
         analyze_output(objects, baseline_paths)

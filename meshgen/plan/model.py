@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshgen.baseline import protocols
 from meshgen.baseline.model import Baseline, ObjectKey, Resource
 from meshgen.documents import JsonObject
 from meshgen.ownership import ROUTE_PREFIX
@@ -58,6 +59,16 @@ class ServicePort:
     protocol: str
     app_protocol: str | None = None
 
+    @property
+    def reading(self) -> protocols.Reading:
+        """The protocol Istio gives this port, and what decided it."""
+        return protocols.read_port(self.port, self.name, self.protocol, self.app_protocol)
+
+    @property
+    def mesh_protocol(self) -> protocols.Protocol:
+        """The protocol Istio gives this port (:mod:`meshgen.baseline.protocols`)."""
+        return self.reading.protocol
+
 
 @dataclass(frozen=True)
 class Host:
@@ -67,6 +78,11 @@ class Host:
     name: str
     fqdn: str
     ports: tuple[ServicePort, ...]
+
+    @property
+    def routes_requests(self) -> bool:
+        """Whether any port applies ``http`` routes, so a routing key can reach this host."""
+        return any(p.mesh_protocol.routes_requests for p in self.ports)
 
 
 @dataclass(frozen=True)

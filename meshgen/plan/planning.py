@@ -17,7 +17,7 @@ from meshgen.baseline.model import (
 )
 from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
 from meshgen.plan import forks as forking
-from meshgen.plan import guardrails
+from meshgen.plan import guardrails, reach
 from meshgen.plan.model import Claim, Diagnostic, Edge, Fork, Owner, OwnerKind, Plan, RouteTable
 from meshgen.plan.routes import plan_tables
 from meshgen.spec.loading import Specs
@@ -66,13 +66,19 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
                     "fork one of them in this sandbox, and the other in a second sandbox",
                 ))
                 continue
+            opaque = reach.unreachable(fork, origin.at("spec", "forks", i, "forkOf"))
+            if opaque is not None:
+                problems.append(opaque)
+                continue
             fronted.update((s.baseline.fqdn, fork) for s in fork.services)
             forks.append(fork)
             if not fork.services:
                 warnings.append(Diagnostic(
                     f"Sandbox {sandbox.name}", f"no Service with ports selects {fork.workload}; its fork runs but no "
                     "request can be routed to it"))
-            claims.extend(Claim(owner, s.baseline.fqdn, s.fork.fqdn, sandbox.name) for s in fork.services)
+            warnings.extend(reach.partly_opaque(fork))
+            claims.extend(Claim(owner, s.baseline.fqdn, s.fork.fqdn, sandbox.name) for s in fork.services
+                          if s.baseline.routes_requests)
         for i, virtual in enumerate(sandbox.spec.virtual):
             try:
                 workload = forking.find_workload(baseline, virtual.workload,
@@ -81,8 +87,9 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
                 problems.extend(exc.problems)
                 continue
             for service in baseline.services_fronting(workload):
-                fqdn = forking.host_of(service, domain).fqdn
-                claims.append(Claim(owner, fqdn, fqdn, sandbox.name))
+                host = forking.host_of(service, domain)
+                if host.routes_requests:  # an opaque host routes connections: no key to claim it by
+                    claims.append(Claim(owner, host.fqdn, host.fqdn, sandbox.name))
         problems.extend(_conflicting_claims(claims, origin, f"sandbox {sandbox.name}"))
         claims_by_sandbox[sandbox.name] = claims
 
@@ -103,8 +110,9 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
     warnings.extend(_rules_left_behind(forks, baseline))
     sandbox_claims = [c for s in sandboxes for c in claims_by_sandbox.get(s.name, [])]
     problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where))
-    tables, table_problems = plan_tables(baseline, all_claims, hosts, domain)
+    tables, table_problems, table_warnings = plan_tables(baseline, all_claims, hosts, domain)
     problems.extend(table_problems)
+    warnings.extend(table_warnings)
     problems.extend(_owned_table_collisions(tables, baseline))
     edge = _edge(policy, baseline, where)
     if isinstance(edge, Problem):

@@ -8,12 +8,15 @@ default route to the baseline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from meshgen.baseline import precedence
 from meshgen.baseline.model import (
+    MESH_GATEWAY,
     VIRTUAL_SERVICE,
     Baseline,
+    ObjectKey,
     Resource,
     gateways,
     host_matches,
@@ -22,7 +25,16 @@ from meshgen.baseline.model import (
 )
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
-from meshgen.plan.model import Claim, Host, Owner, PlannedRoute, RouteRole, RouteTable, route_destinations
+from meshgen.plan.model import (
+    Claim,
+    Diagnostic,
+    Host,
+    Owner,
+    PlannedRoute,
+    RouteRole,
+    RouteTable,
+    route_destinations,
+)
 from meshgen.spec.names import fit_name
 
 FAST_PATH_ROUTE = "meshgen-no-key"
@@ -56,21 +68,38 @@ def plan_tables(
     claims: Iterable[Claim],
     hosts: Mapping[str, Host],
     cluster_domain: str,
-) -> tuple[tuple[RouteTable, ...], list[Problem]]:
-    """Every route table that reaches a claimed host, with sandbox routes placed; plus problems found."""
+) -> tuple[tuple[RouteTable, ...], list[Problem], list[Diagnostic]]:
+    """Every route table that reaches a claimed host, with sandbox routes placed; plus problems and warnings.
+
+    Of mesh VirtualServices defining one host, istiod applies one (:mod:`meshgen.baseline.precedence`): meshgen
+    edits that one, never one istiod ignores, and warns as ``istioctl analyze`` does (IST0109)."""
     by_key_host: dict[tuple[Owner, str], str] = {}
     owners_of_host: dict[str, set[Owner]] = {}
     for claim in claims:
         by_key_host[(claim.owner, claim.host)] = claim.target
         owners_of_host.setdefault(claim.host, set()).add(claim.owner)
     problems: list[Problem] = []
+    warnings: list[Diagnostic] = []
     tables: list[RouteTable] = []
 
     user_services = baseline.of_kind(VIRTUAL_SERVICE)
+    seen: dict[str, list[Resource]] = {}
+    touched: set[ObjectKey] = set()
     for vs in user_services:
         table = _user_table(vs, by_key_host, owners_of_host, cluster_domain)
-        if table is not None:
-            tables.append(table)
+        if table is None:
+            continue
+        touched.add(vs.key)
+        if gateways(vs) == (MESH_GATEWAY,):
+            namespace = next((hosts[h].namespace for h in table.hosts if h in hosts), vs.namespace)
+            if namespace not in seen:
+                seen[namespace] = precedence.sidecar_order(user_services, namespace)
+            ordered = seen[namespace]
+            if precedence.shadowed_by(vs, ordered, cluster_domain) is not None:
+                continue  # istiod never applies it: its routes stay as they are (the warning below says so)
+        tables.append(table)
+    warnings.extend(_conflicts(user_services, touched, set(owners_of_host), {t.key for t in tables},
+                               cluster_domain))
 
     bound = {vs.key: resolved_hosts(vs, cluster_domain) for vs in user_services}
     for host in sorted(owners_of_host):
@@ -94,7 +123,33 @@ def plan_tables(
             continue  # claims come from baseline Services, so every claimed host is known
         tables.append(_owned_table(service, by_key_host, owners_of_host[host]))
     tables.sort(key=lambda t: (t.namespace, t.name))
-    return tuple(tables), problems
+    return tuple(tables), problems, warnings
+
+
+def _conflicts(user_services: Sequence[Resource], touched: set[ObjectKey], claimed: set[str],
+               edited: set[ObjectKey], cluster_domain: str) -> list[Diagnostic]:
+    """IST0109 where it concerns a sandbox: mesh VirtualServices defining one host, one of which routes to a
+    claimed host or defines one. istiod uses one of them (:mod:`meshgen.baseline.precedence`); meshgen edits only
+    that one."""
+    out = []
+    for scoped, group in precedence.conflicts(user_services, cluster_domain).items():
+        involved = any(vs.key in touched or any(h in claimed for h in precedence.hosts_of(vs, cluster_domain))
+                       for vs in group)
+        if not involved:
+            continue
+        scope, _, fqdn = scoped.partition("/")
+        ordered = precedence.sidecar_order(group, scope if scope != "*" else group[0].namespace)
+        used = next((vs for vs in ordered if fqdn in precedence.hosts_of(vs, cluster_domain)
+                     and precedence.has_http_routes(vs, None)), ordered[0] if ordered else group[0])
+        others = sorted(f"{vs.namespace}/{vs.name}" for vs in group if vs is not used)
+        changed = [f"{vs.namespace}/{vs.name}" for vs in group if vs.key in edited]
+        note = (f"meshgen adds sandbox routes to {', '.join(changed)} only" if changed else
+                "meshgen adds sandbox routes to none of them")
+        out.append(Diagnostic(
+            f"VirtualService {used.namespace}/{used.name}",
+            f"{precedence.conflict_message(scoped, group)} istiod uses {used.namespace}/{used.name} (the oldest, "
+            f"then by name) and ignores {', '.join(others)} for this host; {note}"))
+    return out
 
 
 def _copies(

@@ -6,7 +6,8 @@ reviews.bookinfo.svc.cluster.local --directory directory.json``.
 Every answer is JSON: ``served_by``, the request ``path``, ``method``, ``host`` and ``headers`` as received, and
 ``calls``: the answer of each downstream service (its own JSON plus ``status``), so the whole hop path comes back
 to the client. The answer also carries the header ``x-served-by``. Downstream calls go to the mesh listener of
-the downstream host with that host as ``Host``, carrying the propagation headers the directory names (what an
+the downstream host with that host as ``Host``, from the workload's own address (as a pod's calls leave from its
+own IP, so the mesh can tell callers apart), carrying the propagation headers the directory names (what an
 instrumented application does for ``baggage`` and ``tracestate``) and the test knobs below.
 
 The directory file (JSON ``{"listeners": {host: [address, port]}, "calls": {host: [host, ...]}, "forward":
@@ -21,7 +22,9 @@ Test knobs, request headers naming the workloads they apply to (so they can trav
 - ``x-echo-delay: <identity>=<seconds>[,...]`` waits before answering (to trip route timeouts).
 
 A connection that opens with the HTTP/2 preface is served as HTTP/2 (prior knowledge, what Envoy speaks upstream to
-a ``grpc`` or ``http2`` Service port), with the same answers; the ``h2`` package is imported only then.
+a ``grpc`` or ``http2`` Service port), with the same answers; the ``h2`` package is imported only then. A connection
+that opens with neither an HTTP/1 method nor that preface is plain TCP (a TCP Service port): each line is answered
+with one JSON line, ``{"served_by": ..., "protocol": "tcp", "line": <the line>}``.
 
 On SIGTERM a workload stops accepting, lets the requests it is serving finish, and exits (as a pod would in
 its grace period), so removing a fork never cuts a request that was already routed to it.
@@ -50,6 +53,8 @@ KNOBS = (FAIL_FIRST, DELAY)
 SERVED_BY = "x-served-by"
 CALL_TIMEOUT = 30.0
 H2_PREFACE = b"PRI"
+# The first three bytes of an HTTP/1 request (its method); a connection that starts otherwise is a TCP line echo.
+HTTP_STARTS = frozenset({b"GET", b"POS", b"PUT", b"DEL", b"PAT", b"HEA", b"OPT", b"CON", b"TRA"})
 
 
 class Directory:
@@ -77,8 +82,9 @@ class Directory:
 class Echo:
     """What one workload is and does."""
 
-    def __init__(self, identity: str, serves: list[str], directory: Directory) -> None:
+    def __init__(self, identity: str, serves: list[str], directory: Directory, address: str = "") -> None:
         self.identity = identity
+        self.address = address  # calls leave from it: the mesh tells callers apart by address (sourceLabels)
         self.serves = serves
         self.directory = directory
         self.failed_once: set[str] = set()
@@ -142,7 +148,8 @@ class Echo:
         listener = directory["listeners"].get(target)
         if listener is None:
             return {"service": target, "status": 0, "error": "not in the mesh directory"}
-        conn = http.client.HTTPConnection(listener[0], int(listener[1]), timeout=CALL_TIMEOUT)
+        source = (self.address, 0) if self.address else None
+        conn = http.client.HTTPConnection(listener[0], int(listener[1]), timeout=CALL_TIMEOUT, source_address=source)
         try:
             conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
             conn.putheader("host", target)
@@ -223,8 +230,10 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
                 return
             if first == H2_PREFACE:
                 serve_h2(echo, self.connection)
-            else:
+            elif first in HTTP_STARTS:
                 super().handle()
+            else:
+                serve_lines(echo, self.connection)
 
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -248,6 +257,22 @@ def handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
             pass  # one line per request would drown the log's useful part: start-up and errors
 
     return Handler
+
+
+def serve_lines(echo: Echo, sock: socket.socket) -> None:
+    """Serve a plain TCP connection: answer each line with one JSON line saying who served it (what a TCP Service
+    port carries, where the mesh routes connections, not requests)."""
+    echo.serving(+1)
+    try:
+        with sock.makefile("rb") as reader:
+            for raw in reader:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                answer = {"served_by": echo.identity, "protocol": "tcp", "line": line}
+                sock.sendall(json.dumps(answer, sort_keys=True).encode() + b"\n")
+    except OSError:
+        return
+    finally:
+        echo.serving(-1)
 
 
 def serve_h2(echo: Echo, sock: socket.socket) -> None:
@@ -313,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--directory", required=True, help="the mesh directory JSON file")
     args = parser.parse_args(argv)
     address, _, port = args.listen.rpartition(":")
-    echo = Echo(args.identity, [h for h in args.serves.split(",") if h], Directory(args.directory))
+    echo = Echo(args.identity, [h for h in args.serves.split(",") if h], Directory(args.directory), address)
     server = ThreadingHTTPServer((address, int(port)), handler(echo))
     server.daemon_threads = True
     # shutdown() waits for serve_forever() to return, so it cannot run in the signal handler's (main) thread.

@@ -13,24 +13,26 @@ Gateway and its routes from the gateway-bound VirtualServices, and applies the E
 for gateways: the listener is ``<address>:8080`` and the route configuration ``http.8080.<address>``), so the
 router shares no port with anything else on the machine.
 
-The Envoy backend's edge stands for every gateway a VirtualService names; so that both meshes agree, the test
-environment creates, besides ``meshgen-edge``, the same Gateway under each other name a case's VirtualServices
-bind to: one router serves them all.
+Both local meshes' edge stands for the Gateways that exist: ``meshgen-edge`` and each Gateway of the baseline
+(:func:`~meshgen.backends.localmesh.edge_gateways`). So that one router serves them all, the test environment
+creates each of them shaped like ``meshgen-edge`` (its selector, its one server bound to the router's address)
+under the baseline's name, instead of as written. A gateway a VirtualService names that does not exist is not
+created: istiod serves that VirtualService nowhere, and the Envoy backend's edge does not route by it either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
-from meshgen.backends.localmesh import EDGE_NAMESPACE, EDGE_PORT
-from meshgen.baseline.model import MESH_GATEWAY, Resource, gateways
+from meshgen.backends.localmesh import EDGE_GATEWAY, EDGE_LABELS, EDGE_PORT
+from meshgen.baseline.model import MESH_GATEWAY, gateway_key
 from meshgen.documents import JsonObject
 from meshgen.testenv.sidecars import NETWORKING, Proxy
 
-NAME = "meshgen-edge"
-NAMESPACE = EDGE_NAMESPACE  # istiod's root namespace too (meshgen.testenv.istiod)
+NAME = EDGE_GATEWAY.name
+NAMESPACE = EDGE_GATEWAY.namespace  # istiod's root namespace too (meshgen.testenv.istiod)
 REFERENCE = f"{NAMESPACE}/{NAME}"
-SELECTOR = {"istio": "ingressgateway"}
+SELECTOR = dict(EDGE_LABELS)
 ROUTER_POD = "meshgen-edge-gateway"
 
 
@@ -48,18 +50,13 @@ def router(address: str) -> Proxy:
     return Proxy(ROUTER_POD, NAMESPACE, dict(SELECTOR), address, kind="router")
 
 
-def referenced(virtual_services: Iterable[Resource]) -> list[tuple[str, str]]:
-    """Every gateway (namespace, name) the edge must stand for: ``meshgen-edge`` and each one a VirtualService
-    binds to (a name without a namespace is in the VirtualService's own, as Istio reads it), sorted."""
-    found = {(NAMESPACE, NAME)}
-    for vs in virtual_services:
-        for ref in gateways(vs):
-            if ref != MESH_GATEWAY:
-                namespace, _, name = ref.rpartition("/")
-                found.add((namespace or vs.namespace, name))
-    return sorted(found)
-
-
-def is_edge_bound(virtual_service: JsonObject) -> bool:
-    """Whether a VirtualService (as stored in the cluster) is routed by the edge: bound to any gateway but the mesh."""
-    return any(g != MESH_GATEWAY for g in (virtual_service.get("spec") or {}).get("gateways") or ())
+def is_edge_bound(virtual_service: JsonObject, existing: Collection[tuple[str, str]]) -> bool:
+    """Whether a VirtualService (as stored in the cluster) is routed by the edge: bound to a Gateway that exists
+    (``existing``: namespace and name of each Gateway in the cluster)."""
+    namespace = str(virtual_service["metadata"]["namespace"])
+    for ref in (virtual_service.get("spec") or {}).get("gateways") or ():
+        if ref != MESH_GATEWAY:
+            key = gateway_key(str(ref), namespace)
+            if (key.namespace, key.name) in existing:
+                return True
+    return False

@@ -34,18 +34,38 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import random
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from meshgen import traffic
-from meshgen.backends import normaliser
-from meshgen.backends.localmesh import EDGE_PORT, LocalMesh, Workload, addresses, all_hosts, proxy_addresses
-from meshgen.baseline import stored
-from meshgen.baseline.model import VIRTUAL_SERVICE, is_exported_to, selects
+from meshgen.backends import envoy_routes, normaliser
+from meshgen.backends.localmesh import (
+    EDGE_PORT,
+    TEST_CLIENT,
+    TEST_CLIENT_LABELS,
+    Caller,
+    LocalMesh,
+    Workload,
+    addresses,
+    all_hosts,
+    proxy_addresses,
+)
+from meshgen.backends.localmesh import edge_gateways as edge_gateways_of
+from meshgen.baseline import precedence, protocols, stored
+from meshgen.baseline.model import (
+    DESTINATION_RULE,
+    GATEWAY,
+    VIRTUAL_SERVICE,
+    ObjectKey,
+    Resource,
+    is_exported_to,
+    selects,
+)
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
 from meshgen.kube import crds, discovery, kinds
@@ -56,12 +76,12 @@ from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
 from meshgen.plan.model import Host, Plan
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import MeshPolicy
-from meshgen.testenv import binaries, controlplane, gateway, processes, sidecars, workloads
+from meshgen.testenv import binaries, controlplane, gateway, networks, processes, sidecars, workloads
 from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
 from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
 
-CLIENT = "meshgen-testclient"
+CLIENT = TEST_CLIENT
 _CASE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE, kinds.WORKLOAD_ENTRY,
                kinds.SIDECAR, kinds.GATEWAY)
 READY_TIMEOUT = 60.0
@@ -77,8 +97,9 @@ class IstioMesh:
         self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="meshgen-istio-"))
         self.client = Client.from_kubeconfig(str(kubeconfig))
         self.istiod = istiod
-        # From the OS, not the seeded module generator: two meshes on one machine must not pick the same network.
-        self.network = network if network is not None else random.SystemRandom().randrange(100, 250)
+        # Leased machine-wide: two meshes on one machine must never share a network.
+        self._lease = networks.lease(network)
+        self.network = self._lease.network
         self.progress = progress or (lambda line: None)
         self.istio_version = istiod.version()
         self.proxies: list[SidecarEnvoy] = []
@@ -108,15 +129,20 @@ class IstioMesh:
                                                                                    layout.hosts.values()}))
         self.policy, self.hosts = plan.policy, all_hosts(plan)
         self._check_ports()
+        _check_transport(plan)
         # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
         # sidecars import configuration from every namespace the case writes to, as a default Sidecar would.
         scope = sorted(set(self.namespaces) | {r.namespace for r in plan.baseline.resources})
-        edge_gateways = gateway.referenced(plan.baseline.of_kind(VIRTUAL_SERVICE))
-        for namespace in sorted({*scope, *(ns for ns, _ in edge_gateways)}):
+        edge_gateways = edge_gateways_of(plan.baseline)
+        for namespace in sorted({*scope, *(g.namespace for g in edge_gateways)}):
             self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
         self.before = self._objects()
         self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
-        for resource in plan.baseline.resources:
+        for resource, later in _creation_order(plan.baseline.resources):
+            if resource.key.kind == GATEWAY:
+                continue  # the router stands for it: created below, on the router's address
+            if later:
+                time.sleep(1.0 - time.time() % 1.0 + 0.05)
             # A baseline exported with `kubectl get -o yaml` carries uid, resourceVersion, status, clusterIP...:
             # recreated without them, as a user would apply it to another cluster.
             body = stored.for_create(resource.body)
@@ -129,14 +155,15 @@ class IstioMesh:
         names += [f"{ns}/{CLIENT}" for ns in self.namespaces]
         edge = f"{gateway.NAMESPACE}/{gateway.ROUTER_POD}"
         assigned = proxy_addresses([*names, edge], LocalMesh(network=self.network))
-        self.clients = {ns: Proxy(CLIENT, ns, {"app": CLIENT}, assigned[f"{ns}/{CLIENT}"]) for ns in self.namespaces}
+        self.clients = {ns: Proxy(CLIENT, ns, dict(TEST_CLIENT_LABELS), assigned[f"{ns}/{CLIENT}"])
+                        for ns in self.namespaces}
         proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[f"{w.namespace}/{w.identity}"])
                    for w in layout.workloads]
         for proxy in (*proxies, *self.clients.values()):
             self._create(proxy.sidecar(scope))
         self.router = gateway.router(assigned[edge])
-        for namespace, name in edge_gateways:
-            self._create(gateway.gateway(name, namespace, bind=self.router.address))
+        for key in edge_gateways:
+            self._create(gateway.gateway(key.name, key.namespace, bind=self.router.address))
         self._start(plan, topology or traffic.Topology(), layout.workloads, proxies)
 
     def send(self, request: traffic.Request) -> traffic.Response:
@@ -192,6 +219,7 @@ class IstioMesh:
             self.clear()
         finally:
             stop_all(self.processes())
+            self._lease.release()
             if self._owns_workdir and not keep_logs:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -282,7 +310,10 @@ class IstioMesh:
                     if n.startswith("outbound|") and n.split("|")[2] == "" and n.endswith(suffixes)}
             wrong = {n for n in set(have) | set(clusters) if have.get(n) != clusters.get(n)}
             router = proxy.proxy.kind == "router"
-            lost = routes.get(_EDGE if router else proxy.proxy.namespace, set()) - proxy.route_names()
+            caller = Caller(proxy.proxy.namespace, proxy.proxy.labels, proxy.proxy.address)
+            wanted = {name for table in routes.get(_EDGE if router else proxy.proxy.namespace, [])
+                      for name in _held(table, caller)}
+            lost = wanted - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
             deaf = router and (proxy.proxy.address, EDGE_PORT) not in proxy.listening()
             missing[proxy.name] = (f"clusters/endpoints differing: {sorted(wrong)}; routes missing: {sorted(lost)}; "
@@ -302,14 +333,19 @@ class IstioMesh:
     def _domain(self) -> str:
         return self.policy.spec.cluster_domain if self.policy is not None else "cluster.local"
 
-    def _expected(self) -> tuple[dict[str, set[str]], dict[str, set[str]], bool]:
+    def _expected(self) -> tuple[dict[str, set[str]], dict[str, list[list[JsonObject]]], bool]:
         """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
-        its selector picks; by proxy namespace, the named routes of the mesh VirtualServices exported there (and
+        its selector picks; by proxy namespace, the http routes of each mesh VirtualService exported there that no
+        other shadows (:func:`~meshgen.baseline.precedence.shadowed_by`; which of them a proxy holds: :func:`_held`)
+        (and
         under ``_EDGE``, of the gateway-bound ones the router sees); whether the routing-key EnvoyFilter exists.
         (Subset clusters are left out: which DestinationRule a proxy gets depends on istiod's merging of rules for
         one host, exportTo and workloadSelector.)"""
         clusters: dict[str, set[str]] = {}
-        routes: dict[str, set[str]] = {}
+        routes: dict[str, list[list[JsonObject]]] = {}  # proxy namespace -> each VirtualService's http routes
+        existing = {(str(g["metadata"]["namespace"]), str(g["metadata"]["name"]))
+                    for g in self.client.list(kinds.GATEWAY).items}
+        virtual_services: list[tuple[Resource, list[JsonObject]]] = []
         for ns in self.namespaces:
             entries = self.client.list(kinds.WORKLOAD_ENTRY, ns).items
             for service in self.client.list(kinds.SERVICE, ns).items:
@@ -317,19 +353,87 @@ class IstioMesh:
                 chosen = {str(e["spec"]["address"]) for e in entries
                           if selects(service["spec"].get("selector") or {}, e["spec"].get("labels") or {})}
                 for port in service["spec"].get("ports") or []:
-                    clusters[f"outbound|{port['port']}||{fqdn}"] = chosen
+                    if protocols.port_protocol(int(port["port"]), port.get("name"), port.get("protocol"),
+                                               port.get("appProtocol")) is not protocols.Protocol.UDP:
+                        clusters[f"outbound|{port['port']}||{fqdn}"] = chosen  # istiod has no UDP clusters
             for vs in self.client.list(kinds.VIRTUAL_SERVICE, ns).items:
-                names = {str(r["name"]) for r in vs["spec"].get("http") or [] if r.get("name")}
-                if gateway.is_edge_bound(vs) and is_exported_to(vs, gateway.NAMESPACE):
-                    routes.setdefault(_EDGE, set()).update(names)
-                if "mesh" not in (vs["spec"].get("gateways") or ["mesh"]):
-                    continue
-                for target in self.namespaces:
-                    if is_exported_to(vs, target):
-                        routes.setdefault(target, set()).update(names)
+                if not vs["spec"].get("hosts"):
+                    continue  # a delegate: its routes are merged into its roots', under other names
+                names = [r for r in vs["spec"].get("http") or [] if "delegate" not in r]
+                if gateway.is_edge_bound(vs, existing) and is_exported_to(vs, gateway.NAMESPACE):
+                    routes.setdefault(_EDGE, []).append(names)
+                virtual_services.append((Resource(ObjectKey(VIRTUAL_SERVICE, ns, vs["metadata"]["name"]), vs), names))
+        for target in self.namespaces:
+            # A sidecar holds the routes of the mesh VirtualServices it sees, except those another one shadows.
+            ordered = precedence.sidecar_order([vs for vs, _ in virtual_services], target)
+            names_of = dict(virtual_services)
+            for seen in ordered:
+                if precedence.shadowed_by(seen, ordered, self._domain) is None:
+                    routes.setdefault(target, []).append(names_of[seen])
         assert self.policy is not None
         filtered = bool(self.client.list(kinds.ENVOY_FILTER, self.policy.spec.filter_namespace).items)
         return clusters, routes, filtered
+
+
+def _held(routes: Sequence[JsonObject], caller: Caller) -> set[str]:
+    """The names of the routes of one VirtualService that istiod gives ``caller``'s proxy
+    (``BuildHTTPRoutesForVirtualService``): those with a match block that applies to it (sourceLabels,
+    sourceNamespace), up to and including the first that is a catch-all for it; istiod drops everything after."""
+    held: set[str] = set()
+    for route in routes:
+        blocks = [b for b in route.get("match") or [{}] if envoy_routes.applies_to(b, caller)]
+        if blocks and route.get("name"):
+            held.add(str(route["name"]))
+        if any(_catch_all(b) for b in blocks):
+            break
+    return held
+
+
+def _catch_all(block: Mapping[str, Any]) -> bool:
+    """istiod's ``IsCatchAllRoute`` for a match block: any path (prefix ``/`` or none), nothing else to match."""
+    uri = block.get("uri") or {"prefix": "/"}
+    path = uri.get("prefix") == "/" or uri.get("regex") in ("*", ".*")
+    return path and not any(block.get(k) for k in ("headers", "withoutHeaders", "queryParams", "method", "scheme",
+                                                     "authority"))
+
+
+def _tls_modes(policy: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    """Every TLS mode a trafficPolicy sets other than DISABLE, with its field path."""
+    tls = policy.get("tls")
+    if isinstance(tls, dict) and str(tls.get("mode", "DISABLE")) != "DISABLE":
+        yield f"{path}.tls.mode", str(tls.get("mode"))
+    for i, entry in enumerate(policy.get("portLevelSettings") or []):
+        if isinstance(entry, dict):
+            yield from _tls_modes(entry, f"{path}.portLevelSettings[{i}]")
+
+
+def _check_transport(plan: Plan) -> None:
+    """Refuse, up front and saying why, a DestinationRule that originates TLS: this environment cannot run it."""
+    for rule in plan.baseline.of_kind(DESTINATION_RULE):
+        found = list(_tls_modes(rule.spec.get("trafficPolicy") or {}, "trafficPolicy"))
+        for i, subset in enumerate(rule.spec.get("subsets") or []):
+            found += _tls_modes(subset.get("trafficPolicy") or {}, f"subsets[{i}].trafficPolicy")
+        if found:
+            field, mode = found[0]
+            raise EnvironmentProblem(
+                f"DestinationRule {rule.namespace}/{rule.name} sets {field} {mode}, which the istio test environment "
+                "cannot run: for ISTIO_MUTUAL istiod (auto mTLS off) gives the cluster a TLS transport socket whose "
+                "certificates come over SDS from sds-grpc, the istio-agent's socket, which upstream Envoy does not "
+                "have, so the cluster never warms and the sidecar is never ready; SIMPLE and MUTUAL originate TLS "
+                "to the workload itself, and the echo workloads speak plaintext. Run this case --via envoy (it "
+                "accepts tls as transport-only, with a warning)")
+
+
+def _creation_order(resources: Sequence[Resource]) -> list[tuple[Resource, bool]]:
+    """The baseline in the order to create it, each with whether it must be created in a later second than the
+    one before: VirtualServices come last, oldest first as written (then by name and namespace, istiod's order for
+    equal timestamps), so the creation-time order istiod reads is the one the manifests state (the apiserver sets
+    whole-second timestamps, and ignores written ones)."""
+    others = [(r, False) for r in resources if r.key.kind != VIRTUAL_SERVICE]
+    services = sorted((r for r in resources if r.key.kind == VIRTUAL_SERVICE),
+                      key=lambda r: (precedence.created(r), r.name, r.namespace))
+    later = [i > 0 and precedence.created(r) > precedence.created(services[i - 1]) for i, r in enumerate(services)]
+    return [*others, *zip(services, later, strict=True)]
 
 
 def _identity(deployment: JsonObject) -> str:

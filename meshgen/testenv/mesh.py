@@ -5,13 +5,12 @@ Envoy make-before-break, and only then stops workloads nothing routes to, so a c
 Workloads that stay (same identity, address and role) keep running across applies, which is what keeps a test
 session that applies many golden cases fast.
 
-Everything runs on a loopback network ``127.<network>.0.0/16`` picked at random per mesh (unless given), so two
-meshes on one machine (two test runs, a test run and a demo) do not collide.
+Everything runs on a loopback network ``127.<network>.0.0/16`` leased per mesh (:mod:`meshgen.testenv.networks`),
+so two meshes on one machine (two test runs, a test run and a demo) never collide.
 """
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from meshgen.backends import envoy as envoy_backend
 from meshgen.backends.localmesh import Addresses, LocalMesh
 from meshgen.documents import JsonObject
 from meshgen.plan.model import Plan
-from meshgen.testenv import workloads
+from meshgen.testenv import networks, workloads
 from meshgen.testenv.envoy import Envoy
 from meshgen.testenv.processes import Process, stop_all
 
@@ -46,8 +45,9 @@ class RunningMesh:
                  progress: Callable[[str], None] | None = None) -> None:
         self._owns_workdir = workdir is None
         self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="meshgen-mesh-"))
-        # From the OS, not the seeded module generator: two meshes on one machine must not pick the same network.
-        self.network = network if network is not None else random.SystemRandom().randrange(100, 250)
+        # Leased machine-wide: two meshes on one machine must never share a network.
+        self._lease = networks.lease(network)
+        self.network = self._lease.network
         self.progress = progress or (lambda line: None)
         self.envoy = Envoy(self.workdir / "envoy")
         self.echoes: dict[_EchoKey, Process] = {}
@@ -93,13 +93,16 @@ class RunningMesh:
         return config
 
     def send(self, request: traffic.Request) -> traffic.Response:
-        """Send ``request`` to the mesh listener of its host, the way a client inside the mesh would, or, with
-        ``via: edge``, to the edge gateway (which routes any Host its VirtualServices name), from
-        ``request.source`` if given."""
+        """Send ``request`` to the mesh listener of its host from the test client of the host's namespace, the way
+        a client inside the mesh would, or, with ``via: edge``, to the edge gateway (which routes any Host its
+        VirtualServices name); from ``request.source`` if given."""
         if self.addresses is not None and request.via == "edge":
             return workloads.send(*self.addresses.edge_listener(), request)
         if self.addresses is None or request.host not in self.addresses.hosts:
             raise workloads.unknown_host(request, list(self.addresses.hosts) if self.addresses else [])
+        if request.source is None:  # from the test client of the host's namespace, as in the istiod mesh
+            client = self.addresses.clients[self.addresses.hosts[request.host].namespace]
+            request = request.model_copy(update={"source": client})
         return workloads.send(*self.addresses.listener(request.host, request.port), request)
 
     def processes(self) -> list[Process]:
@@ -109,7 +112,10 @@ class RunningMesh:
     def close(self, keep_logs: bool = False) -> None:
         """Stop every process; remove the working directory if this mesh created it, unless ``keep_logs`` (a
         failure: the error names log files there)."""
-        stop_all(self.processes())
-        self.echoes.clear()
-        if self._owns_workdir and not keep_logs:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            stop_all(self.processes())
+            self.echoes.clear()
+            if self._owns_workdir and not keep_logs:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        finally:
+            self._lease.release()

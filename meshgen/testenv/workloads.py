@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +55,8 @@ def send(address: str, port: int, request: traffic.Request) -> traffic.Response:
     the mesh would (from ``request.source`` when given), and read the answer (JSON when it is an echo's, else
     text)."""
     source = (request.source, 0) if request.source else None
+    if request.protocol == "tcp":
+        return send_line(address, port, request.sent_line(), source)
     conn = http.client.HTTPConnection(address, port, timeout=REQUEST_TIMEOUT, source_address=source)
     try:
         conn.putrequest(request.method, request.path, skip_host=True, skip_accept_encoding=True)
@@ -71,6 +74,29 @@ def send(address: str, port: int, request: traffic.Request) -> traffic.Response:
         body = raw.decode("utf-8", "replace")
     headers = tuple((k.lower(), v) for k, v in response.getheaders())
     return traffic.Response(response.status, headers, body)
+
+
+def send_line(address: str, port: int, line: str, source: tuple[str, int] | None = None) -> traffic.Response:
+    """A tcp request: connect, send ``line`` and a newline, read one line back. Status 200 with the answer (JSON
+    when it is an echo's), or 0 when the connection closed (or reset) before a whole line came back."""
+    received = b""
+    try:
+        with socket.create_connection((address, port), timeout=REQUEST_TIMEOUT, source_address=source) as conn:
+            conn.sendall(line.encode() + b"\n")
+            while not received.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    except ConnectionError:
+        pass
+    text = received.decode("utf-8", "replace")
+    if not text.endswith("\n"):
+        return traffic.Response(0, (), text)
+    try:
+        return traffic.Response(200, (), json.loads(text))
+    except ValueError:
+        return traffic.Response(200, (), text)
 
 
 def unknown_host(request: traffic.Request, hosts: Sequence[str]) -> InvalidInput:

@@ -73,12 +73,28 @@ spec:
   http:
   - {name: shop-reviews, match: [{uri: {prefix: /reviews}}], route: [{destination: {host: reviews}}]}
   - {name: shop-all, route: [{destination: {host: productpage}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop-gateway, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: nowhere-edge, namespace: bookinfo}
+spec:
+  hosts: [nowhere.example.com]
+  gateways: [missing-gateway]
+  http: [{name: nowhere-all, route: [{destination: {host: productpage}}]}]
 """
 
 
 def test_the_edge_router_serves_every_gateway_a_virtual_service_names(mesh: IstioMesh, tmp_path) -> None:
-    """The router is istiod's router proxy for meshgen-edge and for bookinfo/shop-gateway (created alike), so a
-    VirtualService bound to a gateway of another name routes at the edge, as in the Envoy backend's one edge."""
+    """The router is istiod's router proxy for meshgen-edge and for the baseline's Gateway bookinfo/shop-gateway
+    (created alike, on the router's address), so a VirtualService bound to it routes at the edge, as in the Envoy
+    backend's one edge; one bound to a Gateway that does not exist routes nowhere, in both (istiod: IST0101)."""
     shutil.copytree(GOLDEN / "single-fork", tmp_path / "case", symlinks=False)
     (tmp_path / "case" / golden.BASELINE / "shop-edge.yaml").write_text(OTHER_GATEWAY_VS)
     case = golden.Case("shop-edge", tmp_path / "case")
@@ -99,6 +115,8 @@ def test_the_edge_router_serves_every_gateway_a_virtual_service_names(mesh: Isti
                 assert response.status == 200 and response.body["served_by"] in served.split("|"), (sender, request)
         not_exposed = traffic.Request.model_validate({"host": "ratings.bookinfo.svc.cluster.local", "via": "edge"})
         assert mesh.send(not_exposed).status == envoy_mesh.send(not_exposed).status == 404
+        no_gateway = traffic.Request.model_validate({"host": "nowhere.example.com", "via": "edge"})
+        assert mesh.send(no_gateway).status == envoy_mesh.send(no_gateway).status == 404
 
 
 def test_no_fork_is_an_endpoint_of_a_baseline_service(mesh: IstioMesh) -> None:
