@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from meshgen import backends
+from meshgen import backends, nulls
 from meshgen.baseline.loading import load_baseline
 from meshgen.baseline.model import Baseline
 from meshgen.documents import (
@@ -79,6 +79,8 @@ def read_spec_documents(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS,
         raise InvalidInput.one(Location(", ".join(paths) or "-f"), "no spec files found",
                                "pass files or directories of .yaml/.yml/.json with -f")
     documents, texts = read_documents(sources, limits)
+    # Metadata as the API server will store it (Helm's empty `annotations:`), so stored specs equal applied ones.
+    documents = [Document(d.location, nulls.absent_in_metadata(d.body)) for d in documents]
     if not documents:
         raise InvalidInput.one(Location(", ".join(sources)), "the input holds no documents",
                                "add a Sandbox or RouteGroup (see: meshgen schema Sandbox)")

@@ -177,7 +177,8 @@ class Baseline:
             {k: tuple(v) for k, v in index.items()},
             {k: frozenset(v) for k, v in keys.items()},
         )
-        fronting = {d.key: indexed.services_selecting(d.namespace, pod_labels(d)) for d in by_kind.get(DEPLOYMENT, ())}
+        fronting = {d.key: indexed.routable(indexed.services_selecting(d.namespace, pod_labels(d)))
+                    for d in by_kind.get(DEPLOYMENT, ())}
         return dataclasses.replace(indexed, fronting=fronting)
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
@@ -218,9 +219,18 @@ class Baseline:
         return tuple(found[k] for k in sorted(found))
 
     def services_fronting(self, deployment: Resource) -> tuple[Resource, ...]:
-        """The Services that select ``deployment``'s pods (the hosts a fork of it takes over), sorted by name."""
+        """The Services with ports that select ``deployment``'s pods (the hosts a fork of it takes over), sorted by
+        name."""
         found = self.fronting.get(deployment.key)
-        return found if found is not None else self.services_selecting(deployment.namespace, pod_labels(deployment))
+        if found is not None:
+            return found
+        return self.routable(self.services_selecting(deployment.namespace, pod_labels(deployment)))
+
+    @staticmethod
+    def routable(services: tuple[Resource, ...]) -> tuple[Resource, ...]:
+        """The Services that can carry requests: a Service without ports (ExternalName, headless) is valid and
+        selects pods (so isolation counts it), but nothing is routed through it."""
+        return tuple(s for s in services if s.spec.get("ports"))
 
     def selector_keys(self, namespace: str) -> frozenset[str]:
         """Every label key any Service in ``namespace`` selects on."""

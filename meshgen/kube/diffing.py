@@ -22,6 +22,7 @@ from typing import Any
 
 import jsonpatch
 
+from meshgen.baseline.stored import SERVER_METADATA
 from meshgen.documents import JsonObject
 from meshgen.errors import ClusterError
 from meshgen.kube import kinds
@@ -40,7 +41,6 @@ MESHGEN_ANNOTATION_PREFIX = "meshgen.dev/"
 # Stored specs: meshgen writes them whole (labels, annotations, spec), like objects it owns.
 SPEC_KINDS = ("Sandbox", "RouteGroup")
 # Metadata only the server sets; dropped before showing an object.
-SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
 
 
 class Action(enum.StrEnum):

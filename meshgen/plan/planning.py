@@ -129,7 +129,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
              seniority: Seniority) -> tuple[Plan | None, list[Problem], list[Claim]]:
     """One planning pass: the plan (None when there are problems), every problem, and every claim made."""
     domain = policy.spec.cluster_domain
-    hosts = {h.fqdn: h for h in (forking.host_of(s, domain) for s in baseline.of_kind(SERVICE))}
+    hosts = {h.fqdn: h for h in (forking.host_of(s, domain) for s in baseline.routable(baseline.of_kind(SERVICE)))}
     problems: list[Problem] = []
     warnings: list[Diagnostic] = []
 
@@ -176,7 +176,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
             forks.append(fork)
             if not fork.services:
                 warnings.append(Diagnostic(
-                    f"Sandbox {sandbox.name}", f"no Service selects {fork.workload}; its fork runs but no "
+                    f"Sandbox {sandbox.name}", f"no Service with ports selects {fork.workload}; its fork runs but no "
                     "request can be routed to it"))
             warnings.extend(reach.partly_opaque(fork))
             claims.extend(Claim(owner, s.baseline.fqdn, s.fork.fqdn, sandbox.name) for s in fork.services

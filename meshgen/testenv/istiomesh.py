@@ -56,7 +56,7 @@ from meshgen.backends.localmesh import (
     proxy_addresses,
 )
 from meshgen.backends.localmesh import edge_gateways as edge_gateways_of
-from meshgen.baseline import precedence, protocols
+from meshgen.baseline import precedence, protocols, stored
 from meshgen.baseline.model import (
     DESTINATION_RULE,
     GATEWAY,
@@ -143,8 +143,10 @@ class IstioMesh:
                 continue  # the router stands for it: created below, on the router's address
             if later:
                 time.sleep(1.0 - time.time() % 1.0 + 0.05)
-            body = {**resource.body, "metadata": {**resource.metadata, "namespace": resource.namespace}}
-            self._create(body)
+            # A baseline exported with `kubectl get -o yaml` carries uid, resourceVersion, status, clusterIP...:
+            # recreated without them, as a user would apply it to another cluster.
+            body = stored.for_create(resource.body)
+            self._create({**body, "metadata": {**body["metadata"], "namespace": resource.namespace}})
         installing.ensure_policy(self.client, plan.policy)  # the case's policy, stored as a platform would
         documents = [Document(Location("specs", i), body) for i, body in enumerate(specs)]
         report = self._reconciler().apply(NewSpecs(load_specs(documents), tuple(specs)))

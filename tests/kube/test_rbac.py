@@ -85,7 +85,8 @@ def test_the_printed_rbac_is_exactly_what_meshgen_uses(cluster: Cluster, tmp_pat
         + sandbox(b, ttl="1s").replace("reviews-v1", "ratings-v1") + "---\n" + GROUP.format(name=group, value="x"))
     run("apply", "-f", str(specs))                         # creates: specs, forks, DR, owned VS, EnvoyFilter
     run("diff", "-f", str(specs))
-    changed = specs.read_text().replace("value: x}", "value: y}").replace(
+    # (not "y": unquoted, kubectl reads y as the boolean true)
+    changed = specs.read_text().replace("value: x}", "value: z}").replace(
         "name: reviews-v1}}", "name: reviews-v1}, customizations: {images: [{image: \"r:2\"}]}}")
     run("apply", "-f", str(cluster.spec_file(changed)))     # patches: sandbox, route group, Deployment, VS
     client = cluster.client()                               # the baseline changes under the sandboxes

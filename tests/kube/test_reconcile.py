@@ -243,3 +243,31 @@ def test_the_bundled_example_with_a_route_group_applies_and_deletes_cleanly(clus
     assert "fix: stored sandboxes: " in unknown.stderr  # (the session's cluster holds other tests' too)
     gone = cluster.meshgen("delete", "--kind", "RouteGroup", f"{cluster.namespace}-checkout-flow")
     assert gone.returncode == 0 and "(1 route removed)" in gone.stdout, gone.stderr
+
+
+HELM_SANDBOX = """\
+# Rendered by a chart whose optional values are unset: empty annotations and a label without a value.
+apiVersion: meshgen.dev/v1alpha1
+kind: Sandbox
+metadata:
+  name: NAME
+  labels: {team: checkout, tier: }
+  annotations:
+spec:
+  routingKey: KEY
+  forks:
+  - forkOf: {namespace: NS, name: reviews-v1}
+"""
+
+
+def test_a_spec_with_helm_shaped_nulls_applies_and_then_has_no_changes(cluster: Cluster) -> None:
+    """The API server drops null metadata fields and stores a null label value as "": meshgen reads the file the
+    same way, so the stored spec equals the applied one and a second apply writes nothing."""
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-h"
+    path = cluster.spec_file(HELM_SANDBOX.replace("NAME", name).replace("KEY", name.replace("-", "")))
+    first = cluster.meshgen("apply", "-f", str(path))
+    assert first.returncode == 0, first.stderr
+    assert f"deployment.apps/reviews-v1-{name} -n {cluster.namespace} created" in first.stdout
+    again = cluster.meshgen("apply", "-f", str(path))
+    assert (again.returncode, again.stdout) == (0, "no changes\n"), again.stderr
