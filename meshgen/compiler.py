@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from meshgen import backends
+from meshgen import backends, nulls
 from meshgen.baseline.loading import load_baseline
 from meshgen.baseline.model import Baseline
 from meshgen.documents import (
@@ -85,7 +85,8 @@ def read_spec_documents(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS, n
     if not read:
         raise InvalidInput.one(Location(", ".join(sources)), "the input holds no documents",
                                "add a Sandbox or RouteGroup (see: meshgen schema Sandbox)")
-    documents = [Document(d.location, with_namespace(d.body, namespace)) for d in read]
+    # Metadata as the API server will store it (Helm's empty `annotations:`), so stored specs equal applied ones.
+    documents = [Document(d.location, with_namespace(nulls.absent_in_metadata(d.body), namespace)) for d in read]
     try:
         return load_specs(documents, namespace), documents, texts
     except InvalidInput as exc:

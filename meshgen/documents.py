@@ -1,10 +1,10 @@
-"""Reading and writing YAML/JSON documents: the only place meshgen touches the YAML library.
+"""Reading and writing YAML/JSON documents: files and limits, locating errors, and deterministic output.
 
-Loading is two-speed on purpose. The fast path parses with the C loader and records no positions, because a
-large input (thousands of sandboxes) must load in well under a second. When something is wrong, :func:`locate`
-re-reads just that file with the round-trip loader and finds the line of a field path, so errors still say
-``file:line``. Input limits (file size, document count, alias expansion, string length) are enforced here, before
-any validation sees the data.
+What a document means is :mod:`meshgen.kubeyaml`'s: the documents and values kubectl reads (sigs.k8s.io/yaml,
+YAML 1.1), so meshgen accepts every manifest kubectl accepts and reads the same data from it. Errors say
+``file:line``: parse errors know their line, and :func:`locate` finds the line of a field path by reading the same
+document again with positions. Input limits (file size, document count, alias expansion) apply here, before any
+validation sees the data.
 
 Output is deterministic: mapping keys sorted at every level, multi-line strings as literal blocks, no anchors
 (written by :mod:`meshgen.yamltext`).
@@ -12,20 +12,14 @@ Output is deterministic: mapping keys sorted at every level, multi-line strings 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from ruamel.yaml import YAML
-from ruamel.yaml.constructor import SafeConstructor
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
-from meshgen import yamltext
+from meshgen import kubeyaml, yamltext
 from meshgen.errors import InvalidInput, Location, Problem
 
 JsonObject = dict[str, Any]
@@ -33,8 +27,9 @@ T = TypeVar("T")
 
 MAX_FILE_BYTES = 1 << 20
 MAX_DOCUMENTS_PER_FILE = 5_000
-MAX_NODES_PER_DOCUMENT = 100_000
-MAX_STRING_BYTES = 256 << 10
+# Values YAML aliases may add to one file. kubectl limits aliasing per document only (it reads one at a time);
+# meshgen holds a whole file, so a file of small alias bombs is refused here. No file without aliases reaches it.
+MAX_ALIASED_VALUES_PER_FILE = 1_000_000
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "-"
 
@@ -53,8 +48,7 @@ class Limits:
 
     file_bytes: int = MAX_FILE_BYTES
     documents: int = MAX_DOCUMENTS_PER_FILE
-    nodes: int = MAX_NODES_PER_DOCUMENT
-    string_bytes: int = MAX_STRING_BYTES
+    aliased_values: int = MAX_ALIASED_VALUES_PER_FILE
 
 
 DEFAULT_LIMITS = Limits()
@@ -111,43 +105,30 @@ def read_text(source: str, limits: Limits = DEFAULT_LIMITS) -> str:
 
 
 def parse_documents(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
-    """Parse multi-document YAML (JSON is YAML) into plain, alias-free documents.
-
-    Empty documents (``---`` with nothing after it) are skipped. Every non-empty document must be a mapping.
-    """
-    loader = _loader()
+    """Parse a stream of documents as kubectl does (YAML split on ``---`` lines, or JSON objects) into plain,
+    alias-free documents. Empty and null documents are skipped; every other document must be a mapping."""
     docs: list[Document] = []
-    with _yaml_errors(source):
-        for index, node in enumerate(loader.compose_all(text)):
-            if index >= limits.documents:
-                raise InvalidInput.one(
-                    Location(source, index),
-                    f"more than {limits.documents} documents in one file",
-                    "split the input into several files",
-                )
-            location = Location(source, index)
-            raw = _Plain(loader.constructor, location, limits, text).value(node)
-            if raw is None:
-                continue
-            if not isinstance(raw, dict):
-                raise InvalidInput.one(
-                    locate(location, text),
-                    f"a document must be a mapping (a Kubernetes-style object), got {_type_name(raw)}",
-                )
-            docs.append(Document(location, raw))
+    for index, value in enumerate(_values(text, source, limits)):
+        if value is None:
+            continue
+        location = Location(source, index)
+        if not isinstance(value, dict):
+            raise InvalidInput.one(
+                locate(location, text),
+                f"a document must be a mapping (a Kubernetes-style object), got {_type_name(value)}",
+            )
+        docs.append(Document(location, value))
     return docs
 
 
 def parse_list(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
     """Parse a file holding one YAML list of mappings (such as a golden case's ``traffic.yaml``): one document
     per item, located at ``[index]`` so errors still name the item's line. An empty file is an empty list."""
-    loader = _loader()
     location = Location(source)
-    with _yaml_errors(source):
-        node = loader.compose(text)
-        items = None if node is None else _Plain(loader.constructor, location, limits, text).value(node)
-    if items is None:
-        return []
+    found = [v for v in _values(text, source, limits) if v is not None]
+    if len(found) > 1:
+        raise InvalidInput.one(location, "expected one YAML list, found several documents", "remove the ---")
+    items = found[0] if found else []
     if not isinstance(items, list):
         raise InvalidInput.one(locate(location, text), f"expected a list, got {_type_name(items)}")
     docs = []
@@ -158,24 +139,26 @@ def parse_list(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> list[
     return docs
 
 
-@contextlib.contextmanager
-def _yaml_errors(source: str) -> Iterator[None]:
-    """YAML library errors as :class:`InvalidInput` naming the file and, when known, the line."""
+def _values(text: str, source: str, limits: Limits) -> list[Any]:
+    """The value of every document of ``text`` (None for an empty one), as kubectl reads them."""
+    budget = kubeyaml.Budget(limits.aliased_values)
+    values: list[Any] = []
     try:
-        yield
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
-        raise InvalidInput.one(Location(source, line=line), f"invalid YAML: {reason}") from exc
-    except YAMLError as exc:
-        raise InvalidInput.one(Location(source), f"invalid YAML: {exc}") from exc
-    except RecursionError as exc:
-        raise InvalidInput.one(Location(source), "invalid YAML: nesting is too deep") from exc
-    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
-        # The library's constructors trip over some malformed tagged scalars (``!!int`` with no value) instead
-        # of raising a YAML error.
-        raise InvalidInput.one(Location(source), f"invalid YAML: a value cannot be read ({exc})") from exc
+        for piece in kubeyaml.split(text):
+            if len(values) >= limits.documents:
+                raise InvalidInput.one(Location(source, len(values), line=piece.line + 1),
+                                       f"more than {limits.documents} documents in one file",
+                                       "split the input into several files")
+            values.append(kubeyaml.build(piece, budget))
+    except kubeyaml.YAMLError as exc:
+        raise InvalidInput.one(Location(source, line=exc.line), exc.message, _fix(exc)) from None
+    return values
+
+
+def _fix(exc: kubeyaml.YAMLError) -> str | None:
+    if "aliases" in exc.message or "aliasing" in exc.message:
+        return "remove YAML anchors/aliases (&x / *x) or split the document"
+    return None
 
 
 def read_documents(sources: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> tuple[list[Document], dict[str, str]]:
@@ -200,108 +183,6 @@ def _type_name(value: object) -> str:
     return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
         type(value), type(value).__name__
     )
-
-
-_TAG = "tag:yaml.org,2002:"
-_STR, _MAP, _SEQ = (_TAG + t for t in ("str", "map", "seq"))
-
-
-class _Constructor(SafeConstructor):
-    """The library's safe constructor, except that a timestamp is the text written: Kubernetes fields are never
-    YAML timestamps (a label value ``2026-11-26`` is a string to the API server too)."""
-
-
-_Constructor.add_constructor(_TAG + "timestamp", SafeConstructor.construct_yaml_str)
-
-
-def _loader() -> YAML:
-    """The C-accelerated safe loader, with timestamps kept as written."""
-    loader = YAML(typ="safe", pure=False)
-    loader.Constructor = _Constructor
-    return loader
-
-
-class _Plain:
-    """A composed YAML node tree as plain JSON types, counting values so that alias expansion ("billion
-    laughs") and self-referencing aliases fail fast with a clear message instead of eating memory.
-
-    Converting the C parser's nodes directly is about twice as fast as letting the YAML library construct
-    objects first. Only what is not a string, list or string-keyed mapping -- ints, floats, booleans, nulls,
-    binary, merge keys (``<<``), duplicate or non-string keys, explicit tags -- goes through the library's
-    constructor, so it keeps the library's semantics and its errors (with their lines)."""
-
-    def __init__(self, constructor: Any, location: Location, limits: Limits, text: str) -> None:
-        self.constructor = constructor
-        self.location = location
-        self.limits = limits
-        self.text = text
-        self.budget = limits.nodes
-
-    def value(self, node: Node, path: tuple[str | int, ...] = ()) -> Any:
-        """The plain value of ``node`` (at ``path`` in the document, for errors)."""
-        tag = node.ctag.trval if node.ctag is not None else None
-        if isinstance(node, ScalarNode) and tag == _STR:
-            self._spend()
-            return self._string(node.value, path)
-        if isinstance(node, SequenceNode) and tag == _SEQ:
-            self._spend()
-            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
-        if isinstance(node, MappingNode) and tag == _MAP and self._regular(node):
-            self._spend()
-            return {key.value: self.value(item, (*path, key.value)) for key, item in node.value}
-        return self._constructed(self.constructor.construct_object(node, deep=True), path)
-
-    def _spend(self) -> None:
-        self.budget -= 1
-        if self.budget < 0:
-            raise InvalidInput.one(
-                self.location,
-                f"document expands to more than {self.limits.nodes} values (YAML aliases or a very large object)",
-                "remove YAML anchors/aliases (&x / *x) or split the document",
-            )
-
-    def _regular(self, node: MappingNode) -> bool:
-        """String keys only, none twice (merge keys, other keys and duplicates are the library's to construct,
-        and to refuse: ``1`` and ``true`` are the same key to it)."""
-        seen = set()
-        for key_node, _ in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.ctag.trval != _STR or key_node.value in seen:
-                return False
-            seen.add(key_node.value)
-        return True
-
-    def _string(self, value: str, path: tuple[str | int, ...]) -> str:
-        if len(value) > self.limits.string_bytes:
-            raise InvalidInput.one(
-                locate(self.location.at(*path), self.text),
-                f"string is longer than {self.limits.string_bytes // 1024} KiB",
-            )
-        return value
-
-    def _constructed(self, node: Any, path: tuple[str | int, ...]) -> Any:
-        """A value the library constructed, as plain JSON types."""
-        self._spend()
-        if isinstance(node, dict):
-            out: dict[Any, Any] = {}
-            for raw_key, value in node.items():
-                key = raw_key if isinstance(raw_key, str) else _scalar_key(raw_key)
-                out[key] = self._constructed(value, (*path, key))
-            return out
-        if isinstance(node, list):
-            return [self._constructed(item, (*path, i)) for i, item in enumerate(node)]
-        if isinstance(node, str):
-            return self._string(node, path)
-        if isinstance(node, bytes):
-            return node.decode("utf-8", "replace")
-        return node
-
-
-def _scalar_key(key: Any) -> str:
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    if key is None:
-        return "null"
-    return str(key)
 
 
 def locate(location: Location, text: str | None = None) -> Location:
@@ -348,29 +229,28 @@ def _position_trees(source: str, text: str | None) -> list[Any] | None:
             if source == STDIN:
                 return None
             text = Path(source).read_text(encoding="utf-8")
-        return list(YAML(typ="rt").load_all(text))
-    except (OSError, YAMLError, ValueError, RecursionError):
+        return [kubeyaml.positions(piece) for piece in kubeyaml.split(text)]
+    except (OSError, ValueError, kubeyaml.YAMLError):
         return None
 
 
-def _line_of(node: Any, path: tuple[str | int, ...]) -> int | None:
-    line: int | None = getattr(getattr(node, "lc", None), "line", None)
+def _line_of(tree: Any, path: tuple[str | int, ...]) -> int | None:
+    """The line of the deepest part of ``path`` found in a position tree (see :func:`kubeyaml.positions`)."""
+    if tree is None:
+        return None
+    line, node = tree
     for part in path:
-        lc = getattr(node, "lc", None)
+        children = node
         try:
-            if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
-                pos = lc.item(part) if lc is not None else None
-                node = node[part]
-            elif isinstance(node, dict) and part in node:
-                pos = lc.key(part) if lc is not None else None
-                node = node[part]
+            found = (isinstance(part, int) and isinstance(children, list) and 0 <= part < len(children)) or (
+                isinstance(children, dict) and part in children)
+            if found:
+                line, node = children[part]
             else:
                 break
-        except (KeyError, IndexError, TypeError, AttributeError):
+        except (TypeError, ValueError):
             break
-        if pos is not None:
-            line = pos[0]
-    return None if line is None else line + 1
+    return int(line)
 
 
 # --- output ------------------------------------------------------------------------------------------------

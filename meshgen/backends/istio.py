@@ -24,6 +24,7 @@ from typing import Any
 
 from meshgen.backends import edge, normaliser
 from meshgen.baseline.model import resolve_host
+from meshgen.baseline.stored import SERVER_METADATA
 from meshgen.documents import JsonObject, clone
 from meshgen.ownership import ANNOTATION_ROUTES, MANAGED_BY, MESHGEN
 from meshgen.plan.model import ForkService, Plan, PlannedRoute, RouteRole, RouteTable, route_destinations
@@ -35,7 +36,6 @@ ENVOY_FILTER_NAME = "meshgen-routing-key"
 ENVOY_FILTER_PRIORITY = -1000
 HCM = "envoy.filters.network.http_connection_manager"
 FAST_PATH_MATCH = {"regex": ".+"}
-_SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
 
 
 def render(plan: Plan) -> list[JsonObject]:
@@ -87,7 +87,7 @@ def virtual_service(plan: Plan, table: RouteTable) -> JsonObject:
     body = clone(table.source.body)
     body.pop("status", None)
     meta = body["metadata"]
-    for key in _SERVER_METADATA:
+    for key in SERVER_METADATA:
         meta.pop(key, None)
     meta.setdefault("annotations", {})[ANNOTATION_ROUTES] = ",".join(names)
     body["spec"]["http"] = http
@@ -181,8 +181,9 @@ def fork_destination_rule(service: ForkService) -> JsonObject | None:
 def envoy_filter(plan: Plan) -> JsonObject:
     """The EnvoyFilter that runs the routing-key normaliser first on sidecar outbound traffic, and at gateways
     the edge filter (untrusted routing keys removed, then the normaliser)."""
-    sources = (("SIDECAR_OUTBOUND", normaliser.lua_source(plan.policy)),
-               ("GATEWAY", edge.edge_source(plan.policy, plan.edge)))
+    also = plan.other_routing_headers
+    sources = (("SIDECAR_OUTBOUND", normaliser.lua_source(plan.policy, also)),
+               ("GATEWAY", edge.edge_source(plan.policy, plan.edge, also)))
     patches = [
         {
             "applyTo": "HTTP_FILTER",

@@ -29,6 +29,7 @@ from meshgen.baseline.model import (
 from meshgen.baseline.shapes import check_object
 from meshgen.documents import Document
 from meshgen.errors import Location, Problem, raise_if_any
+from meshgen.nulls import absent
 from meshgen.ownership import is_owned, without_meshgen_routes
 
 ISTIO_NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -47,19 +48,24 @@ _API_VERSIONS: Mapping[str, tuple[str, ...]] = {
 }
 
 
-def load_baseline(documents: Iterable[Document], default_namespace: str = "default") -> Baseline:
+def load_baseline(documents: Iterable[Document], default_namespace: str = "default", stored: bool = False) -> Baseline:
     """Build the baseline from manifest documents. ``List`` objects are flattened; objects without a
     namespace are placed in ``default_namespace`` (what ``kubectl apply -n`` would do).
 
     meshgen's own output is not baseline: objects it owns are skipped and the routes it added to a user's
     VirtualService are removed, so compiling over a cluster (or over earlier output) gives the same result as
-    compiling over the untouched baseline."""
+    compiling over the untouched baseline.
+
+    Objects from files are read in the form the API server would store them (nulls absent, see
+    :mod:`meshgen.nulls`); objects from a cluster (``stored``) are in that form already, and are kept as
+    they are, so a user's VirtualService compares equal to itself (a nullable Istio field may hold a null there)."""
     resources: dict[ObjectKey, Resource] = {}
     problems: list[Problem] = []
-    for location, raw in _flatten(documents):
-        kind = raw.get("kind")
-        if not isinstance(kind, str) or kind not in KINDS or raw.get("apiVersion") not in _API_VERSIONS[kind]:
+    for location, written in _flatten(documents):
+        kind = written.get("kind")
+        if not isinstance(kind, str) or kind not in KINDS or written.get("apiVersion") not in _API_VERSIONS[kind]:
             continue
+        raw = written if stored else absent(written)  # Helm's empty `labels:`, `env:` are absent
         found = check_object(raw, location)
         if found:
             problems.extend(found)
@@ -85,7 +91,7 @@ def load_baseline(documents: Iterable[Document], default_namespace: str = "defau
 def baseline_from_objects(objects: Iterable[Mapping[str, Any]], source: str) -> Baseline:
     """Build the baseline from objects read from a cluster (already namespaced)."""
     docs = [Document(Location(source, i), dict(o)) for i, o in enumerate(objects)]
-    return load_baseline(docs)
+    return load_baseline(docs, stored=True)
 
 
 def _flatten(documents: Iterable[Document]) -> Iterable[tuple[Location, dict[str, Any]]]:

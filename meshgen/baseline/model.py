@@ -209,7 +209,8 @@ class Baseline:
             {k: tuple(v) for k, v in index.items()},
             {k: frozenset(v) for k, v in keys.items()},
         )
-        fronting = {w.key: indexed.services_selecting(w.namespace, indexed.labels_of(w), _ignored(w))
+        fronting = {w.key: indexed.routable(indexed.services_selecting(w.namespace, indexed.labels_of(w),
+                                                                       _ignored(w)))
                     for kind in WORKLOAD_KINDS for w in by_kind.get(kind, ())}
         return dataclasses.replace(indexed, fronting=fronting)
 
@@ -254,11 +255,18 @@ class Baseline:
         return tuple(found[k] for k in sorted(found))
 
     def services_fronting(self, workload: Resource) -> tuple[Resource, ...]:
-        """The Services that select ``workload``'s pods (the hosts a fork of it takes over), sorted by name."""
+        """The Services with ports that select ``workload``'s pods (the hosts a fork of it takes over), sorted by
+        name."""
         found = self.fronting.get(workload.key)
         if found is not None:
             return found
-        return self.services_selecting(workload.namespace, self.labels_of(workload), _ignored(workload))
+        return self.routable(self.services_selecting(workload.namespace, self.labels_of(workload), _ignored(workload)))
+
+    @staticmethod
+    def routable(services: tuple[Resource, ...]) -> tuple[Resource, ...]:
+        """The Services that can carry requests: a Service without ports (ExternalName, headless) is valid and
+        selects pods (so isolation counts it), but nothing is routed through it."""
+        return tuple(s for s in services if s.spec.get("ports"))
 
     def template(self, workload: Resource) -> Mapping[str, Any]:
         """A workload's pod template: its own, or for an Argo Rollout with ``workloadRef`` the template of the

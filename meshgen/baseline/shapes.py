@@ -91,7 +91,7 @@ class ServicePort(_Lenient):
 
 class ServiceSpec(_Lenient):
     selector: Labels | None = None
-    ports: list[ServicePort] = Field(min_length=1)
+    ports: list[ServicePort] = Field(default_factory=list)  # none: valid (ExternalName, headless), not routable
     cluster_ip: str | None = Field(default=None, alias="clusterIP")
 
 

@@ -197,11 +197,23 @@ def test_get_and_gc(cluster: Cluster) -> None:
     cluster.apply(sandbox(keep) + "---\n" + short_lived)
     listed = cluster.meshgen("get", "sandboxes")
     assert listed.returncode == 0
-    assert listed.stdout.splitlines()[0].split() == ["NAME", "ROUTING", "KEY", "FORKS", "AGE", "EXPIRES"]
+    assert listed.stdout.splitlines()[0].split() == ["NAME", "ROUTING", "KEY", "STATUS", "REASON", "FORKS", "AGE",
+                                                      "EXPIRES"]
     rows = listed.stdout.splitlines()
-    assert any(line.startswith(keep) and f"{cluster.namespace}/reviews-v1" in line for line in rows)
+    row = next(line.split() for line in rows if line.startswith(keep))
+    assert row[:5] == [keep, keep.replace("-", ""), "Reconciled", "Reconciled", f"{cluster.namespace}/reviews-v1"]
     as_json = json.loads(cluster.meshgen("get", "sandbox", keep, "-o", "json").stdout)
     assert [o["metadata"]["name"] for o in as_json["items"]] == [keep]
+    status = as_json["items"][0]["status"]
+    assert status["routingKey"] == keep.replace("-", "")
+    assert status["hosts"] == [f"reviews.{cluster.namespace}.svc.cluster.local"]
+    assert {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": cluster.namespace,
+            "name": f"reviews-v1-{keep}"} in status["objects"]
+    assert {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "namespace": cluster.namespace,
+            "name": "reviews"} in status["objects"]
+    [condition] = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == ("Reconciled", "True", "Reconciled")
+    assert condition["observedGeneration"] == as_json["items"][0]["metadata"]["generation"]
 
     time.sleep(1.5)
     gc = cluster.meshgen("gc")
@@ -231,3 +243,31 @@ def test_the_bundled_example_with_a_route_group_applies_and_deletes_cleanly(clus
     assert "fix: stored sandboxes: " in unknown.stderr  # (the session's cluster holds other tests' too)
     gone = cluster.meshgen("delete", "--kind", "RouteGroup", f"{cluster.namespace}-checkout-flow")
     assert gone.returncode == 0 and "(1 route removed)" in gone.stdout, gone.stderr
+
+
+HELM_SANDBOX = """\
+# Rendered by a chart whose optional values are unset: empty annotations and a label without a value.
+apiVersion: meshgen.dev/v1alpha1
+kind: Sandbox
+metadata:
+  name: NAME
+  labels: {team: checkout, tier: }
+  annotations:
+spec:
+  routingKey: KEY
+  forks:
+  - forkOf: {namespace: NS, name: reviews-v1}
+"""
+
+
+def test_a_spec_with_helm_shaped_nulls_applies_and_then_has_no_changes(cluster: Cluster) -> None:
+    """The API server drops null metadata fields and stores a null label value as "": meshgen reads the file the
+    same way, so the stored spec equals the applied one and a second apply writes nothing."""
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-h"
+    path = cluster.spec_file(HELM_SANDBOX.replace("NAME", name).replace("KEY", name.replace("-", "")))
+    first = cluster.meshgen("apply", "-f", str(path))
+    assert first.returncode == 0, first.stderr
+    assert f"deployment.apps/reviews-v1-{name} -n {cluster.namespace} created" in first.stdout
+    again = cluster.meshgen("apply", "-f", str(path))
+    assert (again.returncode, again.stdout) == (0, "no changes\n"), again.stderr
