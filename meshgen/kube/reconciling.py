@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshgen import compiler
-from meshgen.backends.istio import ENVOY_FILTER_NAME
+from meshgen.backends.targets import ENVOY_FILTER_NAME
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import SECRET, Baseline
 from meshgen.documents import JsonObject, locate_all

@@ -40,6 +40,7 @@ from meshgen.plan.model import (
     RouteTable,
 )
 from meshgen.plan.routes import plan_tables
+from meshgen.plan.sources import Sources
 from meshgen.plan.traffic_policy import HostPolicies
 from meshgen.spec.loading import Specs
 from meshgen.spec.models import MeshPolicy
@@ -129,7 +130,8 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
     """One planning pass: the plan (None when there are problems), every problem, and every claim made."""
     domain = policy.spec.cluster_domain
     hosts = {h.fqdn: h for h in (forking.host_of(s, domain) for s in baseline.routable(baseline.of_kind(SERVICE)))}
-    traffic = HostPolicies(baseline, domain)
+    sources = Sources(baseline, domain)
+    traffic = HostPolicies(baseline, sources, domain)
     problems: list[Problem] = []
     warnings: list[Diagnostic] = []
 
@@ -213,7 +215,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
     warnings.extend(_rules_left_behind(forks, baseline))
     sandbox_claims = [c for s in sandboxes for c in claims_by_sandbox.get(s.name, [])]
     problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where))
-    tables, table_problems, table_warnings = plan_tables(baseline, all_claims, hosts, domain, forks)
+    tables, table_problems, table_warnings = plan_tables(sources, all_claims, hosts, domain, baseline, forks)
     problems.extend(table_problems)
     warnings.extend(table_warnings)
     problems.extend(_owned_table_collisions(tables, baseline))
@@ -235,6 +237,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
         warnings=tuple(warnings),
         hosts=hosts,
         edge=edge,
+        sources=sources,
     ), [], all_claims
 
 

@@ -49,7 +49,7 @@ from types import TracebackType
 from typing import Any
 
 from meshgen import traffic
-from meshgen.backends import envoy_routes, normaliser
+from meshgen.backends import normaliser
 from meshgen.backends.localmesh import (
     EDGE_PORT,
     TEST_CLIENT,
@@ -442,12 +442,19 @@ def _held(routes: Sequence[JsonObject], caller: Caller) -> set[str]:
     sourceNamespace), up to and including the first that is a catch-all for it; istiod drops everything after."""
     held: set[str] = set()
     for route in routes:
-        blocks = [b for b in route.get("match") or [{}] if envoy_routes.applies_to(b, caller)]
+        blocks = [b for b in route.get("match") or [{}] if _applies_to(b, caller)]
         if blocks and route.get("name"):
             held.add(str(route["name"]))
         if any(_catch_all(b) for b in blocks):
             break
     return held
+
+
+def _applies_to(block: Mapping[str, Any], caller: Caller) -> bool:
+    """Whether a match block applies to the caller's proxy (istiod's ``sourceMatchHTTP``)."""
+    labels = block.get("sourceLabels") or {}
+    return all(caller.labels.get(k) == v for k, v in labels.items()) and block.get("sourceNamespace") in (
+        None, "", caller.namespace)
 
 
 def _catch_all(block: Mapping[str, Any]) -> bool:

@@ -9,15 +9,15 @@ address (:mod:`meshgen.backends.localmesh`); every listener of one port shares t
 
 **Ports by protocol**, as Istio reads them (:mod:`meshgen.baseline.protocols`) and istiod builds a sidecar's
 listeners: an HTTP port's listener routes requests (the rest of this module); a TCP, TLS or database port's
-proxies connections (:mod:`meshgen.backends.envoy_tcp`: VirtualService ``tcp`` routes, else the host's cluster);
+proxies connections (:mod:`meshgen.backends.envoy.tcp`: VirtualService ``tcp`` routes, else the host's cluster);
 a port Istio sniffs has both chains and Envoy's HTTP inspector picks one per connection; a UDP port has no
 listener and no cluster (Istio does not proxy UDP).
 
-**Routes.** A host's baseline routes are its mesh VirtualService's, translated by
-:mod:`meshgen.backends.envoy_routes` the way istiod translates them; a host without one gets istiod's default route.
-**Sandbox selection** uses Envoy's matcher tree, not a linear table (:mod:`meshgen.backends.envoy_vhosts`): a key
-maps to that key's own route list, requests without a claimed key take exactly the sandbox-free list, and routing
-cost does not grow with the number of sandboxes.
+**Routes.** Which routes serve a host is the planner's answer (:mod:`meshgen.plan.serving`: the mesh VirtualService
+istiod applies there, or istiod's default route); they are translated by :mod:`meshgen.backends.envoy.routes` the
+way istiod translates them. **Sandbox selection** uses Envoy's matcher tree, not a linear table
+(:mod:`meshgen.backends.envoy.vhosts`): a key maps to that key's own route list, requests without a claimed key
+take exactly the sandbox-free list, and routing cost does not grow with the number of sandboxes.
 
 **The routing key** is normalised once per request by the same Lua program the Istio backend installs
 (:mod:`meshgen.backends.normaliser`), first in every listener's filter chain. It is there even without claims,
@@ -27,7 +27,7 @@ so sandboxes coming and going never change an existing listener (only fork hosts
 (:data:`~meshgen.backends.localmesh.EDGE_PORT`), running the edge filter (:mod:`meshgen.backends.edge`: routing keys
 from untrusted clients removed, as the Istio backend's GATEWAY-context filter does) instead of the plain normaliser.
 Like an Istio gateway it routes by the gateway-bound VirtualServices, not by the mesh's
-(:meth:`~meshgen.backends.envoy_vhosts.VirtualHosts.edge_virtual_hosts`: route configuration ``http.<port>``, as
+(:meth:`~meshgen.backends.envoy.vhosts.VirtualHosts.edge_virtual_hosts`: route configuration ``http.<port>``, as
 istiod names a gateway's), with sandbox copies placed the same way, and it takes the client's address from the
 connection (``use_remote_address``, as istiod sets for gateways), which is what ``allowCidrs`` trusts.
 
@@ -37,18 +37,24 @@ watched directory, so a deployment (``meshgen.testenv``, or an xDS server) chang
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
-from meshgen.backends import callers, edge, envoy_routes, envoy_tcp, normaliser
-from meshgen.backends.envoy_clusters import Destinations
-from meshgen.backends.envoy_vhosts import VirtualHosts
+from meshgen.backends import edge, normaliser
+from meshgen.backends.envoy import callers
+from meshgen.backends.envoy import routes as envoy_routes
+from meshgen.backends.envoy import tcp as envoy_tcp
+from meshgen.backends.envoy.clusters import Destinations
+from meshgen.backends.envoy.vhosts import VirtualHosts
 from meshgen.backends.localmesh import DEFAULT_MESH, EDGE_PORT, Addresses, LocalMesh, addresses, listen_port
-from meshgen.baseline import precedence
 from meshgen.baseline.protocols import Protocol
 from meshgen.documents import JsonObject
 from meshgen.errors import InvalidInput
+from meshgen.plan import virtual_services
 from meshgen.plan.model import Diagnostic, Plan, ServicePort
+from meshgen.plan.serving import Serving
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -107,33 +113,34 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
     """Compile ``plan`` for ``mesh``; raises :class:`InvalidInput` naming every VirtualService or DestinationRule
     field the backend cannot translate."""
     laid_out = addresses(plan, mesh)
+    serving = Serving(plan)
     destinations = Destinations(plan, laid_out)
     clusters, problems = destinations.clusters()
-    builder = VirtualHosts(plan, laid_out, destinations, problems)
+    builder = VirtualHosts(plan, serving, laid_out, destinations, problems)
     # One route configuration per port number some host serves HTTP on (or sniffs); a host's virtual host is in it
     # only if its own port of that number routes requests, as istiod builds RDS. Where routes match callers
     # (sourceLabels, sourceNamespace), each group of callers that sees other routes gets its own (callers.py).
     http_ports = sorted({p.port for h in laid_out.hosts.values() for p in h.ports if p.mesh_protocol.routes_requests})
-    views = callers.views(plan, laid_out)
+    views = callers.views(serving, laid_out)
     route_configs: list[JsonObject] = []
     for view in (callers.DEFAULT_VIEW, *views):
-        viewed = VirtualHosts(plan, laid_out, destinations, problems, view.caller) if view.caller else builder
+        viewed = VirtualHosts(plan, serving, laid_out, destinations, problems, view.caller) if view.caller else builder
         route_configs.extend(
             {"@type": ROUTE_CONFIG_TYPE, "name": view.route_config(port),
              "virtual_hosts": [viewed.virtual_host(fqdn, host, port) for fqdn, host in laid_out.hosts.items()
                                if any(p.port == port and p.mesh_protocol.routes_requests for p in host.ports)]}
             for port in http_ports)
     # istiod's gateway route configuration matches Host without its port; the edge is its own caller.
-    edge_builder = VirtualHosts(plan, laid_out, destinations, problems, laid_out.edge_caller())
+    edge_builder = VirtualHosts(plan, serving, laid_out, destinations, problems, laid_out.edge_caller())
     route_configs.append({"@type": ROUTE_CONFIG_TYPE, "name": EDGE_ROUTE_CONFIG,
                           "virtual_hosts": edge_builder.edge_virtual_hosts(), "ignore_port_in_host_matching": True})
     domain = plan.policy.spec.cluster_domain
     tcp: dict[tuple[str, int], JsonObject] = {}
     for fqdn, host in laid_out.hosts.items():
-        covering = precedence.covering(builder.seen_from(host.namespace), fqdn, domain)
+        covering = serving.tcp_covering(fqdn, host.namespace)
         for port in host.ports:
             if port.mesh_protocol.is_opaque or port.mesh_protocol.is_sniffed:
-                cluster_of = partial(destinations.cluster_of, listener_port=port.port)
+                cluster_of = partial(_tcp_cluster, destinations, domain, port.port)
                 tcp[(fqdn, port.port)] = envoy_tcp.tcp_proxy(fqdn, port, covering, cluster_of, problems)
     if problems:
         raise InvalidInput(problems)
@@ -149,6 +156,12 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
                                             {"use_remote_address": True})]))
     listeners.sort(key=lambda x: str(x["name"]))
     return EnvoyConfig(tuple(listeners), tuple(clusters), tuple(route_configs), laid_out, destinations.warnings)
+
+
+def _tcp_cluster(destinations: Destinations, domain: str, listener_port: int, written: Mapping[str, Any],
+                 namespace: str) -> str:
+    """The cluster of a ``tcp`` route's Istio destination, written in a VirtualService of ``namespace``."""
+    return destinations.cluster_of(virtual_services.destination(written, namespace, domain), listener_port)
 
 
 def _service_listener(mesh: LocalMesh, address: str, port: ServicePort, name: str, lua: str,

@@ -12,24 +12,19 @@ workload calls from its own loopback address, each namespace's test client from 
   for one of its callers), and in every HTTP listener a filter chain matching its callers' addresses
   (``source_prefix_ranges``) ahead of the default chain.
 
-Without any source condition in the baseline (or in a caller copy the planner adds for a fork) there are no views,
-and nothing changes.
+Without any source condition in the baseline (or in a caller copy the planner adds for a fork: both from
+:meth:`meshgen.plan.serving.Serving.source_conditions`) there are no views, and nothing changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from meshgen.backends.localmesh import Addresses, Caller
-from meshgen.baseline.model import VIRTUAL_SERVICE
 from meshgen.documents import JsonObject
-from meshgen.plan.model import Plan
-
-Condition = tuple[tuple[tuple[str, str], ...], str]  # (sorted sourceLabels, sourceNamespace or "")
+from meshgen.plan.serving import Condition, Serving
 
 
 @dataclass(frozen=True)
@@ -54,38 +49,14 @@ class View:
 DEFAULT_VIEW = View("", None)
 
 
-def _conditions(plan: Plan) -> list[Condition]:
-    found: set[Condition] = set()
-    for vs in plan.baseline.of_kind(VIRTUAL_SERVICE):
-        for block in _match_blocks(vs.spec):
-            labels = block.get("sourceLabels") or {}
-            namespace = block.get("sourceNamespace") or ""
-            if labels or namespace:
-                found.add((tuple(sorted((str(k), str(v)) for k, v in labels.items())), str(namespace)))
-    # A caller copy matches a fork by the fork's own labels (meshgen.plan.routes): a condition of its own.
-    for table in plan.tables:
-        for planned in table.routes:
-            if planned.caller is not None:
-                blocks = table.baseline_routes[planned.baseline_index].get("match") or []
-                for i in planned.caller.blocks:
-                    found.add((planned.caller.source_labels, str(blocks[i].get("sourceNamespace") or "")))
-    return sorted(found)
-
-
-def _match_blocks(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    for route in spec.get("http") or []:
-        if isinstance(route, Mapping):
-            yield from (m for m in route.get("match") or [] if isinstance(m, Mapping))
-
-
 def _satisfies(caller: Caller, condition: Condition) -> bool:
     labels, namespace = condition
     return all(caller.labels.get(k) == v for k, v in labels) and namespace in ("", caller.namespace)
 
 
-def views(plan: Plan, laid_out: Addresses) -> tuple[View, ...]:
-    """The views of ``plan``'s callers other than the default one, sorted by name."""
-    conditions = _conditions(plan)
+def views(serving: Serving, laid_out: Addresses) -> tuple[View, ...]:
+    """The views of the plan's callers other than the default one, sorted by name."""
+    conditions = serving.source_conditions()
     if not conditions:
         return ()
     groups: dict[tuple[Condition, ...], list[Caller]] = {}

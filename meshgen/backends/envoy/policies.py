@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshgen.backends.envoy_routes import Unsupported, seconds
+from meshgen.backends.envoy.routes import Unsupported, seconds
 from meshgen.documents import JsonObject
 from meshgen.plan.model import ServicePort
 

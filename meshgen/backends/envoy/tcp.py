@@ -4,7 +4,7 @@ What istiod builds for a sidecar's outbound TCP listener (``buildSidecarOutbound
 ``buildOutboundNetworkFilters`` in istio.io/istio ``pilot/pkg/networking/core``), restricted to one local mesh:
 
 - the ``tcp`` routes of every mesh VirtualService covering the host are tried in istiod's order
-  (:func:`meshgen.baseline.precedence.covering`); the first with no ``match``, or with a match block that applies
+  (:meth:`meshgen.plan.serving.Serving.tcp_covering`); the first with no ``match``, or with a match block that applies
   on this listener (``port`` unset or equal; ``gateways`` unset or naming ``mesh``), takes every connection;
 - one destination is that destination's cluster (``destination.port``, else the host's only port, else the
   listener's); several are a weighted split over those with a positive weight;
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from meshgen.backends.envoy_clusters import cluster_name
+from meshgen.backends.envoy.clusters import cluster_name
 from meshgen.baseline.model import MESH_GATEWAY, Resource
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshgen.backends import envoy_policies
-from meshgen.backends.envoy_routes import Unsupported
+from meshgen.backends.envoy import policies as envoy_policies
+from meshgen.backends.envoy.routes import Unsupported
 from meshgen.backends.localmesh import Addresses
 from meshgen.baseline.model import (
     DESTINATION_RULE,
@@ -38,6 +38,7 @@ from meshgen.baseline.protocols import Protocol
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
 from meshgen.plan.model import Diagnostic, Host, Plan
+from meshgen.plan.routing import Destination
 from meshgen.plan.traffic_policy import host_rule, merged
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -77,26 +78,26 @@ class Destinations:
                     found[subset["name"]] = (dict(subset.get("labels") or {}), subset.get("trafficPolicy") or {},
                                              rule)
 
-    def cluster_of(self, destination: Mapping[str, Any], namespace: str, listener_port: int) -> str:
-        """The cluster for an Istio destination in a VirtualService of ``namespace``, on a listener's port
-        (istiod's rule: the destination's port, else the listener's if the host has it, else its only port)."""
-        fqdn = resolve_host(str(destination.get("host", "")), namespace, self.plan.policy.spec.cluster_domain)
+    def cluster_of(self, destination: Destination, listener_port: int) -> str:
+        """The cluster for a destination, on a listener's port (istiod's rule: the destination's port, else the
+        listener's if the host has it, else its only port)."""
+        fqdn = destination.host
         host = self.addresses.hosts.get(fqdn)
         if host is None:
             raise ValueError(f"host {fqdn} is not a Service of the baseline (the local mesh has no external hosts)")
         ports = [p.port for p in host.ports]
-        wanted = (destination.get("port") or {}).get("number")
+        wanted = destination.port
         if wanted is not None:
-            if int(wanted) not in ports:
+            if wanted not in ports:
                 raise ValueError(f"{fqdn} has no port {wanted} (ports: {', '.join(map(str, ports))})")
-            port = int(wanted)
+            port = wanted
         elif listener_port in ports or len(ports) != 1:
             if listener_port not in ports:
                 raise ValueError(f"{fqdn} has several ports and none is {listener_port}; set destination.port")
             port = listener_port
         else:
             port = ports[0]
-        subset = destination.get("subset")
+        subset = destination.subset
         if subset is not None and subset not in self.subsets.get(fqdn, {}):
             raise ValueError(f"no DestinationRule defines subset {subset!r} for {fqdn}")
         return cluster_name(fqdn, port, subset)
