@@ -164,13 +164,13 @@ def plan_of(inputs: Inputs) -> Plan:
         raise locate_all(exc, inputs.texts) from None
 
 
-def render(plan: Plan, backend: str = "istio") -> list[JsonObject]:
-    """The backend's objects for ``plan``."""
+def render(plan: Plan, backend: str | None = None) -> list[JsonObject]:
+    """The backend's objects for ``plan`` (by default the backend its policy names)."""
     return backends.render(plan, backend)
 
 
-def rendering(plan: Plan, backend: str = "istio") -> backends.Rendering:
-    """The backend's objects for ``plan``, and its warnings."""
+def rendering(plan: Plan, backend: str | None = None) -> backends.Rendering:
+    """The backend's objects for ``plan`` (by default the backend its policy names), and its warnings."""
     return backends.rendering(plan, backend)
 
 

@@ -18,7 +18,9 @@ the planner (:mod:`meshgen.plan.tables`). What this module knows is Istio's voca
 
 from __future__ import annotations
 
+from meshgen import apis
 from meshgen.backends import targets
+from meshgen.backends.backend import Backend, Rendering, make_before_break
 from meshgen.baseline.stored import SERVER_METADATA
 from meshgen.documents import JsonObject, clone
 from meshgen.ownership import ANNOTATION_ROUTES, MANAGED_BY, MESHGEN
@@ -27,6 +29,11 @@ from meshgen.plan.routing import Destination, HeaderMatch, Route
 from meshgen.plan.tables import fast_path_match
 
 NETWORKING_V1 = targets.NETWORKING_V1
+
+
+def rendering(plan: Plan) -> Rendering:
+    """The backend's rendering of ``plan``."""
+    return Rendering(render(plan))
 
 
 def render(plan: Plan) -> list[JsonObject]:
@@ -126,3 +133,15 @@ def _written(route: Route) -> JsonObject:
 def _headers(matches: list[HeaderMatch]) -> JsonObject:
     """Header conditions as an Istio ``headers``/``withoutHeaders`` map."""
     return {m.name: {m.value.kind.value: m.value.value} if m.value is not None else {} for m in matches}
+
+
+BACKEND = Backend(
+    name="istio",
+    render=rendering,
+    writes=(apis.DESTINATION_RULE, apis.VIRTUAL_SERVICE, apis.ENVOY_FILTER),
+    edits=(apis.VIRTUAL_SERVICE,),
+    order=make_before_break(routes=("VirtualService",), supports=("DestinationRule", "EnvoyFilter"),
+                            after_services=("DestinationRule",)),
+    routes=("VirtualService",),
+    routing_filter=targets.ENVOY_FILTER_NAME,
+)

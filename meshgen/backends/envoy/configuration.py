@@ -43,6 +43,7 @@ from functools import partial
 from typing import Any
 
 from meshgen.backends import edge, normaliser
+from meshgen.backends.backend import Backend, Rendering
 from meshgen.backends.envoy import callers
 from meshgen.backends.envoy import routes as envoy_routes
 from meshgen.backends.envoy import tcp as envoy_tcp
@@ -91,6 +92,13 @@ class EnvoyConfig:
 def render(plan: Plan) -> list[JsonObject]:
     """The backend registry's entry point: the resources for ``plan`` on the default :class:`LocalMesh`."""
     return build(plan).resources()
+
+
+def rendering(plan: Plan) -> Rendering:
+    """The backend registry's entry point: the resources for ``plan`` on the default :class:`LocalMesh`, with the
+    fields accepted without translation."""
+    config = build(plan)
+    return Rendering(config.resources(), config.warnings)
 
 
 def route_config_file(name: str) -> str:
@@ -210,3 +218,7 @@ def _http_chain(mesh: LocalMesh, lua: str, route_config: str, options: JsonObjec
         "http_filters": filters,
         **(options or {}),
     }}]}
+
+
+# Renders one local Envoy's configuration: nothing for a cluster.
+BACKEND = Backend(name="envoy", render=rendering, cluster=False)
