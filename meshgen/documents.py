@@ -264,7 +264,23 @@ def dump_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
 
 def dump_json(objects: Sequence[Mapping[str, Any]]) -> str:
     """A Kubernetes ``List`` (what ``kubectl get -o json`` prints for several objects)."""
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=2, sort_keys=True) + "\n"
+    return dump_json_start() + dump_json_items(objects, True) + dump_json_end(not objects)
+
+
+# The same List written a page at a time (``meshgen get``): start, each page's items, end; byte-identical to
+# dump_json of all the items (json.dumps with indent=2 and sorted keys).
+def dump_json_start() -> str:
+    return '{\n  "apiVersion": "v1",\n  "items": ['
+
+
+def dump_json_items(objects: Sequence[Mapping[str, Any]], first: bool) -> str:
+    """Items of a List; ``first``: none has been written before them."""
+    texts = ["\n    " + json.dumps(o, indent=2, sort_keys=True).replace("\n", "\n    ") for o in objects]
+    return ("" if first or not texts else ",") + ",".join(texts)
+
+
+def dump_json_end(empty: bool) -> str:
+    return ('' if empty else '\n  ') + '],\n  "kind": "List"\n}\n'
 
 
 def clone(value: T) -> T:

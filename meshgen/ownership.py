@@ -31,6 +31,22 @@ ANNOTATION_COMPUTED_FROM = "meshgen.dev/computed-from"
 ANNOTATION_DESIRED_HASH = "meshgen.dev/desired-hash"
 # On stored Sandbox/RouteGroup objects: when their spec last changed (for ttl.offsetFrom: updatedAt).
 ANNOTATION_UPDATED_AT = "meshgen.dev/updated-at"
+# On stored Sandbox/RouteGroup objects: the labels a command selects them by (meshgen.kube.indexes). meshgen writes
+# them with the spec; a spec may not set them.
+LABEL_INDEXED = "meshgen.dev/indexed"
+LABEL_ROUTING_KEY = "meshgen.dev/routing-key"
+WORKLOAD_INDEX = "workload.meshgen.dev"  # one key per workload a sandbox claims: workload.meshgen.dev/<hash>
+MATCH_INDEX = "match.meshgen.dev"  # one key per sandbox label a route group matches on: match.meshgen.dev/<hash>
+# On every routing object meshgen writes or edits: the hosts its routes concern (bound and routed to), and the
+# object's generation when meshgen wrote it; while that is still its generation, a command reads the object whole
+# only if one of those hosts concerns it (meshgen.kube.sourcing).
+ANNOTATION_HOSTS = "meshgen.dev/hosts"
+ANNOTATION_HOSTS_GENERATION = "meshgen.dev/hosts-generation"
+
+
+def is_index_label(key: str) -> bool:
+    """Whether a label key is one of the index labels meshgen writes on stored specs."""
+    return key in (LABEL_INDEXED, LABEL_ROUTING_KEY) or key.startswith((f"{WORKLOAD_INDEX}/", f"{MATCH_INDEX}/"))
 
 
 def owner_labels(sandbox: str) -> dict[str, str]:

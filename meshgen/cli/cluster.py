@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 
 from meshgen import compiler
 from meshgen.cli import options
-from meshgen.documents import dump_json, dump_yaml, locate_all
+from meshgen.documents import dump_json_end, dump_json_items, dump_json_start, dump_yaml, locate_all
 from meshgen.errors import ClusterError, ExitCode, InvalidInput, Problem
-from meshgen.kube import admission, crds, diffing, discovery, installing, policies, statuses, storing
-from meshgen.kube.client import Client
+from meshgen.kube import admission, crds, diffing, discovery, indexes, installing, kinds, policies, statuses, storing
+from meshgen.kube.client import Client, NotFound
 from meshgen.kube.diffing import Action, Change
+from meshgen.kube.kinds import Ref
 from meshgen.kube.reconciling import DryRun, NewSpecs, Reconciler, Report
 from meshgen.spec.loading import Specs
 from meshgen.spec.models import DEFAULT_POLICY, MeshPolicy, RouteGroup, Sandbox
@@ -282,17 +284,39 @@ def get_command(what: str, names: tuple[str, ...], kubeconfig: str | None, conte
       meshgen get sandboxes
       meshgen get sandbox pr-1234 -o yaml
     """
-    stored = discovery.list_specs(Client.from_kubeconfig(kubeconfig, context))
-    objects = list(stored.sandboxes if what.startswith("sandbox") else stored.route_groups)
-    if names:
-        objects = [o for o in objects if o["metadata"]["name"] in names]
-    objects.sort(key=lambda o: o["metadata"]["name"])
-    if output == "yaml":
-        click.echo(dump_yaml(objects), nl=False)
-    elif output == "json":
-        click.echo(dump_json(objects), nl=False)
-    else:
-        click.echo(table(objects, stored, storing.now_utc()), nl=False)
+    client = Client.from_kubeconfig(kubeconfig, context)
+    kind = kinds.SANDBOX if what.startswith("sandbox") else kinds.ROUTE_GROUP
+    try:
+        stored = discovery.StoredSpecs((), (), "", client.list(kinds.MESH_POLICY).items)
+    except NotFound as exc:
+        raise ClusterError(f"{exc}; meshgen's CRDs are not installed in this cluster: run `meshgen install`") from exc
+    pages = _named(client, kind, names) if names else (list(p.items) for p in client.pages(kind))
+    now, first, shown = storing.now_utc(), True, 0
+    if output == "json":
+        click.echo(dump_json_start(), nl=False)
+    for objects in pages:
+        # The API server lists in name order: a page at a time, the output is the whole store's, sorted.
+        objects.sort(key=lambda o: o["metadata"]["name"])
+        if output == "yaml":
+            click.echo(dump_yaml(objects), nl=False)
+        elif output == "json":
+            click.echo(dump_json_items(objects, first), nl=False)
+        elif objects:
+            click.echo(table(objects, stored, now, client, header=first), nl=False)
+        first, shown = first and not objects, shown + len(objects)
+    if output == "json":
+        click.echo(dump_json_end(not shown), nl=False)
+    elif output == "table" and not shown:
+        click.echo("No resources found.")
+
+
+def _named(client: Client, kind: kinds.Kind, names: tuple[str, ...]) -> Iterator[list[dict[str, Any]]]:
+    """The stored specs of these names (one GET each; a name not stored is left out, as kubectl lists)."""
+    found = []
+    for name in sorted(set(names)):
+        with contextlib.suppress(NotFound):
+            found.append(client.get(Ref(kind.kind, "", name)))
+    yield found
 
 
 def _status(body: dict[str, Any]) -> tuple[str, str]:
@@ -303,14 +327,17 @@ def _status(body: dict[str, Any]) -> tuple[str, str]:
     return ("Reconciled" if condition.get("status") == "True" else "Failed"), str(condition.get("reason") or "")
 
 
-def table(objects: list[dict[str, Any]], stored: discovery.StoredSpecs, now: datetime.datetime) -> str:
+def table(objects: list[dict[str, Any]], stored: discovery.StoredSpecs, now: datetime.datetime, client: Client,
+          header: bool = True) -> str:
     """kubectl-like columns: NAME, ROUTING KEY, STATUS, REASON, then FORKS, AGE, EXPIRES (sandboxes) or
-    SANDBOXES, AGE (route groups). Any stored object gets a row, whatever it holds."""
+    SANDBOXES, AGE (route groups). Any stored object gets a row, whatever it holds. ``stored`` holds the
+    MeshPolicy (for the TTL limit); a route group's members are listed by its label selectors (a page of groups
+    costs a LIST per group, never the whole store)."""
     if not objects:
         return "No resources found.\n"
     rows: list[tuple[str, ...]] = []
     is_sandbox = objects[0]["kind"] == "Sandbox"
-    header = ("NAME", "ROUTING KEY", "STATUS", "REASON", "FORKS", "AGE", "EXPIRES") if is_sandbox else \
+    columns = ("NAME", "ROUTING KEY", "STATUS", "REASON", "FORKS", "AGE", "EXPIRES") if is_sandbox else \
         ("NAME", "ROUTING KEY", "STATUS", "REASON", "SANDBOXES", "AGE")
     try:
         policy = policies.stored_policy(stored)
@@ -320,7 +347,7 @@ def table(objects: list[dict[str, Any]], stored: discovery.StoredSpecs, now: dat
     for body in objects:
         meta = body["metadata"]
         age = _age(now, storing.parse_timestamp(meta.get("creationTimestamp")))
-        key = statuses.routing_key(body)
+        key = indexes.routing_key(body)
         status = _status(body)
         try:
             model: Sandbox | RouteGroup = (Sandbox if is_sandbox else RouteGroup).model_validate(
@@ -335,12 +362,20 @@ def table(objects: list[dict[str, Any]], stored: discovery.StoredSpecs, now: dat
             expires = "<none>" if end is None else ("expired" if end <= now else f"in {_age(end, now)}")
             rows.append((model.name, model.routing_key, *status, forks, age, expires))
         else:
-            members = sum(1 for s in stored.sandboxes
-                          if model.spec.match.matches(s["metadata"].get("labels") or {}))
+            members = len(_members(client, body, model))
             rows.append((model.name, model.routing_key, *status, str(members), age))
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    widths = [max(len(r[i]) for r in (columns, *rows)) for i in range(len(columns))]
     return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
-                   for r in (header, *rows))
+                   for r in ((columns, *rows) if header else rows))
+
+
+def _members(client: Client, body: dict[str, Any], model: RouteGroup) -> set[str]:
+    """The stored sandboxes a route group matches, found by its label selectors (:mod:`meshgen.kube.indexes`)."""
+    found: set[str] = set()
+    for selector in indexes.member_selectors(body):
+        found.update(s["metadata"]["name"] for s in client.list(kinds.SANDBOX, label_selector=selector).items
+                     if model.spec.match.matches(indexes.user_labels(s["metadata"].get("labels"))))
+    return found
 
 
 def _age(now: datetime.datetime, then: datetime.datetime | None) -> str:

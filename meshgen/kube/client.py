@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -24,7 +24,10 @@ from meshgen.errors import ClusterError
 from meshgen.kube.kinds import Kind, Ref
 
 JSON_PATCH = "application/json-patch+json"
+# A list of metadata only (server-side: the API server drops spec and status), else plain JSON.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 TIMEOUT_SECONDS = 30
+PAGE = 500
 
 
 class NotFound(ClusterError):
@@ -73,7 +76,8 @@ class Listing:
 
 
 class Client:
-    """Requests against one cluster, counted by verb (``list``, ``get``, ``create``, ``patch``, ``delete``)."""
+    """Requests against one cluster, counted by verb (``list``, ``get``, ``create``, ``patch``, ``delete``), and
+    failed responses by status."""
 
     def __init__(self, api: ApiClient, context: str | None = None, namespace: str = "default") -> None:
         self.api = api
@@ -81,6 +85,9 @@ class Client:
         # The context's namespace: where kubectl puts a namespaced object that names none.
         self.namespace = namespace
         self.counts: collections.Counter[str] = collections.Counter()
+        # Failed responses by status code (409 conflicts, 422 failed ``test`` ops...), for benchmarks and tests.
+        self.failures: collections.Counter[int] = collections.Counter()
+        self.page = PAGE
 
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> Client:
@@ -105,24 +112,39 @@ class Client:
 
     # -- verbs -----------------------------------------------------------------------------------------------
 
-    def list(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None) -> Listing:
-        """Every object of ``kind`` (cluster-wide unless ``namespace``), in pages of 500."""
+    def list(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None,
+             metadata_only: bool = False) -> Listing:
+        """Every object of ``kind`` (cluster-wide unless ``namespace``), read in pages of :data:`PAGE`; with
+        ``metadata_only``, only their metadata (no spec, no status: the API server sends a
+        PartialObjectMetadataList, a fraction of the bytes)."""
         items: list[dict[str, Any]] = []
-        query: dict[str, str] = {"limit": "500"}
+        resource_version = ""
+        for page in self.pages(kind, namespace, label_selector, metadata_only):
+            items.extend(page.items)
+            resource_version = page.resource_version
+        return Listing(tuple(items), resource_version)
+
+    def pages(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None,
+              metadata_only: bool = False, limit: int | None = None) -> Iterator[Listing]:
+        """The objects of ``kind`` a page at a time (``limit`` per page, :data:`PAGE` by default), following the
+        API server's ``continue`` token: a caller that keeps no page holds one page in memory. Every page is
+        from one consistent snapshot; its ``resource_version`` is that snapshot's."""
+        query: dict[str, str] = {"limit": str(limit or self.page)}
         if label_selector:
             query["labelSelector"] = label_selector
         what = f"{kind.display} list"
+        accept = METADATA_LIST if metadata_only else "application/json"
         while True:
-            reply = self._call("list", "GET", kind.path(namespace), what, query=query)
-            items.extend(reply.get("items") or [])
-            token = (reply.get("metadata") or {}).get("continue")
+            reply = self._call("list", "GET", kind.path(namespace), what, query=query, accept=accept)
+            items = reply.get("items") or []
+            for item in items:  # list items omit these (metadata lists name another kind); as single GETs say
+                item["apiVersion"], item["kind"] = kind.api_version, kind.kind
+            meta = reply.get("metadata") or {}
+            yield Listing(tuple(items), str(meta.get("resourceVersion") or ""))
+            token = meta.get("continue")
             if not token:
-                break
+                return
             query = {**query, "continue": token}
-        for item in items:  # list items omit these; restore them so items look like single GETs
-            item.setdefault("apiVersion", kind.api_version)
-            item.setdefault("kind", kind.kind)
-        return Listing(tuple(items), str((reply.get("metadata") or {}).get("resourceVersion") or ""))
 
     def get(self, ref: Ref) -> dict[str, Any]:
         return self._call("get", "GET", ref.path(), str(ref))
@@ -160,11 +182,12 @@ class Client:
     # -- transport -------------------------------------------------------------------------------------------
 
     def _call(self, verb: str, method: str, path: str, what: str, body: Any = None,
-              query: Mapping[str, str] | None = None, content_type: str = "application/json") -> dict[str, Any]:
+              query: Mapping[str, str] | None = None, content_type: str = "application/json",
+              accept: str = "application/json") -> dict[str, Any]:
         # A dry run writes nothing: counted apart, so `writes` stays what was written.
         self.counts[f"{verb} (dry run)" if query and query.get("dryRun") else verb] += 1
         full = path + ("?" + urlencode(query) if query else "")
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         request = self.api.param_serialize(method=method, resource_path=full, header_params=headers, body=body,
                                            auth_settings=["BearerToken"])
         try:
@@ -180,6 +203,7 @@ class Client:
             reply = {"message": raw.decode(errors="replace")[:200]}
         if 200 <= status < 300:
             return reply if isinstance(reply, dict) else {}
+        self.failures[status] += 1
         message = reply.get("message") if isinstance(reply, dict) else None
         error = _BY_STATUS.get(status, Unreachable if status >= 500 else ClusterError)
         text = f"{what}: {message or 'HTTP ' + str(status)} ({status})"

@@ -31,6 +31,8 @@ from meshgen.kube.kinds import Ref
 from meshgen.ownership import (
     ANNOTATION_COMPUTED_FROM,
     ANNOTATION_DESIRED_HASH,
+    ANNOTATION_HOSTS,
+    ANNOTATION_HOSTS_GENERATION,
     ANNOTATION_ROUTES,
     ROUTE_LISTS,
     is_owned,
@@ -143,9 +145,12 @@ def decorate(body: JsonObject, list_revision: str) -> JsonObject:
 
 
 def meshgen_annotations(body: Mapping[str, Any]) -> dict[str, str]:
+    """meshgen's annotations on an object, without those that are bookkeeping of a write (the revision it was
+    computed from, the generation it left): writing them alone would change nothing."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     return {k: v for k, v in annotations.items()
-            if k.startswith(MESHGEN_ANNOTATION_PREFIX) and k != ANNOTATION_COMPUTED_FROM}
+            if k.startswith(MESHGEN_ANNOTATION_PREFIX) and k not in (ANNOTATION_COMPUTED_FROM,
+                                                                    ANNOTATION_HOSTS_GENERATION)}
 
 
 def written_whole(desired: Mapping[str, Any]) -> bool:
@@ -193,6 +198,11 @@ def updated(live: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
                        if not k.startswith(MESHGEN_ANNOTATION_PREFIX)}
         annotations.update({k: v for k, v in (desired_meta.get("annotations") or {}).items()
                             if k.startswith(MESHGEN_ANNOTATION_PREFIX)})
+        if ANNOTATION_HOSTS in annotations:
+            # The generation this write leaves (the API server adds one when the spec changes): while the object
+            # still has it, its recorded hosts are current (meshgen.kube.sourcing).
+            moved = 1 if live.get("spec") != desired.get("spec") else 0
+            annotations[ANNOTATION_HOSTS_GENERATION] = str(int(meta.get("generation") or 0) + moved)
         if annotations:
             meta["annotations"] = annotations
         else:

@@ -9,6 +9,7 @@ object, so the number of requests does not grow with the number of sandboxes. Th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,7 +21,7 @@ from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import Baseline
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import ClusterError, InvalidInput, Location
-from meshgen.kube import kinds
+from meshgen.kube import indexes, kinds
 from meshgen.kube.client import Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_UPDATED_AT
@@ -76,18 +77,45 @@ class StoredSpecs:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """What a command reads from the store (:mod:`meshgen.kube.selecting`): label selectors per kind, and specs by
+    name. Read again, it gives the same kind of view at a later revision (the converge loop compares them)."""
+
+    selectors: frozenset[tuple[str, str]] = frozenset()  # (kind, label selector)
+    names: frozenset[tuple[str, str]] = frozenset()  # (kind, name)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A command's part of the cluster, when it reads only what its specs concern (:mod:`meshgen.kube.scoping`):
+    the hosts it reconciles, the selection its specs came from, the live objects read as metadata only (read whole
+    before one is changed), and every routing object's metadata (the routing-header step reads them all)."""
+
+    hosts: frozenset[str]
+    selection: Selection
+    partial: frozenset[Ref] = frozenset()
+    routing: Mapping[Ref, JsonObject] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
 class ClusterState:
-    """One observation of the cluster."""
+    """One observation of the cluster: all of it, or (``scope``) the part a command's specs concern."""
 
     stored: StoredSpecs
     live: Mapping[Ref, JsonObject] = field(repr=False)
     baseline: Baseline = field(repr=False)
     policy: MeshPolicy = field(repr=False)
+    scope: Scope | None = None
 
     def with_stored(self, stored: StoredSpecs) -> ClusterState:
         """The same live objects with a newer list of specs (after storing one: live objects are re-read only
         when a write meets a conflict)."""
-        return ClusterState(stored, self.live, self.baseline, self.policy)
+        return dataclasses.replace(self, stored=stored)
+
+    @property
+    def routing(self) -> Mapping[Ref, JsonObject]:
+        """Every routing object, at least its metadata."""
+        return self.live if self.scope is None else {**self.scope.routing, **self.live}
 
 
 def content_hash(body: Mapping[str, Any]) -> str:
@@ -153,11 +181,12 @@ def observe(client: Client, namespaces: Sequence[str], policy_of: Callable[[Stor
 
 
 def spec_body(stored: Mapping[str, Any]) -> JsonObject:
-    """A stored Sandbox/RouteGroup as the user wrote it: server metadata and meshgen's annotation removed."""
+    """A stored Sandbox/RouteGroup as the user wrote it: server metadata, meshgen's annotation and index removed."""
     meta = stored.get("metadata") or {}
     clean: JsonObject = {"name": meta.get("name")}
-    if meta.get("labels"):
-        clean["labels"] = dict(meta["labels"])
+    labels = indexes.user_labels(meta.get("labels"))
+    if labels:
+        clean["labels"] = labels
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ANNOTATION_UPDATED_AT}
     if annotations:
         clean["annotations"] = annotations

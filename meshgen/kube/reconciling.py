@@ -36,18 +36,29 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meshgen import backends, compiler
-from meshgen.backends.backend import Backend
-from meshgen.baseline.loading import baseline_from_objects
-from meshgen.baseline.model import SECRET, Baseline
+from meshgen import backends
 from meshgen.documents import JsonObject, locate_all
 from meshgen.errors import ClusterError, InvalidInput, MeshgenError, Problem
-from meshgen.kube import diffing, discovery, kinds, ordering, patching, policies, statuses, storing, transition, vetting
-from meshgen.kube.client import Client, refused
+from meshgen.kube import (
+    collecting,
+    diffing,
+    discovery,
+    indexes,
+    kinds,
+    ordering,
+    patching,
+    policies,
+    rendering,
+    scoping,
+    statuses,
+    storing,
+    transition,
+    vetting,
+)
+from meshgen.kube.client import Client, NotFound, refused
 from meshgen.kube.diffing import Action, Change, ForeignObject
 from meshgen.kube.discovery import ClusterState, StoredSpecs
 from meshgen.kube.kinds import Ref
-from meshgen.ownership import LABEL_SANDBOX, is_owned
 from meshgen.plan.model import Diagnostic, Exclusion, ExclusionReason, OwnerKind, Plan
 from meshgen.plan.planning import OwnerId, isolating_plan
 from meshgen.spec.loading import Specs
@@ -97,6 +108,16 @@ class Report:
     last: Round | None = field(default=None, repr=False)
     listed: StoredSpecs | None = field(default=None, repr=False)  # the specs as last listed
 
+    def add(self, other: Report) -> None:
+        """Add a later command's report (one gc batch's): changes in order, rounds and fences summed."""
+        self.changes.extend(other.changes)
+        self.rounds += other.rounds
+        self.fenced += other.fenced
+        self.warnings.extend(w for w in other.warnings if w not in self.warnings)
+        self.excluded.extend(other.excluded)
+        self.statuses.extend(other.statuses)
+        self.last, self.listed = other.last or self.last, other.listed or self.listed
+
 
 class Reconciler:
     """apply / delete / gc against one cluster, with the policy the cluster stores.
@@ -110,6 +131,8 @@ class Reconciler:
         self.on_change = on_change or (lambda change: None)
         self.choose: Callable[[StoredSpecs], MeshPolicy] = lambda stored: policies.chosen(stored, policy,
                                                                                           policy_source)
+        # What the current command changes; None: it reads everything (reconcile, install).
+        self.seeds: scoping.Seeds | None = None
 
     @classmethod
     def trying(cls, client: Client, policy: MeshPolicy) -> Reconciler:
@@ -122,42 +145,55 @@ class Reconciler:
     # -- commands --------------------------------------------------------------------------------------------
 
     def apply(self, new: NewSpecs, dry_run: DryRun = DryRun.NONE) -> Report:
-        """Store ``new`` and reconcile every object its specs (and all stored specs) touch."""
-        state = self.observe()
+        """Store ``new`` and reconcile every object its specs (and the stored specs sharing a host with them)
+        touch."""
         mine = _ids(new.specs)
+        self.seeds = scoping.Seeds(tuple(d for d in new.documents if d.get("kind") in storing.STORED_KINDS),
+                                   tuple(sorted(mine)))
+        state = self.observe()
         report = Report()
         first = self.plan_round(state, new.specs, mine, new.texts)
         stored = storing.changes(new.documents, state.stored, storing.now_utc())
         if dry_run is DryRun.NONE:
             vetting.vet(self.client, [*stored, *first.changes], new.specs, new.texts)
-        return self._run(first, stored, dry_run, report, mine)
+        return self._run(first, [*self._reindexed(state, mine, dry_run), *stored], dry_run, report, mine)
 
     def delete(self, kind: str, names: Iterable[str], dry_run: DryRun = DryRun.NONE) -> Report:
         """Delete stored specs and reconcile; an unknown name is an error (nothing deleted)."""
+        names = list(names)
+        self.seeds = scoping.Seeds(names=tuple((kind, n) for n in names))
         state = self.observe()
         deletions = []
         for name in names:
             change = storing.deletion(state.stored, kind, name)
             if change is None:
-                names = sorted(o["metadata"]["name"] for o in state.stored.of_kind(kind))
-                stored = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "") or "none"
-                plural = kinds.BY_NAME[kind].plural
                 raise ClusterError(f"{kinds.BY_NAME[kind].display}/{name} not found (nothing was deleted)\n"
-                                   f"  fix: stored {plural}: {stored} (meshgen get {plural})")
+                                   f"  fix: stored {kinds.BY_NAME[kind].plural}: {self._some(kind)} "
+                                   f"(meshgen get {kinds.BY_NAME[kind].plural})")
             deletions.append(change)
         return self._after_deleting(state, deletions, dry_run)
 
+    def _some(self, kind: str, shown: int = 10) -> str:
+        """The first names stored of ``kind``, for a message (one page: never the whole store)."""
+        page = next(self.client.pages(kinds.BY_NAME[kind], metadata_only=True, limit=shown + 1))
+        names = sorted(o["metadata"]["name"] for o in page.items)
+        more = " and more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more or "none"
+
     def gc(self, dry_run: DryRun = DryRun.NONE) -> Report:
-        """Delete sandboxes whose TTL ran out, then reconcile (which also repairs anything left half-done)."""
-        state = self.observe()
-        now = storing.now_utc()
-        limit = state.policy.spec.guardrails.max_ttl_seconds
-        deletions = [c for s in storing.expired(state.stored, now, limit)
-                     if (c := storing.deletion(state.stored, "Sandbox", s["metadata"]["name"])) is not None]
-        return self._after_deleting(state, deletions, dry_run)
+        """Delete sandboxes whose TTL ran out, then reconcile what they shared hosts with; and repair what an
+        interrupted command left (:mod:`meshgen.kube.collecting`). The store is read a page at a time."""
+        report = Report()
+        for batch in collecting.batches(self.client, self.choose, storing.now_utc()):
+            self.seeds = batch.seeds
+            state = self.observe()
+            deletions = [c for name in batch.expired if (c := storing.deletion(state.stored, "Sandbox", name))]
+            report.add(self._after_deleting(state, deletions, dry_run))
+        return report
 
     def reconcile(self, dry_run: DryRun = DryRun.NONE) -> Report:
-        """Reconcile every stored spec (after a policy change: ``meshgen install``)."""
+        """Reconcile every stored spec (after a policy change: ``meshgen install``): reads everything."""
+        self.seeds = None
         return self._after_deleting(self.observe(), [], dry_run)
 
     def _after_deleting(self, state: ClusterState, deletions: list[Change], dry_run: DryRun) -> Report:
@@ -167,11 +203,36 @@ class Reconciler:
             tuple(g for g in state.stored.route_groups if ("RouteGroup", g["metadata"]["name"]) not in gone),
             state.stored.resource_version, state.stored.policies)
         first = self.plan_round(state.with_stored(remaining), Specs(), set(), {})
-        return self._run(first, deletions, dry_run, Report(), set())
+        return self._run(first, [*self._reindexed(state, gone, dry_run), *deletions], dry_run, Report(), set())
+
+    @staticmethod
+    def _reindexed(state: ClusterState, skip: Iterable[OwnerId], dry_run: DryRun) -> list[Change]:
+        """Stored specs in view without their index (stored around meshgen, by an older one, or edited since),
+        labelled before anything else is written (a dry run only reads them)."""
+        if dry_run is not DryRun.NONE:
+            return []
+        skipped = set(skip)
+        out = []
+        for live in (*state.stored.sandboxes, *state.stored.route_groups):
+            if (live["kind"], live["metadata"]["name"]) in skipped or indexes.is_current(live):
+                continue
+            meta = live["metadata"]
+            desired = {"apiVersion": live["apiVersion"], "kind": live["kind"], "spec": live.get("spec"),
+                       "metadata": {"name": meta["name"], "labels": indexes.with_index(live),
+                                    "annotations": dict(meta.get("annotations") or {})}}
+            change = diffing.change_for(desired, live)
+            if change is not None:
+                out.append(change)
+        return out
 
     # -- planning --------------------------------------------------------------------------------------------
 
     def observe(self) -> ClusterState:
+        """The part of the cluster this command's specs concern (:mod:`meshgen.kube.scoping`), or all of it."""
+        if self.seeds is not None:
+            state = scoping.observe(self.client, self.seeds, self.namespaces, self.choose)
+            if state is not None:
+                return state
         return discovery.observe(self.client, self.namespaces, self.choose)
 
     def plan_round(self, state: ClusterState, new: Specs, mine: set[OwnerId], texts: dict[str, str],
@@ -186,7 +247,8 @@ class Reconciler:
         left_out.update(refusals or {})
         policy = state.policy
         backend = backends.of(policy)
-        step = transition.step(policy.spec.routing_header, state.live, _filter_ref(policy, backend), backend.routes)
+        step = transition.step(policy.spec.routing_header, state.routing, transition.filter_ref(policy, backend),
+                               backend.routes)
         seniority = discovery.seniority(state.stored)
         while True:
             kept = _without(specs, left_out)
@@ -195,36 +257,47 @@ class Reconciler:
             except InvalidInput as exc:
                 raise locate_all(exc, texts) from None
             plan = dataclasses.replace(plan, header_change=step.change())
-            desired = self._desired(plan, state.stored.resource_version, step, backend)
-            foreign = self._foreign(desired, state.live, mine)
+            if state.scope is not None and not scoping.holds(state.scope, plan):
+                # Specs stored since the view was read claim hosts outside it: read the part they concern too.
+                return self.plan_round(self.observe(), new, mine, texts, refusals)
+            desired = rendering.desired(plan, state.stored.resource_version, step, backend)
+            foreign = rendering.foreign(desired, state.live, mine)
             if not foreign:
                 break
             left_out.update(foreign)
         excluded = sorted([*left_out.values(), *plan.excluded], key=lambda e: (e.kind.value, e.name))
-        changes = ordering.ordered(diffing.changes(desired, state.live), backend.order)
+        found = diffing.changes(desired, self._prunable(state, desired))
+        changes = ordering.ordered(self._whole(state, found), backend.order)
         return Round(state, kept, plan, tuple(desired), tuple(changes), tuple(excluded), step)
 
-    @staticmethod
-    def _desired(plan: Plan, list_revision: str, step: transition.Step, backend: Backend) -> list[JsonObject]:
-        """Every object the backend renders the plan to, with meshgen's bookkeeping annotations."""
-        rendered = compiler.render(plan, backend.name)
-        return [diffing.decorate(o, list_revision) for o in transition.annotate(rendered, step, backend.routes)]
+    def _prunable(self, state: ClusterState, desired: list[JsonObject]) -> Mapping[Ref, JsonObject]:
+        """The live objects a round may delete: all it read. Except, when it read only part of the store, the
+        routing-key filter its plan does not want: the part has no claims left, but the rest of the store may."""
+        ref = transition.filter_ref(state.policy, backends.of(state.policy))
+        if state.scope is None or ref is None or ref not in state.live or any(Ref.of(o) == ref for o in desired):
+            return state.live
+        viewed = {(o["kind"], o["metadata"]["name"]) for o in (*state.stored.sandboxes, *state.stored.route_groups)}
+        for kind in (kinds.SANDBOX, kinds.ROUTE_GROUP):
+            page = next(self.client.pages(kind, metadata_only=True, limit=len(viewed) + 1))
+            if any((kind.kind, o["metadata"]["name"]) not in viewed for o in page.items):
+                return {r: o for r, o in state.live.items() if r != ref}
+        return state.live
 
-    @staticmethod
-    def _foreign(desired: Iterable[JsonObject], live: Mapping[Ref, JsonObject],
-                 mine: set[OwnerId]) -> dict[OwnerId, Exclusion]:
-        """Stored sandboxes with an unmanaged object where one of theirs would go, to leave out. Raises
-        :class:`ForeignObject` if the object is one of ``mine`` or of no sandbox."""
-        out: dict[OwnerId, Exclusion] = {}
-        for body in desired:
-            message = diffing.foreign_problem(body, live.get(Ref.of(body)))
-            if message is None:
+    def _whole(self, state: ClusterState, changes: list[Change]) -> list[Change]:
+        """Changes to objects read as metadata only, recomputed from the whole object (an update is a patch
+        against it; a diff shows it)."""
+        partial = state.scope.partial if state.scope is not None else frozenset()
+        out = []
+        for change in changes:
+            if change.ref not in partial or change.action is Action.CREATE:
+                out.append(change)
                 continue
-            owner = (OwnerKind.SANDBOX.value, str((body["metadata"].get("labels") or {}).get(LABEL_SANDBOX, "")))
-            if not owner[1] or owner in mine:
-                raise ForeignObject(message)
-            out[owner] = Exclusion(OwnerKind.SANDBOX, owner[1], ExclusionReason.FOREIGN_OBJECT,
-                                   (Problem(None, message),))
+            try:
+                live: JsonObject | None = self.client.get(change.ref)
+            except NotFound:
+                live = None
+            if (again := diffing.change_for(change.desired, live)) is not None:
+                out.append(again)
         return out
 
     def changes(self, state: ClusterState, specs: Specs | None = None, texts: dict[str, str] | None = None,
@@ -260,7 +333,7 @@ class Reconciler:
             written = [c for c in stored
                        if self._write(c, None, patching.keep_desired, report) is patching.Outcome.WRITTEN]
             try:
-                self.converge(first.state.with_stored(discovery.list_specs(self.client)), report, mine=mine)
+                self.converge(first.state.with_stored(self._relist(first.state)), report, mine=mine)
             except (InvalidInput, ForeignObject):
                 self._roll_back(written)
                 with contextlib.suppress(MeshgenError):
@@ -273,23 +346,38 @@ class Reconciler:
         """Undo the specs this command stored, when the stored set no longer compiles (someone stored a spec
         that conflicts with ours meanwhile): left in place, it would fail every later apply on the cluster.
         Only what still holds exactly what we wrote is undone."""
-        current = discovery.list_specs(self.client)
         for change in written:
             if change.ref.kind not in storing.STORED_KINDS or change.desired is None:
                 continue
-            live = current.find(change.ref.kind, change.ref.name)
-            if live is None or diffing.user_part(live) != diffing.user_part(change.desired):
+            try:
+                live = self.client.get(change.ref)
+            except NotFound:
+                continue
+            if diffing.user_part(live) != diffing.user_part(change.desired):
                 continue
             undo = (diffing.Change(diffing.Action.DELETE, change.ref, None, live) if change.live is None
                     else diffing.change_for(change.live, live))
             if undo is not None:
                 patching.write(self.client, undo, None)
 
+    def _relist(self, state: ClusterState) -> StoredSpecs:
+        """The stored specs ``state`` came from, read again (its selection, or everything)."""
+        if state.scope is None:
+            return discovery.list_specs(self.client)
+        return scoping.relist(self.client, state.scope.selection)
+
     def converge(self, state: ClusterState | None, report: Report, first: Round | None = None,
                  mine: set[OwnerId] | None = None) -> Report:
-        """Reconcile until a round ends with the same stored specs it started from (and no routing-header change
-        left half-way). ``first``: round one, when the caller has just computed it from ``state``; ``mine``: the
-        specs this command stored, which may not be left out (their problems are raised).
+        """Reconcile until a round writes nothing (every object holds what this view wants, or a newer view's:
+        fenced), or ends with the same stored specs it started from (and no routing-header change left half-way).
+        ``first``: round one, when the caller has just computed it from ``state``; ``mine``: the specs this command
+        stored, which may not be left out (their problems are raised).
+
+        A writer that is fenced backs off instead of trying again: whoever wrote the newer object read after our
+        specs were stored, so it holds them. Only a round that wrote re-reads and checks: its writes may have
+        replaced what a command that saw a newer store had left unchanged, so it plans once more from a newer
+        view. With many appliers on one host, each one's writes of the host's aggregate stay few: it writes when
+        its view is the newest, and stops at the first round in which a newer one has written.
 
         A round in which the API server refuses a stored sandbox's object goes on with the other sandboxes'
         own objects only (so every refused one is found in one round), then plans again without the refused
@@ -305,7 +393,8 @@ class Reconciler:
                 current = self.plan_round(state or self.observe(), Specs(), mine, {}, refusals)
             report.last, report.excluded, report.warnings = current, list(current.excluded), list(current.plan.warnings)
             revision = current.state.stored.revision
-            recompute = self._recompute(current)
+            recompute = rendering.recompute(current.state, current.specs, current.step,
+                                            backends.of(current.state.policy), _ids(current.specs))
             outcomes = []
             refused_now = False
             for change in current.changes:
@@ -327,10 +416,10 @@ class Reconciler:
             if refused_now:
                 continue
             rounds += 1
-            if not outcomes:
+            if patching.Outcome.WRITTEN not in outcomes:
                 report.listed = current.state.stored
                 return report
-            report.listed = discovery.list_specs(self.client)
+            report.listed = self._relist(current.state)
             if report.listed.fingerprint == current.state.stored.fingerprint and current.step.done:
                 return report
         raise ClusterError(f"the stored specs kept changing; not converged after {MAX_ROUNDS} rounds "
@@ -345,26 +434,6 @@ class Reconciler:
         elif outcome is patching.Outcome.FENCED:
             report.fenced += 1
         return outcome
-
-    def _recompute(self, current: Round) -> patching.Recompute:
-        """On conflict, a user's routing object (one the backend edits) is replanned from its fresh live object (so
-        an edit someone made meanwhile is kept); what meshgen owns does not depend on the live object."""
-        state = current.state
-        backend = backends.of(state.policy)
-
-        def recompute(change: Change, live: JsonObject | None) -> JsonObject | None:
-            if backend.edits_kind(change.ref.kind) and live is not None and not is_owned(live):
-                plan = isolating_plan(current.specs, _with_object(state, change.ref, live), state.policy,
-                                      _ids(current.specs), discovery.seniority(state.stored))
-                plan = dataclasses.replace(plan, header_change=current.step.change())
-                found = [o for o in self._desired(plan, state.stored.resource_version, current.step, backend)
-                         if Ref.of(o) == change.ref]
-                return found[0] if found else None
-            if live is None and change.desired is not None and not is_owned(change.desired):
-                return None  # a user's routing object that is gone: nothing left to edit
-            return change.desired
-
-        return recompute
 
     def _write_statuses(self, report: Report) -> None:
         """The status of every stored spec the final round planned, unless it changed since (then the command
@@ -391,18 +460,4 @@ def _without(specs: Specs, left_out: dict[OwnerId, Exclusion]) -> Specs:
                  tuple(g for g in specs.route_groups if ("RouteGroup", g.name) not in left_out),
                  specs.policies, specs.origins)
 
-
-def _filter_ref(policy: MeshPolicy, backend: Backend) -> Ref | None:
-    """The object that runs the routing-key normaliser, if the backend writes one."""
-    if backend.routing_filter is None:
-        return None
-    return Ref("EnvoyFilter", policy.spec.filter_namespace, backend.routing_filter)
-
-
-def _with_object(state: ClusterState, ref: Ref, live: JsonObject) -> Baseline:
-    """The observed baseline with one object replaced by its fresh live version (the edge token's Secret, read
-    apart from the live objects, is kept)."""
-    objects = [live if r == ref else o for r, o in sorted(state.live.items()) if r.api is not kinds.ENVOY_FILTER]
-    objects += [secret.body for secret in state.baseline.of_kind(SECRET)]
-    return baseline_from_objects(objects, discovery.CLUSTER_SOURCE)
 

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshgen.documents import JsonObject
-from meshgen.kube import storing
+from meshgen.kube import indexes, storing
 from meshgen.kube.client import Client, Conflict, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import LABEL_SANDBOX
 from meshgen.plan.model import Exclusion, Owner, OwnerKind, Plan
-from meshgen.spec import names
 
 RECONCILED = "Reconciled"
 REASON_RECONCILED = "Reconciled"
@@ -40,12 +39,6 @@ def _object(body: Mapping[str, Any]) -> JsonObject:
 
 def _key(o: Mapping[str, Any]) -> tuple[str, str, str]:
     return (str(o["kind"]), str(o.get("namespace", "")), str(o["name"]))
-
-
-def routing_key(body: Mapping[str, Any]) -> str:
-    """A stored spec's routing key, even when the spec does not validate (derived from the name if unset)."""
-    key = (body.get("spec") or {}).get("routingKey") if isinstance(body.get("spec"), dict) else None
-    return key if isinstance(key, str) and key else names.derive_routing_key(body["kind"], body["metadata"]["name"])
 
 
 @dataclass(frozen=True)
@@ -89,7 +82,7 @@ def desired(outcome: Outcome, stored: Mapping[str, Any], now: str) -> JsonObject
     kind, name = stored["kind"], stored["metadata"]["name"]
     exclusion = outcome.excluded.get((kind, name))
     owner = outcome.owners.get((kind, name))
-    status: JsonObject = {"routingKey": owner.routing_key if owner is not None else routing_key(stored)}
+    status: JsonObject = {"routingKey": owner.routing_key if owner is not None else indexes.routing_key(stored)}
     if exclusion is not None or owner is None:
         status["hosts"], status["objects"] = [], []
         reason = exclusion.reason.value if exclusion is not None else "NotPlanned"

@@ -1,7 +1,8 @@
 """Sandboxes and route groups live in the cluster as ``Sandbox`` / ``RouteGroup`` objects (meshgen.dev).
 
 A stored spec is exactly what the user wrote (apiVersion, kind, name, labels, annotations, spec), plus one
-annotation with when its content last changed (``meshgen.dev/updated-at``, for ``ttl.offsetFrom: updatedAt``).
+annotation with when its content last changed (``meshgen.dev/updated-at``, for ``ttl.offsetFrom: updatedAt``) and
+the labels a command finds it by (:mod:`meshgen.kube.indexes`).
 Re-applying an identical spec writes nothing.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meshgen.documents import JsonObject
-from meshgen.kube import diffing
+from meshgen.kube import diffing, indexes
 from meshgen.kube.diffing import Action, Change
 from meshgen.kube.discovery import StoredSpecs
 from meshgen.kube.kinds import Ref
@@ -40,11 +41,10 @@ def parse_timestamp(text: str | None) -> datetime.datetime | None:
 
 
 def stored_form(written: Mapping[str, Any], moment: datetime.datetime) -> JsonObject:
-    """The object to store for a spec document as written."""
+    """The object to store for a spec document as written: its labels with the index (:mod:`meshgen.kube.indexes`)
+beside them."""
     meta = written.get("metadata") or {}
-    stored_meta: JsonObject = {"name": meta["name"]}
-    if meta.get("labels"):
-        stored_meta["labels"] = dict(meta["labels"])
+    stored_meta: JsonObject = {"name": meta["name"], "labels": indexes.with_index(written)}
     stored_meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_UPDATED_AT: timestamp(moment)}
     return {"apiVersion": written["apiVersion"], "kind": written["kind"], "metadata": stored_meta,
             "spec": written.get("spec") or {}}

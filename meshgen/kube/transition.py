@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from meshgen.backends.backend import Backend
 from meshgen.documents import JsonObject
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_ROUTES, is_owned
 from meshgen.plan.model import HeaderChange
+from meshgen.spec.models import MeshPolicy
 
 ANNOTATION_HEADERS = "meshgen.dev/routing-headers"  # on the EnvoyFilter
 ANNOTATION_HEADER = "meshgen.dev/routing-header"  # on a routing object with meshgen routes
@@ -52,6 +54,13 @@ class Step:
     def change(self) -> HeaderChange | None:
         """The plan's view of this step (``None``: no change in progress)."""
         return None if self.done else HeaderChange(self.routes, self.also)
+
+
+def filter_ref(policy: MeshPolicy, backend: Backend) -> Ref | None:
+    """The object that runs the routing-key normaliser, if the backend writes one."""
+    if backend.routing_filter is None:
+        return None
+    return Ref("EnvoyFilter", policy.spec.filter_namespace, backend.routing_filter)
 
 
 def _headers(body: Mapping[str, object], key: str) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ def _check(problem: Callable[[str], str | None], fix: str | None = None) -> Afte
 DnsLabel = Annotated[str, _check(names.dns_label_problem)]
 ObjectName = Annotated[str, _check(names.dns_subdomain_problem)]
 SandboxName = Annotated[str, _check(lambda v: names.dns_label_problem(v, names.SANDBOX_NAME_MAX))]
-LabelKey = Annotated[str, _check(names.label_key_problem, "use a key like team or example.com/team")]
+SpecLabelKey = Annotated[str, _check(names.spec_label_key_problem, "use a key like team or example.com/team")]
 LabelValue = Annotated[str, _check(names.label_value_problem, "shorten the value, or use only A-Z a-z 0-9 - _ .")]
 AnnotationKey = Annotated[str, _check(lambda v: names.label_key_problem(v, "annotation key"),
                                       "use a key like example.com/note")]
@@ -64,7 +64,7 @@ class ObjectMeta(Model):
 
     name: SandboxName
     # Stored as the object's own metadata: what the apiserver refuses must not get that far.
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: dict[SpecLabelKey, LabelValue] = Field(default_factory=dict)
     annotations: dict[AnnotationKey, str] = Field(default_factory=dict)
 
 

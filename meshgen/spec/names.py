@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from meshgen import ownership
+
 DNS_LABEL_MAX = 63
 SANDBOX_NAME_MAX = 40
 ROUTING_KEY_MAX = 63
@@ -78,6 +80,14 @@ def label_key_problem(key: str, what: str = "label key") -> str | None:
         return (f"{what} {key!r} is not a qualified name: at most {LABEL_VALUE_MAX} characters from A-Z a-z 0-9 "
                 "- _ ., starting and ending with a letter or digit, after an optional DNS-subdomain prefix and '/'")
     return None
+
+
+def spec_label_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot label a Sandbox or RouteGroup: not a label key, or one of the index labels meshgen
+    writes on stored specs itself (:func:`meshgen.ownership.is_index_label`)."""
+    if ownership.is_index_label(key):
+        return f"label key {key!r} is one meshgen writes on stored specs (its index)"
+    return label_key_problem(key)
 
 
 def label_value_problem(value: str) -> str | None:
