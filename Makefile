@@ -89,9 +89,10 @@ bench-istio: $(STAMP) testenv wrk
 e2e-kind: $(STAMP)
 	bash testenv/e2e-kind.sh
 
-## bench-reconcile: apply against a real kube-apiserver with 1,000 stored sandboxes over 100 hosts
+## bench-reconcile: apply cost at 1,000/4,000/10,000 stored sandboxes, and 50 appliers on one hot host
 bench-reconcile: $(STAMP) testenv
-	$(BIN)/python bench/reconcile.py
+	$(BIN)/python bench/reconcile.py --sandboxes 1000,4000,10000
+	$(BIN)/python bench/reconcile.py --contention 50 --sandboxes 5000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -258,7 +258,9 @@ def delete_command(names: tuple[str, ...], kind: str, kubeconfig: str | None, co
 @click.option("--dry-run", type=click.Choice([d.value for d in DryRun]), default="none", show_default=True)
 def gc_command(kubeconfig: str | None, context: str | None, namespaces: tuple[str, ...],
                policy_path: str | None, dry_run: str) -> None:
-    """Delete sandboxes past their TTL, then reconcile (which also repairs an interrupted apply).
+    """Delete sandboxes past their TTL and reconcile the hosts they shared; also repair what an interrupted
+    apply or delete left (specs not reconciled at their generation, objects of sandboxes no longer stored). Reads
+    the store a page at a time.
 
     \b
     Examples:
@@ -277,7 +279,8 @@ def gc_command(kubeconfig: str | None, context: str | None, namespaces: tuple[st
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
 def get_command(what: str, names: tuple[str, ...], kubeconfig: str | None, context: str | None, output: str) -> None:
     """List stored sandboxes or route groups, with their status: whether meshgen reconciled them, and if not,
-    why (-o yaml|json show the whole status: routing key, hosts, objects, conditions).
+    why (-o yaml|json show the whole status: routing key, hosts, objects, conditions). Reads the store a page at a
+    time.
 
     \b
     Examples:

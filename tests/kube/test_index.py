@@ -1,0 +1,165 @@
+"""The index of stored specs against a real kube-apiserver: a command reads only what its specs share hosts with,
+and what it leaves is what reading everything would leave (``cluster.pending()`` plans the whole store: an empty
+answer means no stale route, no missing one, anywhere).
+
+Hosts added and removed, a sandbox moving between hosts, route groups re-matching, specs stored without the index
+(by kubectl, or an older meshgen), and concurrent moves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from meshgen.kube import indexes, kinds
+from meshgen.ownership import LABEL_INDEXED
+from tests.kube.conftest import Cluster
+
+pytestmark = pytest.mark.kube
+
+SANDBOX = """\
+apiVersion: meshgen.dev/v1alpha1
+kind: Sandbox
+metadata: {name: NAME, labels: {team: TEAM}}
+spec:
+  routingKey: KEY
+  forks:
+FORKS"""
+GROUP = """\
+apiVersion: meshgen.dev/v1alpha1
+kind: RouteGroup
+metadata: {name: NAME}
+spec:
+  routingKey: KEY
+  match:
+    all: [{label: {key: team, value: "TEAM"}}]
+"""
+
+
+def sandbox(name: str, *workloads: str, team: str = "checkout") -> str:
+    forks = "".join(f"  - forkOf: {{namespace: NS, name: {w}}}\n" for w in workloads)
+    return SANDBOX.replace("NAME", name).replace("KEY", key(name)).replace("TEAM", team).replace("FORKS", forks)
+
+
+def group(name: str, team: str) -> str:
+    return GROUP.replace("NAME", name).replace("KEY", key(name)).replace("TEAM", team)
+
+
+def key(name: str) -> str:
+    return name.replace("-", "")
+
+
+def routed(cluster: Cluster, routing_key: str) -> set[str]:
+    """The hosts of this test's namespace whose VirtualServices (the user's or meshgen's) route ``routing_key``."""
+    found = set()
+    for vs in cluster.client().list(kinds.VIRTUAL_SERVICE, cluster.namespace).items:
+        if routing_key in json.dumps(vs["spec"].get("http") or []):
+            found.update(vs["spec"]["hosts"])
+    return found
+
+
+def stored(cluster: Cluster, kind: str, name: str) -> dict[str, Any]:
+    return cluster.get(kind, name, "")
+
+
+def test_hosts_added_and_removed_move_the_sandbox_between_indexes(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-m"
+    cluster.apply(sandbox(name, "reviews-v1"))
+    assert routed(cluster, key(name)) == {"reviews"}
+    ns = cluster.namespace
+    by_workload = {w: indexes.workload_key(("Deployment", ns, w)) for w in ("reviews-v1", "ratings-v1")}
+    assert by_workload["reviews-v1"] in stored(cluster, "Sandbox", name)["metadata"]["labels"]
+
+    cluster.apply(sandbox(name, "reviews-v1", "ratings-v1"))  # a host added
+    assert routed(cluster, key(name)) == {"reviews", "ratings"}
+    assert cluster.exists("Deployment", f"ratings-v1-{name}")
+    assert cluster.pending() == []
+
+    cluster.apply(sandbox(name, "ratings-v1"))  # a host removed: its old host's routes go, in the same apply
+    assert routed(cluster, key(name)) == {"ratings"}
+    assert not cluster.exists("Deployment", f"reviews-v1-{name}")
+    labels = stored(cluster, "Sandbox", name)["metadata"]["labels"]
+    assert by_workload["ratings-v1"] in labels and by_workload["reviews-v1"] not in labels
+    assert cluster.pending() == []
+
+    # A later command on the old host finds nothing of the moved sandbox there, and leaves nothing of it.
+    other = f"{cluster.namespace}-o"
+    client = cluster.client()
+    cluster.apply(sandbox(other, "reviews-v1"), client=client)
+    assert routed(cluster, key(name)) == {"ratings"} and routed(cluster, key(other)) == {"reviews"}
+    assert cluster.pending() == []
+
+
+def test_route_groups_follow_their_members_as_labels_and_matches_change(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    a, b, flow = f"{cluster.namespace}-ga", f"{cluster.namespace}-gb", f"{cluster.namespace}-flow"
+    cluster.apply(sandbox(a, "reviews-v1", team="alpha") + "---\n" + sandbox(b, "ratings-v1", team="beta"))
+    cluster.apply(group(flow, "alpha"))
+    assert routed(cluster, key(flow)) == {"reviews"}
+
+    cluster.apply(sandbox(b, "ratings-v1", team="alpha"))  # a sandbox joins by its labels
+    assert routed(cluster, key(flow)) == {"reviews", "ratings"}
+    assert cluster.pending() == []
+
+    cluster.apply(sandbox(a, "reviews-v1", team="gamma"))  # and leaves by them
+    assert routed(cluster, key(flow)) == {"ratings"}
+    assert cluster.pending() == []
+
+    cluster.apply(group(flow, "gam*"))  # the group re-matches: a glob, the old member out, the other in
+    assert routed(cluster, key(flow)) == {"reviews"}
+    status = stored(cluster, "RouteGroup", flow)["status"]
+    assert status["sandboxes"] == [a]
+    assert cluster.pending() == []
+
+
+def test_specs_stored_without_the_index_are_found_and_indexed(cluster: Cluster) -> None:
+    """A store written by kubectl (or a meshgen before the index): a scoped command still finds those specs."""
+    cluster.create_baseline()
+    old, new = f"{cluster.namespace}-u", f"{cluster.namespace}-n"
+    admin = cluster.client()
+    body = {"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox",
+            "metadata": {"name": old, "labels": {"team": "checkout"}},
+            "spec": {"routingKey": key(old), "forks": [{"forkOf": {"namespace": cluster.namespace,
+                                                                   "name": "reviews-v1"}}]}}
+    admin.create(body)  # as `kubectl apply` would: no index labels
+    assert LABEL_INDEXED not in (stored(cluster, "Sandbox", old)["metadata"].get("labels") or {})
+
+    cluster.apply(sandbox(new, "reviews-v1"))  # another sandbox on the same host
+    assert routed(cluster, key(old)) == {"reviews"} and routed(cluster, key(new)) == {"reviews"}
+    assert indexes.is_current(stored(cluster, "Sandbox", old)), "indexed by the first command that read it"
+    assert stored(cluster, "Sandbox", old)["metadata"]["labels"]["team"] == "checkout", "user labels kept"
+    assert cluster.pending() == []
+
+    # Edited around meshgen to fork another workload: its index labels still name the old one. A command on the
+    # new host's other sandbox must still find it (by the old host, which it shares with the seed) and re-index.
+    live = stored(cluster, "Sandbox", old)
+    admin.patch(kinds.Ref("Sandbox", "", old), [
+        {"op": "replace", "path": "/spec/forks/0/forkOf/name", "value": "ratings-v1"},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]}])
+    cluster.apply(sandbox(new, "reviews-v1", "ratings-v1"))
+    assert routed(cluster, key(old)) == {"ratings"}
+    assert indexes.is_current(stored(cluster, "Sandbox", old))
+    assert cluster.pending() == []
+
+
+def test_concurrent_moves_leave_no_stale_route(cluster: Cluster) -> None:
+    """Two sandboxes swap hosts at the same time, each by its own process, while a third applier adds one to
+    each host: every command reads only its hosts, yet the result is what planning everything gives."""
+    cluster.create_baseline()
+    ns = cluster.namespace
+    a, b, c = f"{ns}-ca", f"{ns}-cb", f"{ns}-cc"
+    cluster.apply(sandbox(a, "reviews-v1") + "---\n" + sandbox(b, "ratings-v1"))
+    files = [cluster.spec_file(sandbox(a, "ratings-v1")), cluster.spec_file(sandbox(b, "reviews-v1")),
+             cluster.spec_file(sandbox(c, "reviews-v1", "ratings-v1"))]
+    procs = [cluster.spawn("apply", "-f", str(f)) for f in files]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode in (0, 1), err
+    assert routed(cluster, key(a)) == {"ratings"}
+    assert routed(cluster, key(b)) == {"reviews"}
+    assert routed(cluster, key(c)) == {"reviews", "ratings"}
+    assert not cluster.exists("Deployment", f"reviews-v1-{a}") and not cluster.exists("Deployment", f"ratings-v1-{b}")
+    assert cluster.pending() == []
