@@ -15,13 +15,14 @@ For each: wall time of the reconcile (in-process, without interpreter start-up),
 client, and the same counted from the API server's audit log; then, per scenario, t(largest)/t(smallest). Goal:
 at most 1.3 for (b) and (c), and request counts that do not grow with the store.
 
-**Contention** (``--contention 50``, with one size, e.g. ``--sandboxes 5000``): after storing, 50 appliers (threads,
+**Contention** (``--contention 50``; ``--contention-at 5000``): once the store holds 5,000, 50 appliers (threads,
 each its own client) each apply a new sandbox forking the same hot workload (a host no stored sandbox uses), all
 at once. Checks that every one converged (its fork exists, the hot host's VirtualService routes its key) and that a
 no-op apply afterwards writes nothing; prints total writes, conflicts (409 and failed ``test`` ops, 422) and
 p50/p99 apply time.
 
-Usage: python bench/reconcile.py [--sandboxes 1000,4000,10000] [--contention 50]   (or: make bench-reconcile)
+Usage: python bench/reconcile.py [--sandboxes 1000,4000,10000] [--contention 50 [--contention-at 5000]]
+(or: make bench-reconcile)
 
 Measured on 2 cores: see README.md (Apply cost).
 """
@@ -142,14 +143,22 @@ def seed(plane: controlplane.ControlPlane, start: int, stop: int, per_host: int,
         vetting.vet = vet
 
 
-def scaling(plane: controlplane.ControlPlane, sizes: list[int], per_host: int) -> None:
+def scaling(plane: controlplane.ControlPlane, sizes: list[int], per_host: int, hot: int,
+            contended: tuple[int, int] | None) -> None:
+    """Seed up to each size and measure there; ``contended``: (appliers, size) runs the contention once the store
+    holds that size (on its own hot host, so the other measurements are unaffected)."""
     stored, results, image = 0, {}, "pr"
-    for size in sizes:
+    steps = sorted({*sizes, *([contended[1]] if contended else [])})
+    for size in steps:
         started = time.perf_counter()
         seed(plane, stored, size, per_host)
         print(f"seeding: stored {size - stored} more sandboxes (now {size}) in {time.perf_counter() - started:.1f} s",
               flush=True)
         stored = size
+        if contended and size == contended[1]:
+            contention(plane, size, contended[0], hot)
+        if size not in sizes:
+            continue
         results[size] = [
             measure("(a) no-op apply", plane, [sandbox("sb-00007", 0, image=image)]),
             measure("(b) one changed sandbox", plane, [sandbox("sb-00007", 0, image=f"v{size}")]),
@@ -175,12 +184,9 @@ def scaling(plane: controlplane.ControlPlane, sizes: list[int], per_host: int) -
             print(f"{size} {r['name']}: {r['rounds']} round(s); changed: " + ("; ".join(r["changes"]) or "nothing"))
 
 
-def contention(plane: controlplane.ControlPlane, stored: int, appliers: int, hot: int, per_host: int) -> None:
+def contention(plane: controlplane.ControlPlane, stored: int, appliers: int, hot: int) -> None:
     """``appliers`` new sandboxes forking host ``hot``'s workload, applied at once (module docstring)."""
     client = Client.from_kubeconfig(str(plane.kubeconfig))
-    started = time.perf_counter()
-    seed(plane, 0, stored, per_host)
-    print(f"seeding: stored {stored} sandboxes in {time.perf_counter() - started:.1f} s", flush=True)
     barrier = threading.Barrier(appliers)
     outcomes: list[dict[str, Any]] = [{} for _ in range(appliers)]
 
@@ -243,10 +249,12 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=0, help="hosts in the baseline (default: enough for the "
                         "largest size, plus one hot host)")
     parser.add_argument("--contention", type=int, default=0, metavar="N",
-                        help="instead: N concurrent appliers on one hot host, over the (one) size given")
+                        help="also: N concurrent appliers on one hot host, once the store holds --contention-at")
+    parser.add_argument("--contention-at", type=int, default=5000, metavar="SIZE")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sandboxes.split(","))
-    hosts = args.hosts or -(-sizes[-1] // args.per_host) + 1
+    largest = max(sizes[-1], args.contention_at if args.contention else 0)
+    hosts = args.hosts or -(-largest // args.per_host) + 1
     with tempfile.TemporaryDirectory() as tmp:
         plane = controlplane.ControlPlane(Path(tmp), binaries.ensure())
         plane.start()
@@ -259,10 +267,8 @@ def main() -> None:
             for body in baseline(hosts):
                 client.create(body)
             print(f"baseline: {hosts} hosts in {time.perf_counter() - started:.1f} s", flush=True)
-            if args.contention:
-                contention(plane, sizes[-1], args.contention, hosts - 1, args.per_host)
-            else:
-                scaling(plane, sizes, args.per_host)
+            scaling(plane, sizes, args.per_host, hosts - 1,
+                    (args.contention, args.contention_at) if args.contention else None)
         finally:
             plane.stop()
 

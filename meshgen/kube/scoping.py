@@ -273,10 +273,11 @@ class _Closure:
             if ("RouteGroup", name) not in self.view and any(_matches(group, s) for s in sandboxes):
                 grew |= self.add([group])
         for group in [*groups, *(g for k, g in self.view.items() if k[0] == "RouteGroup")]:
-            name = group["metadata"]["name"]
-            if name in self._expanded:
+            # By content, not name: a group being applied and its stored version may match different sandboxes.
+            seen = json.dumps([group["metadata"]["name"], indexes.match_terms(group)], sort_keys=True)
+            if seen in self._expanded:
                 continue
-            self._expanded.add(name)
+            self._expanded.add(seen)
             for selector in indexes.member_selectors(group):
                 grew |= self.add(s for s in self.store.select("Sandbox", selector) if _matches(group, s))
         return grew

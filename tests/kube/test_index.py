@@ -56,7 +56,7 @@ def routed(cluster: Cluster, routing_key: str) -> set[str]:
     found = set()
     for vs in cluster.client().list(kinds.VIRTUAL_SERVICE, cluster.namespace).items:
         if routing_key in json.dumps(vs["spec"].get("http") or []):
-            found.update(vs["spec"]["hosts"])
+            found.update(h.split(".")[0] for h in vs["spec"]["hosts"])  # short names: the user's and meshgen's
     return found
 
 
