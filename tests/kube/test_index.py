@@ -19,32 +19,18 @@ from tests.kube.conftest import Cluster
 
 pytestmark = pytest.mark.kube
 
-SANDBOX = """\
-apiVersion: meshgen.dev/v1alpha1
-kind: Sandbox
-metadata: {name: NAME, labels: {team: TEAM}}
-spec:
-  routingKey: KEY
-  forks:
-FORKS"""
-GROUP = """\
-apiVersion: meshgen.dev/v1alpha1
-kind: RouteGroup
-metadata: {name: NAME}
-spec:
-  routingKey: KEY
-  match:
-    all: [{label: {key: team, value: "TEAM"}}]
-"""
-
-
 def sandbox(name: str, *workloads: str, team: str = "checkout") -> str:
-    forks = "".join(f"  - forkOf: {{namespace: NS, name: {w}}}\n" for w in workloads)
-    return SANDBOX.replace("NAME", name).replace("KEY", key(name)).replace("TEAM", team).replace("FORKS", forks)
+    """A Sandbox forking ``workloads`` of this test's namespace (JSON: a YAML document)."""
+    return json.dumps({"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox",
+                       "metadata": {"name": name, "labels": {"team": team}},
+                       "spec": {"routingKey": key(name),
+                                "forks": [{"forkOf": {"namespace": "NS", "name": w}} for w in workloads]}}) + "\n"
 
 
 def group(name: str, team: str) -> str:
-    return GROUP.replace("NAME", name).replace("KEY", key(name)).replace("TEAM", team)
+    return json.dumps({"apiVersion": "meshgen.dev/v1alpha1", "kind": "RouteGroup", "metadata": {"name": name},
+                       "spec": {"routingKey": key(name), "match": {"all": [{"label": {"key": "team",
+                                                                                    "value": team}}]}}}) + "\n"
 
 
 def key(name: str) -> str:
@@ -156,7 +142,7 @@ def test_concurrent_moves_leave_no_stale_route(cluster: Cluster) -> None:
              cluster.spec_file(sandbox(c, "reviews-v1", "ratings-v1"))]
     procs = [cluster.spawn("apply", "-f", str(f)) for f in files]
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode in (0, 1), err
     assert routed(cluster, key(a)) == {"ratings"}
     assert routed(cluster, key(b)) == {"reviews"}
