@@ -9,6 +9,7 @@ Hosts added and removed, a sandbox moving between hosts, route groups re-matchin
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -149,3 +150,34 @@ def test_concurrent_moves_leave_no_stale_route(cluster: Cluster) -> None:
     assert routed(cluster, key(c)) == {"reviews", "ratings"}
     assert not cluster.exists("Deployment", f"reviews-v1-{a}") and not cluster.exists("Deployment", f"ratings-v1-{b}")
     assert cluster.pending() == []
+
+
+def test_gc_pages_through_the_store_and_repairs_what_was_left_half_done(cluster: Cluster) -> None:
+    """gc reads the store a page at a time (here: one object per page) and, per page, collects expired sandboxes,
+    specs stored but never reconciled, and the objects of a sandbox deleted around meshgen."""
+    cluster.create_baseline()
+    ns = cluster.namespace
+    expire, orphan, raw = f"{ns}-gx", f"{ns}-go", f"{ns}-gr"
+    cluster.apply(sandbox(expire, "ratings-v1").replace('"spec": {', '"spec": {"ttl": {"duration": "1s"}, ')
+                  + sandbox(orphan, "reviews-v1"))
+    admin = cluster.client()
+    admin.delete(kinds.Ref("Sandbox", "", orphan))  # `kubectl delete`: its fork and route stay behind
+    admin.create({"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": raw},
+                  "spec": {"routingKey": key(raw), "forks": [{"forkOf": {"namespace": ns, "name": "details-v1"}}]}})
+    assert routed(cluster, key(orphan)) == {"reviews"} and routed(cluster, key(raw)) == set()
+    time.sleep(1.5)
+
+    client = cluster.client()
+    client.page = 1
+    report = cluster.reconciler(client).gc()
+    summaries = [c.summary for c in report.changes]
+    assert f"sandbox.meshgen.dev/{expire} deleted" in summaries
+    assert not cluster.exists("Deployment", f"ratings-v1-{expire}")
+    assert not cluster.exists("Deployment", f"reviews-v1-{orphan}") and routed(cluster, key(orphan)) == set()
+    assert cluster.exists("Deployment", f"details-v1-{raw}") and routed(cluster, key(raw)) == {"details"}
+    assert client.counts["list"] > 3, "the store was read a page at a time"
+    assert cluster.pending() == []
+
+    listed = cluster.meshgen("get", "sandboxes", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert raw in [o["metadata"]["name"] for o in json.loads(listed.stdout)["items"]]
