@@ -11,8 +11,9 @@ The contract (DESIGN.md, "Reconciler contract"):
    object written (``meshgen.dev/computed-from``). A writer never replaces or deletes an object recorded with a
    newer R — and that includes pruning: an owned object whose sandbox is missing from my list is deleted only if
    it was computed from an older list than mine, otherwise it belongs to a sandbox added after my list.
-3. After writing, the specs are listed again; if they changed, the loop runs again (bounded). So the last writer
-   sees every spec stored before it, and concurrent appliers converge with nothing lost.
+3. After a round that wrote, the specs are listed again; if they changed, the loop runs again (bounded). So the
+   last writer sees every spec stored before it, and concurrent appliers converge with nothing lost. A round
+   that was only fenced stops: whoever wrote the newer objects read our specs.
 4. Nothing to change means nothing written: a no-op apply makes zero writes.
 5. Failures stay with their tenant (DESIGN invariant 8). A stored spec that cannot be reconciled — it no longer
    validates, no longer compiles over the baseline, breaks a guardrail, has an unmanaged object in the way of
@@ -26,6 +27,10 @@ The contract (DESIGN.md, "Reconciler contract"):
    the fingerprint and the revision like a spec change. A routing-header change takes several rounds, one safe
    step each (:mod:`meshgen.kube.transition`).
 7. Last, every stored spec's ``status`` is brought up to date with the final plan (:mod:`meshgen.kube.statuses`).
+
+"Listed" is, for apply, diff, delete and gc, the part of the store the command's specs share hosts with
+(:mod:`meshgen.kube.scoping`, by the index of :mod:`meshgen.kube.indexes`); its revision is the oldest of the
+label-selected lists it was read with. ``install`` (reconcile) lists everything.
 """
 
 from __future__ import annotations
