@@ -50,7 +50,8 @@ def test_apply_creates_forks_and_routes_then_a_second_apply_writes_nothing(clust
     assert again.changes == []
     assert client.writes == 0, client.counts
     # Reads are LISTs plus a fixed few GETs (the applied spec's stored version, the routing filter, the user's
-    # VirtualService its host concerns), never one per stored object: the same no-op against a cluster with more sandboxes sends the same requests.
+    # VirtualService its host concerns), never one per stored object: the same no-op against a cluster with more
+    # sandboxes elsewhere sends the same requests.
     assert set(client.counts) <= {"list", "get"} and client.counts["get"] <= 3, client.counts
     assert cluster.pending() == []
     for i in range(3):  # sandboxes on other hosts: not read by a command on reviews
