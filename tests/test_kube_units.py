@@ -11,7 +11,7 @@ import pytest
 
 from meshgen.backends import BACKENDS
 from meshgen.backends.backend import DELETE, UPSERT, Backend
-from meshgen.kube import crds, diffing, discovery, ordering, storing
+from meshgen.kube import crds, diffing, discovery, indexes, ordering, storing
 from meshgen.kube.diffing import Action, Change, ForeignObject
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import (
@@ -21,6 +21,7 @@ from meshgen.ownership import (
     ANNOTATION_UPDATED_AT,
     MANAGED_BY,
 )
+from meshgen.spec import names
 from meshgen.testenv import binaries
 
 OWNED = {MANAGED_BY: "meshgen"}
@@ -145,7 +146,9 @@ def stored_sandbox(name: str, ttl: dict[str, str] | None = None, created: str = 
     meta: dict[str, Any] = {"name": name, "creationTimestamp": created, "resourceVersion": rv}
     if updated:
         meta["annotations"] = {ANNOTATION_UPDATED_AT: updated}
-    return {"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox", "metadata": meta, "spec": spec}
+    body = {"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox", "metadata": meta, "spec": spec}
+    meta["labels"] = indexes.labels(body)  # as meshgen stores it: with its index
+    return body
 
 
 def test_ttl_counts_from_creation_or_last_update() -> None:
@@ -170,7 +173,22 @@ def test_storing_an_identical_spec_is_no_change() -> None:
     [update] = storing.changes([relabelled], stored, now)
     assert update.action is Action.UPDATE
     target = update.target()
-    assert target is not None and target["metadata"]["labels"] == {"team": "b"}
+    assert target is not None and indexes.user_labels(target["metadata"]["labels"]) == {"team": "b"}
+    assert indexes.is_current(target), "stored with its index beside the user's labels"
+
+
+def test_a_spec_stored_without_the_index_is_relabelled_and_may_not_set_it() -> None:
+    unlabelled = stored_sandbox("a", updated="2026-01-01T00:00:00Z")
+    unlabelled["metadata"].pop("labels")
+    written = {**unlabelled, "metadata": {"name": "a"}}
+    now = datetime.datetime(2026, 2, 1, tzinfo=datetime.UTC)
+    [update] = storing.changes([written], discovery.StoredSpecs((unlabelled,), (), "3"), now)
+    target = update.target()
+    assert target is not None and indexes.is_current(target)
+    assert indexes.workload_key(("Deployment", "ns", "d")) in target["metadata"]["labels"]
+    assert names.spec_label_key_problem(indexes.workload_key(("Deployment", "ns", "d"))) is not None
+    assert names.spec_label_key_problem("meshgen.dev/indexed") is not None
+    assert names.spec_label_key_problem("example.com/team") is None
 
 
 def test_fingerprint_sees_adds_deletes_and_edits_but_not_unrelated_writes() -> None:

@@ -13,7 +13,7 @@ import pytest
 from meshgen.baseline.loading import load_baseline
 from meshgen.documents import parse_documents
 from meshgen.errors import ClusterError, InvalidInput, Location
-from meshgen.kube import admission, discovery, policies, statuses, storing, transition
+from meshgen.kube import admission, discovery, indexes, policies, statuses, storing, transition
 from meshgen.kube.kinds import Ref
 from meshgen.plan import guardrails
 from meshgen.plan.model import ExclusionReason, HeaderChange
@@ -230,7 +230,7 @@ def test_a_status_says_what_was_made_and_keeps_its_transition_time() -> None:
     assert later == status, "nothing changed: the same status, so no write"
     gone = statuses.desired(outcome, {"kind": "Sandbox", "metadata": {"name": "gone"}}, "2026-01-01T00:00:00Z")
     assert (gone["hosts"], gone["objects"], gone["conditions"][0]["reason"]) == ([], [], "CompileFailed")
-    assert gone["routingKey"] == statuses.routing_key({"kind": "Sandbox", "metadata": {"name": "gone"}})
+    assert gone["routingKey"] == indexes.routing_key({"kind": "Sandbox", "metadata": {"name": "gone"}})
 
 
 def test_seniority_puts_specs_being_applied_after_every_stored_one() -> None:
