@@ -9,6 +9,8 @@ What stays in memory across pages is the stored sandboxes' names (to tell an orp
   reconciled without it;
 - **pending**: a spec whose ``Reconciled`` condition is missing or older than its generation: an apply stored it
   and was stopped before it wrote its objects (or its status): reconciled again;
+- **broken**: a sandbox naming a workload the baseline no longer has (deleted since it was reconciled): no command
+  on its other hosts reads it, so gc does; it is left out and its routes withheld (DESIGN invariant 8);
 - **orphan**: an object meshgen made for a sandbox that is no longer stored (a delete stopped half-way): seeded by
   name with the workload it forks, so its hosts' tables are rewritten without it and it is pruned.
 """
@@ -16,13 +18,13 @@ What stays in memory across pages is the stored sandboxes' names (to tell an orp
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from meshgen.baseline.model import WORKLOAD_KINDS
 from meshgen.documents import JsonObject
 from meshgen.errors import ClusterError
-from meshgen.kube import kinds, scoping, statuses, storing
+from meshgen.kube import indexes, kinds, scoping, sourcing, statuses, storing
 from meshgen.kube.client import Client, NotFound
 from meshgen.kube.discovery import StoredSpecs
 from meshgen.kube.indexes import WorkloadId
@@ -45,8 +47,8 @@ def pending(body: JsonObject) -> bool:
     return condition is None or int(condition.get("observedGeneration") or 0) != generation
 
 
-def batches(client: Client, choose: Callable[[StoredSpecs], MeshPolicy],
-            now: datetime.datetime) -> Iterator[Batch]:
+def batches(client: Client, choose: Callable[[StoredSpecs], MeshPolicy], now: datetime.datetime,
+            namespaces: Sequence[str] = ()) -> Iterator[Batch]:
     """The batches of a gc at ``now``, a page of the store at a time (module docstring)."""
     try:
         policies = client.list(kinds.MESH_POLICY).items
@@ -54,10 +56,12 @@ def batches(client: Client, choose: Callable[[StoredSpecs], MeshPolicy],
         raise ClusterError(f"{exc}; meshgen's CRDs are not installed in this cluster: run `meshgen install`") from exc
     limit = choose(StoredSpecs((), (), "", policies)).spec.guardrails.max_ttl_seconds
     stored: set[str] = set()
+    present = _workloads(client, namespaces)
     for page in client.pages(kinds.SANDBOX):
         stored.update(o["metadata"]["name"] for o in page.items)
         expired = tuple(o["metadata"]["name"] for o in storing.expired(StoredSpecs(page.items, (), "", ()), now, limit))
-        redo = [o["metadata"]["name"] for o in page.items if o["metadata"]["name"] not in expired and pending(o)]
+        redo = [o["metadata"]["name"] for o in page.items if o["metadata"]["name"] not in expired
+                and (pending(o) or _lost(indexes.workloads(o), present, namespaces))]
         if expired or redo:
             names = tuple(("Sandbox", n) for n in (*expired, *redo))
             yield Batch(scoping.Seeds(names=names), expired)
@@ -68,6 +72,26 @@ def batches(client: Client, choose: Callable[[StoredSpecs], MeshPolicy],
     orphans = _orphans(client, stored)
     if orphans:
         yield Batch(scoping.Seeds(orphans=tuple(sorted(orphans)), workloads=frozenset().union(*orphans.values())))
+
+
+def _workloads(client: Client, namespaces: Sequence[str]) -> set[WorkloadId]:
+    """Every workload of the baseline (users' Deployments, StatefulSets, Rollouts; metadata only), in
+    ``namespaces`` or all."""
+    found: set[WorkloadId] = set()
+    for kind in (kinds.DEPLOYMENT, kinds.STATEFUL_SET, kinds.ROLLOUT):
+        try:
+            for scope in tuple(namespaces) or (None,):
+                for page in client.pages(kind, scope, label_selector=sourcing.UNOWNED, metadata_only=True):
+                    found.update((kind.kind, str(o["metadata"].get("namespace")), str(o["metadata"]["name"]))
+                                 for o in page.items)
+        except NotFound:
+            continue  # the CRD is not installed (Argo Rollouts): none
+    return found
+
+
+def _lost(workloads: set[WorkloadId], present: set[WorkloadId], namespaces: Sequence[str]) -> bool:
+    """Whether a sandbox names a workload the baseline read does not hold (outside ``namespaces``: not read)."""
+    return any(w not in present and (not namespaces or w[1] in namespaces) for w in workloads)
 
 
 def _orphans(client: Client, stored: set[str]) -> dict[str, set[WorkloadId]]:

@@ -189,7 +189,7 @@ class Reconciler:
         """Delete sandboxes whose TTL ran out, then reconcile what they shared hosts with; and repair what an
         interrupted command left (:mod:`meshgen.kube.collecting`). The store is read a page at a time."""
         report = Report()
-        for batch in collecting.batches(self.client, self.choose, storing.now_utc()):
+        for batch in collecting.batches(self.client, self.choose, storing.now_utc(), self.namespaces):
             self.seeds = batch.seeds
             state = self.observe()
             deletions = [c for name in batch.expired if (c := storing.deletion(state.stored, "Sandbox", name))]

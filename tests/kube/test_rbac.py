@@ -171,6 +171,9 @@ def test_the_printed_rbac_is_exactly_what_meshgen_uses(cluster: Cluster, tmp_pat
     granted = granted_permissions(rbac.stdout)
     assert used <= granted, f"used but not granted: {sorted(used - granted)}"
     conflict_rereads = {p for p in granted if p[0] == "get"}
+    # A command reads everything (EnvoyFilters listed, not read by name) while a routing-header change is under way
+    # or a route matches on the caller (meshgen.kube.scoping): not every run reaches that.
+    conflict_rereads |= {("list", "networking.istio.io", "envoyfilters")}
     assert granted - used <= conflict_rereads, f"granted but never used: {sorted(granted - used - conflict_rereads)}"
 
 
