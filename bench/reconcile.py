@@ -51,6 +51,7 @@ from meshgen.testenv import binaries, controlplane
 
 NAMESPACES = 10
 VERBS = ("list", "get", "create", "patch", "update", "delete")
+WRITES = ("create", "patch", "update", "delete")
 
 
 def baseline(hosts: int) -> list[dict[str, Any]]:
@@ -90,7 +91,8 @@ def new_specs(bodies: list[dict[str, Any]]) -> NewSpecs:
 
 
 def audit_counts(log: Path, start: int) -> collections.Counter[str]:
-    """Requests by verb that meshgen's user made after byte offset ``start`` of the audit log."""
+    """Requests by verb that meshgen's user made after byte offset ``start`` of the audit log; also, as
+    ``<verb> ok``, the writes that succeeded and were not dry runs (what was written)."""
     counts: collections.Counter[str] = collections.Counter()
     with open(log, "rb") as fh:
         fh.seek(start)
@@ -99,6 +101,9 @@ def audit_counts(log: Path, start: int) -> collections.Counter[str]:
         event = json.loads(line)
         if event.get("user", {}).get("username") == "meshgen-admin":
             counts[event["verb"]] += 1
+            code = int((event.get("responseStatus") or {}).get("code") or 0)
+            if event["verb"] in WRITES and code < 300 and "dryRun" not in str(event.get("requestURI")):
+                counts[f"{event['verb']} ok"] += 1
     return counts
 
 
@@ -118,8 +123,9 @@ def fmt(counts: dict[str, int]) -> str:
     return " ".join(f"{v}:{counts.get(v, 0)}" for v in VERBS if counts.get(v))
 
 
-def writes(counts: dict[str, int]) -> int:
-    return sum(counts.get(v, 0) for v in ("create", "patch", "update", "delete"))
+def writes(counts: dict[str, int], suffix: str = "") -> int:
+    """Write requests (``suffix=" ok"``: of an audit count, those that wrote)."""
+    return sum(counts.get(v + suffix, 0) for v in WRITES)
 
 
 def seed(plane: controlplane.ControlPlane, start: int, stop: int, per_host: int, workers: int = 4) -> None:
@@ -226,13 +232,16 @@ def contention(plane: controlplane.ControlPlane, stored: int, appliers: int, hot
     again = Reconciler(check, DEFAULT_POLICY).apply(new_specs([sandbox(names[0], hot)]))
     print(f"\n{appliers} concurrent appliers forking one hot host over {stored} stored sandboxes (threads; "
           "each its own client)")
-    print("| appliers | errors | not converged | writes | writes/sandbox | 409 | failed test | p50 apply | p99 apply |"
-          " audit writes |")
-    print("|----------|--------|---------------|--------|----------------|-----|-------------|-----------|-----------|"
-          "--------------|")
-    print(f"| {appliers:8} | {len(errors):6} | {len(set(missing) | set(unrouted)):13} | {total:6} "
-          f"| {total / appliers:14.2f} | {conflicts:3} | {failed_tests:11} | {walls[len(walls) // 2]:7.2f} s "
-          f"| {walls[min(len(walls) - 1, int(len(walls) * 0.99))]:7.2f} s | {writes(dict(audit)):12} |")
+    written = writes(dict(audit), " ok")
+    print("| appliers | errors | not converged | write requests | written | written/sandbox | 409 | failed test "
+          "| p50 apply | p99 apply |")
+    print("|----------|--------|---------------|----------------|---------|-----------------|-----|-------------"
+          "|-----------|-----------|")
+    print(f"| {appliers:8} | {len(errors):6} | {len(set(missing) | set(unrouted)):13} | {total:14} | {written:7} "
+          f"| {written / appliers:15.2f} | {conflicts:3} | {failed_tests:11} | {walls[len(walls) // 2]:7.2f} s "
+          f"| {walls[min(len(walls) - 1, int(len(walls) * 0.99))]:7.2f} s |")
+    print("written (audit log: succeeded, not dry runs): " + ", ".join(
+        f"{v}: {audit.get(v + ' ok', 0)}" for v in WRITES))
     print(f"no-op apply afterwards: {len(again.changes)} changes, {writes(dict(check.counts))} writes")
     rounds = collections.Counter(o.get("rounds") for o in outcomes)
     print("rounds per applier: " + ", ".join(f"{k}: {v}" for k, v in sorted(rounds.items(), key=str)))
