@@ -91,8 +91,7 @@ e2e-kind: $(STAMP)
 
 ## bench-reconcile: apply cost at 1,000/4,000/10,000 stored sandboxes, and 50 appliers on one hot host
 bench-reconcile: $(STAMP) testenv
-	$(BIN)/python bench/reconcile.py --sandboxes 1000,4000,10000
-	$(BIN)/python bench/reconcile.py --contention 50 --sandboxes 5000
+	$(BIN)/python bench/reconcile.py --sandboxes 1000,4000,10000 --contention 50 --contention-at 5000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
