@@ -212,7 +212,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
     problems.extend(_name_collisions(forks, baseline, where))
     warnings.extend(_rules_left_behind(forks, baseline))
     sandbox_claims = [c for s in sandboxes for c in claims_by_sandbox.get(s.name, [])]
-    problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where))
+    problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where, groups))
     tables, table_problems, table_warnings = plan_tables(baseline, all_claims, hosts, domain, forks)
     problems.extend(table_problems)
     warnings.extend(table_warnings)
