@@ -479,3 +479,12 @@ def running(workdir: Path | None = None, progress: Callable[[str], None] | None 
         plane.stop()
         if workdir is None and not failed:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def refusal(plan: Plan) -> str | None:
+    """Why this environment cannot run ``plan`` (what :meth:`IstioMesh.apply` would refuse up front), or None."""
+    try:
+        _check_transport(plan)
+    except EnvironmentProblem as exc:
+        return str(exc)
+    return None
