@@ -35,7 +35,7 @@ from typing import Any
 
 from meshgen.documents import Document
 from meshgen.errors import Location
-from meshgen.kube import crds
+from meshgen.kube import installing
 from meshgen.kube.client import Client
 from meshgen.kube.reconciling import NewSpecs, Reconciler
 from meshgen.spec.loading import load_specs
@@ -127,7 +127,7 @@ def main() -> None:
         plane.start()
         try:
             client = Client.from_kubeconfig(str(plane.kubeconfig))
-            crds.install(client)
+            installing.install(client, None)
             for i in range(NAMESPACES):
                 plane.create_namespace(f"ns-{i}")
             for body in baseline(args.hosts):

@@ -167,8 +167,20 @@ def test_storing_an_identical_spec_is_no_change() -> None:
 def test_fingerprint_sees_adds_deletes_and_edits_but_not_unrelated_writes() -> None:
     one = discovery.StoredSpecs((stored_sandbox("a"),), (), "10")
     assert one.fingerprint == discovery.StoredSpecs((stored_sandbox("a"),), (), "99").fingerprint
-    assert one.fingerprint != discovery.StoredSpecs((stored_sandbox("a", rv="2"),), (), "10").fingerprint
+    status_written = {**stored_sandbox("a", rv="2"), "status": {"routingKey": "k"}}
+    assert one.fingerprint == discovery.StoredSpecs((status_written,), (), "10").fingerprint, "status is no edit"
+    edited = stored_sandbox("a", rv="2")
+    edited["spec"] = {"forks": [{"forkOf": {"namespace": "ns", "name": "e"}}]}
+    assert one.fingerprint != discovery.StoredSpecs((edited,), (), "10").fingerprint
+    relabelled = stored_sandbox("a", rv="2")
+    relabelled["metadata"]["labels"] = {"team": "x"}
+    assert one.fingerprint != discovery.StoredSpecs((relabelled,), (), "10").fingerprint
+    recreated = stored_sandbox("a")
+    recreated["metadata"]["uid"] = "another"
+    assert one.fingerprint != discovery.StoredSpecs((recreated,), (), "10").fingerprint, "a new object, a new age"
     assert one.fingerprint != discovery.StoredSpecs((), (), "10").fingerprint
+    policy = {"apiVersion": "meshgen.dev/v1alpha1", "kind": "MeshPolicy", "metadata": {"name": "p"}, "spec": {}}
+    assert one.fingerprint != discovery.StoredSpecs((stored_sandbox("a"),), (), "10", (policy,)).fingerprint
 
 
 # -- CRDs --------------------------------------------------------------------------------------------------------------
@@ -192,16 +204,34 @@ def test_crd_schemas_are_structural_and_default_nothing(crd: dict[str, Any]) -> 
         assert not {"$ref", "anyOf", "default", "title", "const"} & set(node), f"{path}: {sorted(node)}"
         extra = node.get("additionalProperties")
         assert extra is None or isinstance(extra, dict), f"{path}: additionalProperties must be a schema"
-    assert crd["spec"]["scope"] == "Cluster" and crd["spec"]["versions"][0]["subresources"] == {"status": {}}
+    specs_have_status = crd["spec"]["names"]["kind"] != "MeshPolicy"  # a policy is configuration: no status
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["versions"][0]["subresources"] == ({"status": {}} if specs_have_status else {})
+
+
+def _granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(v, g, r) for rule in role["rules"] for v in rule["verbs"] for g in rule["apiGroups"]
+            for r in rule["resources"]}
 
 
 def test_the_rbac_covers_every_kind_meshgen_writes() -> None:
-    role = crds.rbac()[0]
-    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    granted = {(g, r) for _, g, r in _granted(crds.rbac()[0])}
     from meshgen.kube import kinds
 
     for kind in (*kinds.RENDERED, kinds.SANDBOX, kinds.ROUTE_GROUP):
         assert (kind.group, kind.plural) in granted
+    assert ("meshgen.dev", "sandboxes/status") in granted and ("meshgen.dev", "routegroups/status") in granted
+
+
+def test_ci_reads_the_policy_and_only_the_platform_writes_it() -> None:
+    ci, platform = _granted(crds.rbac()[0]), _granted(crds.rbac(platform=True)[0])
+    assert {v for v, g, r in ci if r == "meshpolicies"} == {"list"}
+    assert {"create", "patch", "delete"} <= {v for v, g, r in platform if r == "meshpolicies"}
+    assert ci < platform, "install reconciles every host, so the platform can do what CI does"
+    admission = {r for v, g, r in platform if g == "admissionregistration.k8s.io"}
+    assert admission == {"validatingadmissionpolicies", "validatingadmissionpolicybindings"}
+    assert not {r for v, g, r in ci if g in ("admissionregistration.k8s.io", "apiextensions.k8s.io")}
+    assert crds.rbac(platform=True)[1]["subjects"][0]["name"] == "meshgen-appliers", "the group is the caller's"
 
 
 # -- binaries ----------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ tracestate whole) or, failing that, refuses the request.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 from meshgen.backends.normaliser import lua_string, normaliser_source
 from meshgen.plan.model import Edge
@@ -233,10 +234,12 @@ def _lua_blocks(cidrs: tuple[str, ...]) -> str:
     return "{\n" + "\n".join(blocks) + "\n}" if blocks else "{}"
 
 
-def edge_source(policy: MeshPolicy, edge: Edge) -> str:
-    """The edge filter's Lua for ``policy`` and the plan's :class:`Edge`; byte-identical for identical inputs."""
+def edge_source(policy: MeshPolicy, edge: Edge, also: Sequence[str] = ()) -> str:
+    """The edge filter's Lua for ``policy`` and the plan's :class:`Edge`; byte-identical for identical inputs.
+    ``also``: routing headers besides the policy's while a change of it is in progress (stripped like it)."""
     spec = policy.spec
-    headers = list(dict.fromkeys([spec.routing_header] + [s.key for s in spec.propagation if s.kind == "header"]))
+    headers = list(dict.fromkeys([spec.routing_header, *also] + [s.key for s in spec.propagation
+                                                                 if s.kind == "header"]))
     # On a failure inside the filter, everything a key may travel in goes, the token too.
     fail_closed = [*headers, "baggage", "tracestate", *([edge.token_header] if edge.token_header else [])]
     config = [
@@ -248,4 +251,4 @@ def edge_source(policy: MeshPolicy, edge: Edge) -> str:
         f"local TOKEN_SHA256 = {lua_string(edge.token_sha256) if edge.token_sha256 else 'nil'}",
     ]
     sha256 = _SHA256 if edge.mode is IngressMode.TOKEN else ""
-    return normaliser_source(policy) + "\n" + "\n".join(config) + "\n" + _EDGE + sha256 + _ENTRY
+    return normaliser_source(policy, also) + "\n" + "\n".join(config) + "\n" + _EDGE + sha256 + _ENTRY

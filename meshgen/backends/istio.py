@@ -176,8 +176,9 @@ def baseline_destination_rule(plan: Plan, fqdn: str, namespace: str) -> Resource
 def envoy_filter(plan: Plan) -> JsonObject:
     """The EnvoyFilter that runs the routing-key normaliser first on sidecar outbound traffic, and at gateways
     the edge filter (untrusted routing keys removed, then the normaliser)."""
-    sources = (("SIDECAR_OUTBOUND", normaliser.lua_source(plan.policy)),
-               ("GATEWAY", edge.edge_source(plan.policy, plan.edge)))
+    also = plan.other_routing_headers
+    sources = (("SIDECAR_OUTBOUND", normaliser.lua_source(plan.policy, also)),
+               ("GATEWAY", edge.edge_source(plan.policy, plan.edge, also)))
     patches = [
         {
             "applyTo": "HTTP_FILTER",

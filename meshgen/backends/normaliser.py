@@ -31,6 +31,8 @@ filter chain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from meshgen.spec.models import MeshPolicy
 from meshgen.spec.names import ROUTING_KEY_MAX
 
@@ -227,6 +229,35 @@ function fail_closed(handle, headers, names, err)
 end
 """
 
+# Only while the routing header changes on a cluster (meshgen.kube.transition): routes may match an older header
+# too, so the key is taken from any of them and written into all of them.
+_ALSO = """
+local ALSO_HEADERS = {@ALSO@}
+local normalise_policy_header = normalise
+function normalise(headers)
+  local present = headers:getAtIndex(ROUTING_HEADER, 0)
+  if present == nil or present == "" then
+    for _, name in ipairs(ALSO_HEADERS) do
+      local value = headers:getAtIndex(name, 0)
+      if value ~= nil and value ~= "" then headers:replace(ROUTING_HEADER, value) break end
+    end
+  end
+  normalise_policy_header(headers)
+  local key = headers:getAtIndex(ROUTING_HEADER, 0)
+  for _, name in ipairs(ALSO_HEADERS) do
+    if key ~= nil then headers:replace(name, key) else headers:remove(name) end
+  end
+end
+
+local fail_closed_policy_header = fail_closed
+function fail_closed(handle, headers, names, err)
+  local all = {}
+  for _, name in ipairs(names) do all[#all + 1] = name end
+  for _, name in ipairs(ALSO_HEADERS) do all[#all + 1] = name end
+  fail_closed_policy_header(handle, headers, all, err)
+end
+"""
+
 _MESH_ENTRY = """
 function envoy_on_request(handle)
   local headers = handle:headers()
@@ -252,24 +283,28 @@ def lua_set(names: list[str]) -> str:
     return "{" + ", ".join(f"[{lua_string(n)}] = true" for n in names) + "}"
 
 
-def normaliser_source(policy: MeshPolicy) -> str:
-    """The normaliser's functions (``normalise(headers)`` and what it needs), without an entry point."""
+def normaliser_source(policy: MeshPolicy, also: Sequence[str] = ()) -> str:
+    """The normaliser's functions (``normalise(headers)`` and what it needs), without an entry point. ``also``:
+    routing headers it writes besides the policy's, while a change of the routing header is in progress."""
     sources = "\n".join(
         f"  {{{lua_string(s.kind)}, {lua_string(s.key if s.kind == 'header' else s.key.lower())}}},"
         for s in policy.spec.propagation
     )
     names = member_names(policy)
     lengths = [len(n) for n in names] or [1]
-    return (_TEMPLATE.replace("@POLICY@", policy.metadata.name)
-            .replace("@HEADER@", lua_string(policy.spec.routing_header))
-            .replace("@SOURCES@", sources).replace("@MAX_LEN@", str(ROUTING_KEY_MAX))
-            .replace("@MEMBER_NAMES@", lua_set(names)[1:-1])
-            .replace("@SHORTEST@", str(min(lengths))).replace("@LONGEST@", str(max(lengths))))
+    source = (_TEMPLATE.replace("@POLICY@", policy.metadata.name)
+              .replace("@HEADER@", lua_string(policy.spec.routing_header))
+              .replace("@SOURCES@", sources).replace("@MAX_LEN@", str(ROUTING_KEY_MAX))
+              .replace("@MEMBER_NAMES@", lua_set(names)[1:-1])
+              .replace("@SHORTEST@", str(min(lengths))).replace("@LONGEST@", str(max(lengths))))
+    if also:
+        source += _ALSO.replace("@ALSO@", ", ".join(lua_string(h) for h in also))
+    return source
 
 
-def lua_source(policy: MeshPolicy) -> str:
+def lua_source(policy: MeshPolicy, also: Sequence[str] = ()) -> str:
     """The sidecar (mesh) filter: normalise the key on every request; byte-identical for identical policies."""
-    return normaliser_source(policy) + _MESH_ENTRY
+    return normaliser_source(policy, also) + _MESH_ENTRY
 
 
 def lua_filter(source: str) -> dict[str, object]:

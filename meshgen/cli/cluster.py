@@ -13,14 +13,14 @@ import click
 
 from meshgen import compiler
 from meshgen.cli import options
-from meshgen.documents import dump_json, dump_yaml
-from meshgen.errors import ExitCode
-from meshgen.kube import crds, diffing, discovery, storing
+from meshgen.documents import dump_json, dump_yaml, locate_all
+from meshgen.errors import ClusterError, ExitCode, InvalidInput, Problem
+from meshgen.kube import admission, crds, diffing, discovery, installing, policies, statuses, storing
 from meshgen.kube.client import Client
 from meshgen.kube.diffing import Action, Change
 from meshgen.kube.reconciling import DryRun, NewSpecs, Reconciler, Report
 from meshgen.spec.loading import Specs
-from meshgen.spec.models import RouteGroup, Sandbox
+from meshgen.spec.models import DEFAULT_POLICY, MeshPolicy, RouteGroup, Sandbox
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,61 +33,102 @@ def cluster_options(f: F) -> F:
     f = click.option("--context", default=None, help="The kubeconfig context to use.")(f)
     f = click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG",
                      help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")(f)
-    return options.policy(f)
+    return click.option(
+        "--policy", "policy_path", metavar="FILE", default=None,
+        help="Insist on this MeshPolicy: the command fails, showing the difference, unless it is exactly the one "
+             "the cluster stores (cluster commands always compile with the stored policy; the platform sets it "
+             "with meshgen install --policy).")(f)
+
+
+def _expected_policy(policy_path: str | None) -> MeshPolicy | None:
+    return compiler.read_policy(policy_path, Specs())[0] if policy_path is not None else None
 
 
 def _reconciler(kubeconfig: str | None, context: str | None, namespaces: tuple[str, ...],
-                policy_path: str | None, specs: Specs | None = None, dry_run: DryRun = DryRun.NONE) -> Reconciler:
-    policy, _, _ = compiler.read_policy(policy_path, specs or Specs())
+                policy_path: str | None, dry_run: DryRun = DryRun.NONE) -> Reconciler:
+    expected = _expected_policy(policy_path)
     client = Client.from_kubeconfig(kubeconfig, context)
     suffix = {DryRun.NONE: "", DryRun.CLIENT: " (dry run)", DryRun.SERVER: " (server dry run)"}[dry_run]
-    return Reconciler(client, policy, namespaces, on_change=lambda c: click.echo(c.summary + suffix))
+    return Reconciler(client, expected, namespaces, on_change=lambda c: click.echo(c.summary + suffix),
+                      policy_source=policy_path or "--policy")
 
 
 def _finish(report: Report) -> None:
     for warning in report.warnings:
         click.echo(warning.render(), err=True)
+    _excluded(report)
     if not report.changes:
         click.echo("no changes")
+
+
+def _excluded(report: Report) -> None:
+    """One warning per stored spec left out (another tenant's, usually): it cannot block this command."""
+    for exclusion in report.excluded:
+        click.echo(f"warning: {exclusion.kind.value} {exclusion.name} is not reconciled ({exclusion.reason.value}): "
+                   f"its routes are withheld; meshgen get {exclusion.kind.value.lower()} {exclusion.name} -o yaml "
+                   "says why", err=True)
 
 
 @click.command("install")
 @click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG", help="Path to the kubeconfig file.")
 @click.option("--context", default=None, help="The kubeconfig context to use.")
-@click.option("--print-only", is_flag=True, help="Print the CRDs and RBAC instead of applying the CRDs.")
-@click.option("--print-rbac", is_flag=True, help="Only print the RBAC meshgen needs (no cluster access).")
-@click.option("--group", default="meshgen-appliers", show_default=True,
-              help="The group the RBAC binds (the identity your CI jobs use belongs to it).")
-@options.policy
-def install_command(kubeconfig: str | None, context: str | None, print_only: bool, print_rbac: bool, group: str,
-                    policy_path: str | None) -> None:
-    """Install meshgen's CRDs (Sandbox, RouteGroup in meshgen.dev) and print the RBAC meshgen needs.
+@click.option("--print-only", is_flag=True, help="Print the CRDs, the MeshPolicy, the admission policy and the RBAC "
+                                                 "instead of installing.")
+@click.option("--print-rbac", is_flag=True, help="Only print the RBAC (no cluster access): the CI identity's, or "
+                                                 "with --platform the platform's.")
+@click.option("--platform", is_flag=True, help="The RBAC of the platform's identity (install, the MeshPolicy).")
+@click.option("--group", default=None, help=f"The group the RBAC binds (default: {crds.CI_GROUP}, with --platform "
+                                            f"{crds.PLATFORM_GROUP}).")
+@click.option("--policy", "policy_path", metavar="FILE", default=None,
+              help="The MeshPolicy to store in the cluster (default: keep the stored one; with none stored, the "
+                   "built-in policy, same as policies/default.yaml).")
+def install_command(kubeconfig: str | None, context: str | None, print_only: bool, print_rbac: bool,
+                    platform: bool, group: str | None, policy_path: str | None) -> None:
+    """Install meshgen on a cluster, as the platform: the CRDs (Sandbox, RouteGroup, MeshPolicy in meshgen.dev),
+    the MeshPolicy every cluster command compiles with, and a ValidatingAdmissionPolicy that makes the API server
+    itself refuse a Sandbox breaking the policy's guardrails. Then every host is reconciled with the policy (a new
+    routing header goes make-before-break).
 
-    Progress goes to stderr; stdout is a ClusterRole and ClusterRoleBinding (for --group) with exactly the
-    permissions of apply/diff/delete/get/gc, ready for kubectl apply -f -. With an edge token in the policy
-    (ingress mode token), a Role also grants reading that one Secret.
+    Run it again with another --policy to change the policy. Progress goes to stderr; stdout is the RBAC for CI
+    jobs (a ClusterRole and ClusterRoleBinding for --group with exactly what apply/diff/delete/get/gc use:
+    MeshPolicy read-only), ready for kubectl apply -f -. --print-rbac --platform prints the platform's instead.
 
     \b
     Examples:
-      meshgen install | kubectl apply -f -
+      meshgen install --policy policies/prod.yaml | kubectl apply -f -
+      meshgen install --print-rbac --platform --group platform-admins | kubectl apply -f -
       meshgen install --print-rbac --policy policies/prod.yaml --group ci-deployers | kubectl apply -f -
-      meshgen install --print-only > meshgen-install.yaml
+      meshgen install --print-only --policy policies/prod.yaml > meshgen-install.yaml
     """
-    policy, _, _ = compiler.read_policy(policy_path, Specs())
-    rbac = crds.rbac(policy, group)
+    policy = _expected_policy(policy_path)
+    subject = group or (crds.PLATFORM_GROUP if platform else crds.CI_GROUP)
+    rbac = crds.rbac(policy or DEFAULT_POLICY, subject, platform)
     if print_rbac:
         click.echo(dump_yaml(rbac), nl=False)
         return
     if print_only:
-        click.echo(dump_yaml([*crds.definitions(), *rbac]), nl=False)
+        chosen = policy or DEFAULT_POLICY
+        stored = {**policies.document(chosen), "metadata": {"name": chosen.metadata.name}}
+        click.echo(dump_yaml([*crds.definitions(), stored, *admission.objects(chosen), *rbac]), nl=False)
         return
-    for line in crds.install(Client.from_kubeconfig(kubeconfig, context)):
-        click.echo(line, err=True)
+    report = installing.install(Client.from_kubeconfig(kubeconfig, context), policy,
+                                on_line=lambda line: click.echo(line, err=True))
+    for warning in report.warnings:
+        click.echo(warning.render(), err=True)
+    _excluded(report)
     click.echo(dump_yaml(rbac), nl=False)
 
 
 def _read(filenames: tuple[str, ...]) -> NewSpecs:
+    """The specs to apply. A MeshPolicy among them is an error: on a cluster the policy is the platform's."""
     specs, documents, texts = compiler.read_spec_documents(filenames)
+    if specs.policies:
+        raise locate_all(InvalidInput(Problem(
+            origin.at("kind") if (origin := specs.origin("MeshPolicy", p.metadata.name)) else None,
+            f"MeshPolicy {p.metadata.name} cannot be applied with -f: the cluster's policy is the one the platform "
+            "stored, and every cluster command compiles with it",
+            "remove it from the specs; the platform changes the policy with meshgen install --policy FILE")
+            for p in specs.policies), texts)
     return NewSpecs(specs, tuple(d.body for d in documents), texts)
 
 
@@ -100,9 +141,11 @@ def apply_command(filenames: tuple[str, ...], kubeconfig: str | None, context: s
                   namespaces: tuple[str, ...], policy_path: str | None, dry_run: str) -> None:
     """Store sandboxes/route groups in the cluster and reconcile every host they touch.
 
-    Everything is validated and compiled (over all stored sandboxes and the cluster's baseline) before the
-    first write; invalid input exits 2 with nothing written. Changes are written make-before-break as JSON
-    patches guarded by resourceVersion. One line is printed per changed object.
+    Everything is validated and compiled (over all stored sandboxes and the cluster's baseline, with the
+    cluster's MeshPolicy) and sent to the API server as a dry run before the first write; invalid input, or
+    anything the API server would refuse, exits 2 with nothing written. Changes are written make-before-break
+    as JSON patches guarded by resourceVersion. One line is printed per changed object. A stored sandbox that
+    cannot be reconciled (another tenant's, say) is left out with a warning and never fails this command.
 
     \b
     Examples:
@@ -112,7 +155,7 @@ def apply_command(filenames: tuple[str, ...], kubeconfig: str | None, context: s
     """
     new = _read(filenames)
     mode = DryRun(dry_run)
-    report = _reconciler(kubeconfig, context, namespaces, policy_path, new.specs, mode).apply(new, mode)
+    report = _reconciler(kubeconfig, context, namespaces, policy_path, mode).apply(new, mode)
     _finish(report)
 
 
@@ -134,7 +177,7 @@ def diff_command(filenames: tuple[str, ...], kubeconfig: str | None, context: st
       meshgen diff -f sandboxes/ --server -o json | jq '.[].name'
     """
     new = _read(filenames)
-    reconciler = _reconciler(kubeconfig, context, namespaces, policy_path, new.specs)
+    reconciler = _reconciler(kubeconfig, context, namespaces, policy_path)
     reconciler.on_change = lambda change: None
     report = reconciler.apply(new, DryRun.SERVER if server else DryRun.CLIENT)
     for warning in report.warnings:
@@ -223,7 +266,8 @@ def gc_command(kubeconfig: str | None, context: str | None, namespaces: tuple[st
 @click.option("--context", default=None, help="The kubeconfig context to use.")
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
 def get_command(what: str, names: tuple[str, ...], kubeconfig: str | None, context: str | None, output: str) -> None:
-    """List stored sandboxes or route groups.
+    """List stored sandboxes or route groups, with their status: whether meshgen reconciled them, and if not,
+    why (-o yaml|json show the whole status: routing key, hosts, objects, conditions).
 
     \b
     Examples:
@@ -243,33 +287,49 @@ def get_command(what: str, names: tuple[str, ...], kubeconfig: str | None, conte
         click.echo(table(objects, stored, storing.now_utc()), nl=False)
 
 
+def _status(body: dict[str, Any]) -> tuple[str, str]:
+    """STATUS and REASON: the Reconciled condition (Unknown until a command has written it)."""
+    condition = statuses.reconciled(body)
+    if condition is None:
+        return "Unknown", ""
+    return ("Reconciled" if condition.get("status") == "True" else "Failed"), str(condition.get("reason") or "")
+
+
 def table(objects: list[dict[str, Any]], stored: discovery.StoredSpecs, now: datetime.datetime) -> str:
-    """kubectl-like columns: NAME, ROUTING KEY, FORKS, AGE, EXPIRES (sandboxes) / MATCHES (route groups)."""
+    """kubectl-like columns: NAME, ROUTING KEY, STATUS, REASON, then FORKS, AGE, EXPIRES (sandboxes) or
+    SANDBOXES, AGE (route groups). Any stored object gets a row, whatever it holds."""
     if not objects:
         return "No resources found.\n"
     rows: list[tuple[str, ...]] = []
     is_sandbox = objects[0]["kind"] == "Sandbox"
-    header = ("NAME", "ROUTING KEY", "FORKS", "AGE", "EXPIRES") if is_sandbox else \
-        ("NAME", "ROUTING KEY", "SANDBOXES", "AGE")
+    header = ("NAME", "ROUTING KEY", "STATUS", "REASON", "FORKS", "AGE", "EXPIRES") if is_sandbox else \
+        ("NAME", "ROUTING KEY", "STATUS", "REASON", "SANDBOXES", "AGE")
+    try:
+        policy = policies.stored_policy(stored)
+    except ClusterError:
+        policy = None
+    limit = policy.spec.guardrails.max_ttl_seconds if policy is not None else None
     for body in objects:
         meta = body["metadata"]
         age = _age(now, storing.parse_timestamp(meta.get("creationTimestamp")))
+        key = statuses.routing_key(body)
+        status = _status(body)
         try:
             model: Sandbox | RouteGroup = (Sandbox if is_sandbox else RouteGroup).model_validate(
                 discovery.spec_body(body))
         except ValueError:
-            rows.append((meta["name"], "<invalid>", "", age, "") if is_sandbox else (meta["name"], "<invalid>", "",
-                                                                                      age))
+            rows.append((meta["name"], key, *status, "<invalid>", age, "") if is_sandbox else
+                        (meta["name"], key, *status, "<invalid>", age))
             continue
         if isinstance(model, Sandbox):
             forks = ",".join(f"{f.fork_of.namespace}/{f.fork_of.name}" for f in model.spec.forks) or "<none>"
-            end = storing.expires_at(body)
+            end = storing.expires_at(body, limit)
             expires = "<none>" if end is None else ("expired" if end <= now else f"in {_age(end, now)}")
-            rows.append((model.name, model.routing_key, forks, age, expires))
+            rows.append((model.name, model.routing_key, *status, forks, age, expires))
         else:
             members = sum(1 for s in stored.sandboxes
                           if model.spec.match.matches(s["metadata"].get("labels") or {}))
-            rows.append((model.name, model.routing_key, str(members), age))
+            rows.append((model.name, model.routing_key, *status, str(members), age))
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
                    for r in (header, *rows))

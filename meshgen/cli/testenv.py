@@ -11,7 +11,7 @@ from types import FrameType
 import click
 
 from meshgen.errors import EnvironmentProblem
-from meshgen.kube import crds
+from meshgen.kube import installing
 from meshgen.kube.client import Client
 from meshgen.testenv import binaries, controlplane, istiod, processes
 
@@ -68,7 +68,7 @@ def up_command(detach: bool, directory: Path | None, with_istio: bool, xds_port:
     plane.start()
     server = None
     try:
-        crds.install(Client.from_kubeconfig(str(plane.kubeconfig)))
+        installing.install(Client.from_kubeconfig(str(plane.kubeconfig)), None)
         if pilot is not None:
             server = istiod.Istiod(directory / "istiod", pilot, plane.kubeconfig, detached=detach)
             if xds_port:

@@ -46,6 +46,14 @@ class Invalid(ClusterError):
     """400/422: the API server rejected the object (schema, admission)."""
 
 
+def refused(exc: ClusterError) -> bool:
+    """Whether the API server refused the object itself (schema, admission) — not the identity (RBAC) or the
+    connection. An admission webhook may answer 403, so a Forbidden counts unless it is RBAC's."""
+    if isinstance(exc, Invalid):
+        return True
+    return isinstance(exc, Forbidden) and " cannot " not in str(exc) and "denied" in str(exc)
+
+
 class Unreachable(ClusterError):
     """No answer (connection refused, timeout, 5xx)."""
 
@@ -141,7 +149,8 @@ class Client:
 
     def _call(self, verb: str, method: str, path: str, what: str, body: Any = None,
               query: Mapping[str, str] | None = None, content_type: str = "application/json") -> dict[str, Any]:
-        self.counts[verb] += 1
+        # A dry run writes nothing: counted apart, so `writes` stays what was written.
+        self.counts[f"{verb} (dry run)" if query and query.get("dryRun") else verb] += 1
         full = path + ("?" + urlencode(query) if query else "")
         headers = {"Accept": "application/json", "Content-Type": content_type}
         request = self.api.param_serialize(method=method, resource_path=full, header_params=headers, body=body,

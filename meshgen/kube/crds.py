@@ -1,4 +1,4 @@
-"""meshgen's CustomResourceDefinitions (Sandbox, RouteGroup) and the RBAC its cluster commands need.
+"""meshgen's CustomResourceDefinitions (Sandbox, RouteGroup, MeshPolicy) and the RBAC of its two identities.
 
 The CRD schemas are derived from the pydantic models, so the API server and ``meshgen validate`` agree on the
 shape of a spec. They are made *structural* (what apiextensions/v1 requires): references inlined, ``Optional``
@@ -20,7 +20,7 @@ from meshgen.kube import diffing, kinds
 from meshgen.kube.client import Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_DESIRED_HASH
-from meshgen.spec.models import DEFAULT_POLICY, MeshPolicy, RouteGroupSpec, SandboxSpec
+from meshgen.spec.models import DEFAULT_POLICY, MeshPolicy, MeshPolicySpec, RouteGroupSpec, SandboxSpec
 
 _KEEP = ("description", "minLength", "maxLength", "minItems", "maxItems", "enum", "required", "minimum",
          "maximum")
@@ -70,8 +70,9 @@ def spec_schema(model: type[BaseModel]) -> JsonObject:
     return structural(schema, schema.get("$defs", {}))
 
 
-def definition(kind: kinds.Kind, model: type[BaseModel], columns: list[JsonObject], short: list[str]) -> JsonObject:
-    """A cluster-scoped CRD with a status subresource."""
+def definition(kind: kinds.Kind, model: type[BaseModel], columns: list[JsonObject], short: list[str],
+               status: bool = True) -> JsonObject:
+    """A cluster-scoped CRD (with a status subresource, unless ``status`` is false)."""
     root = {
         "type": "object",
         "required": ["spec"],
@@ -80,7 +81,7 @@ def definition(kind: kinds.Kind, model: type[BaseModel], columns: list[JsonObjec
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": spec_schema(model),
-            "status": {"type": "object", PRESERVE: True},
+            **({"status": {"type": "object", PRESERVE: True}} if status else {}),
         },
     }
     return {
@@ -94,7 +95,7 @@ def definition(kind: kinds.Kind, model: type[BaseModel], columns: list[JsonObjec
                       "listKind": f"{kind.kind}List", "shortNames": short, "categories": ["meshgen"]},
             "versions": [{
                 "name": kind.version, "served": True, "storage": True,
-                "subresources": {"status": {}},
+                "subresources": {"status": {}} if status else {},
                 "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": root},
             }],
@@ -105,73 +106,108 @@ def definition(kind: kinds.Kind, model: type[BaseModel], columns: list[JsonObjec
 def definitions() -> list[JsonObject]:
     """Every CRD meshgen needs, sorted by name."""
     age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-    key = {"name": "Routing-Key", "type": "string", "jsonPath": ".spec.routingKey"}
+    key = {"name": "Routing-Key", "type": "string", "jsonPath": ".status.routingKey"}
+    reconciled = '.status.conditions[?(@.type=="Reconciled")]'
+    status = [{"name": "Status", "type": "string", "jsonPath": f"{reconciled}.status"},
+              {"name": "Reason", "type": "string", "jsonPath": f"{reconciled}.reason"}]
+    header = {"name": "Routing-Header", "type": "string", "jsonPath": ".spec.routingHeader"}
     return [
-        definition(kinds.ROUTE_GROUP, RouteGroupSpec, [key, age], ["rg"]),
-        definition(kinds.SANDBOX, SandboxSpec, [key, {"name": "TTL", "type": "string",
-                                                       "jsonPath": ".spec.ttl.duration"}, age], ["sbx"]),
+        definition(kinds.MESH_POLICY, MeshPolicySpec, [header, age], ["mp"], status=False),
+        definition(kinds.ROUTE_GROUP, RouteGroupSpec, [key, *status, age], ["rg"]),
+        definition(kinds.SANDBOX, SandboxSpec, [key, *status, {"name": "TTL", "type": "string",
+                                                                "jsonPath": ".spec.ttl.duration"}, age], ["sbx"]),
     ]
 
 
 _VERBS_OWNED = ["get", "list", "create", "patch", "delete"]
+CI_GROUP = "meshgen-appliers"
+PLATFORM_GROUP = "meshgen-platform"
 
 
-def rbac(policy: MeshPolicy = DEFAULT_POLICY, subject_group: str = "meshgen-appliers") -> list[JsonObject]:
-    """A ClusterRole with exactly what ``meshgen apply|diff|delete|get|gc`` use, and a binding to a group.
-    ``meshgen install`` additionally needs to create and patch CustomResourceDefinitions.
-
-    Reads are LISTs; ``get`` serves the re-read after a write conflict and ``meshgen get NAME``. With an edge
-    token (ingress mode token), a Role in the Secret's namespace grants ``get`` on that one Secret by name:
-    meshgen never lists Secrets."""
-    rules: list[dict[str, Any]] = [
+def _applier_rules() -> list[dict[str, Any]]:
+    """What ``meshgen apply|diff|delete|get|gc`` use: the stored specs and their status, the objects meshgen
+    renders, and reading (never writing) the platform's MeshPolicy."""
+    return [
         {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes", "routegroups"], "verbs": _VERBS_OWNED},
+        {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes/status", "routegroups/status"], "verbs": ["update"]},
+        {"apiGroups": ["meshgen.dev"], "resources": ["meshpolicies"], "verbs": ["list"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _VERBS_OWNED},
         {"apiGroups": [""], "resources": ["services"], "verbs": _VERBS_OWNED},
         {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices", "destinationrules", "envoyfilters"],
          "verbs": _VERBS_OWNED},
     ]
+
+
+def _platform_rules() -> list[dict[str, Any]]:
+    """What ``meshgen install`` uses besides: the CRDs, the MeshPolicy, the admission policy and its binding
+    (and, to reconcile every host after a policy change, everything an applier may do)."""
+    rules = _applier_rules()
+    rules[2] = {"apiGroups": ["meshgen.dev"], "resources": ["meshpolicies"], "verbs": _VERBS_OWNED}
+    return [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["get", "list", "create", "patch"]},
+        {"apiGroups": ["admissionregistration.k8s.io"],
+         "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+         "verbs": ["get", "create", "patch"]},
+        *rules,
+    ]
+
+
+def rbac(policy: MeshPolicy = DEFAULT_POLICY, subject_group: str = CI_GROUP,
+         platform: bool = False) -> list[JsonObject]:
+    """A ClusterRole with exactly what ``meshgen apply|diff|delete|get|gc`` use (the CI identity's), or with
+    ``platform`` what ``meshgen install`` uses too (the platform's identity: the only one that writes the
+    MeshPolicy), and a binding to a group.
+
+    Reads are LISTs; ``get`` serves the re-read after a write conflict and ``meshgen get NAME``. With an edge
+    token (ingress mode token), a Role in the Secret's namespace grants ``get`` on that one Secret by name:
+    meshgen never lists Secrets."""
+    name = "meshgen-platform" if platform else "meshgen-applier"
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "meshgen-applier"}, "rules": rules}
+            "metadata": {"name": name}, "rules": _platform_rules() if platform else _applier_rules()}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": "meshgen-applier"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshgen-applier"},
+               "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": subject_group}]}
     objects: list[JsonObject] = [role, binding]
     secret = policy.spec.ingress.token_secret
     if secret is not None:
-        name = "meshgen-edge-token-reader"
+        reader = f"{name}-edge-token-reader"
         objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                        "metadata": {"name": name, "namespace": secret.namespace},
+                        "metadata": {"name": reader, "namespace": secret.namespace},
                         "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret.name],
                                    "verbs": ["get"]}]})
         objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                        "metadata": {"name": name, "namespace": secret.namespace},
-                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                        "metadata": {"name": reader, "namespace": secret.namespace},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": reader},
                         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
                                       "name": subject_group}]})
     return objects
 
 
+def upsert(client: Client, body: JsonObject, dry_run: bool = False) -> str:
+    """Create or update an object meshgen defines whole (a CRD, the admission policy), unless it already is
+    what meshgen wants (the hash of its last desired form); one summary line."""
+    annotations = {**(body["metadata"].get("annotations") or {}), ANNOTATION_DESIRED_HASH: diffing.desired_hash(body)}
+    body = {**body, "metadata": {**body["metadata"], "annotations": annotations}}
+    ref = Ref.of(body)
+    try:
+        live = client.get(ref)
+    except NotFound:
+        client.create(body, dry_run=dry_run)
+        return f"{ref} created"
+    if diffing.annotation(live, ANNOTATION_DESIRED_HASH) == annotations[ANNOTATION_DESIRED_HASH]:
+        return f"{ref} unchanged"
+    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]},
+           {"op": "replace", "path": "/spec", "value": body["spec"]},
+           {"op": "add", "path": "/metadata/annotations", "value": annotations}]
+    client.patch(ref, ops, dry_run=dry_run)
+    return f"{ref} configured"
+
+
 def install(client: Client, dry_run: bool = False, timeout: float = 60.0) -> list[str]:
     """Create or update meshgen's CRDs and wait until the API serves them; one summary line per CRD."""
-    lines = []
-    for crd in definitions():
-        crd["metadata"]["annotations"] = {ANNOTATION_DESIRED_HASH: diffing.desired_hash(crd)}
-        ref = Ref.of(crd)
-        try:
-            live = client.get(ref)
-        except NotFound:
-            client.create(crd, dry_run=dry_run)
-            lines.append(f"{ref} created")
-            continue
-        if diffing.annotation(live, ANNOTATION_DESIRED_HASH) == crd["metadata"]["annotations"][ANNOTATION_DESIRED_HASH]:
-            lines.append(f"{ref} unchanged")
-            continue
-        ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]},
-               {"op": "replace", "path": "/spec", "value": crd["spec"]},
-               {"op": "add", "path": "/metadata/annotations", "value": crd["metadata"]["annotations"]}]
-        client.patch(ref, ops, dry_run=dry_run)
-        lines.append(f"{ref} configured")
+    lines = [upsert(client, crd, dry_run) for crd in definitions()]
     if not dry_run:
         wait_established(client, [c["metadata"]["name"] for c in definitions()], timeout)
     return lines

@@ -213,6 +213,15 @@ def restored(live: Mapping[str, Any]) -> JsonObject:
     return {**body, "metadata": meta}
 
 
+def foreign_problem(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> str | None:
+    """Why ``desired`` cannot be written over ``live`` (an object meshgen would own that someone else has), or
+    ``None``."""
+    if live is None or not is_owned(desired) or is_owned(live):
+        return None
+    return (f"{Ref.of(dict(desired))} exists and is not managed by meshgen (no app.kubernetes.io/managed-by: meshgen "
+            "label); meshgen never overwrites it. Rename or remove that object, or rename the sandbox.")
+
+
 def change_for(desired: JsonObject | None, live: JsonObject | None) -> Change | None:
     """The change that turns ``live`` into ``desired`` (``None`` desired: remove what meshgen put there), or
     ``None`` when there is nothing to do. Raises :class:`ForeignObject` rather than touch what is not ours."""
@@ -227,10 +236,9 @@ def change_for(desired: JsonObject | None, live: JsonObject | None) -> Change | 
     ref = Ref.of(desired)
     if live is None:
         return Change(Action.CREATE, ref, desired, None)
-    if is_owned(desired) and not is_owned(live):
-        raise ForeignObject(f"{ref} exists and is not managed by meshgen (no app.kubernetes.io/managed-by: meshgen "
-                            "label); meshgen never overwrites it. Rename or remove that object, or rename the "
-                            "sandbox.")
+    foreign = foreign_problem(desired, live)
+    if foreign is not None:
+        raise ForeignObject(foreign)
     if unchanged(desired, live):
         return None
     return Change(Action.UPDATE, ref, desired, live)

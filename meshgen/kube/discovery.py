@@ -9,20 +9,23 @@ object, so the number of requests does not grow with the number of sandboxes. Th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import Baseline
 from meshgen.documents import Document, JsonObject
-from meshgen.errors import ClusterError, Location
+from meshgen.errors import ClusterError, InvalidInput, Location
 from meshgen.kube import kinds
 from meshgen.kube.client import Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_UPDATED_AT
-from meshgen.spec.loading import Specs, load_specs
-from meshgen.spec.models import SecretRef
+from meshgen.plan.model import Exclusion, ExclusionReason, OwnerKind
+from meshgen.spec.loading import Specs, load_specs, validate_document
+from meshgen.spec.models import MeshPolicy
 
 CLUSTER_SOURCE = "cluster"
 _BASELINE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE)
@@ -39,11 +42,12 @@ def revision(resource_version: str) -> int | None:
 
 @dataclass(frozen=True)
 class StoredSpecs:
-    """The Sandbox and RouteGroup objects stored in the cluster, and the list's resourceVersion."""
+    """The Sandbox, RouteGroup and MeshPolicy objects stored in the cluster, and the lists' resourceVersion."""
 
     sandboxes: tuple[JsonObject, ...]
     route_groups: tuple[JsonObject, ...]
     resource_version: str
+    policies: tuple[JsonObject, ...] = ()
 
     @property
     def revision(self) -> int | None:
@@ -51,11 +55,13 @@ class StoredSpecs:
         return revision(self.resource_version)
 
     @property
-    def fingerprint(self) -> tuple[tuple[str, str, str], ...]:
-        """Which specs exist, at which version: equal fingerprints mean the same set of specs. (The lists'
-        own resourceVersion moves on every write anywhere in the cluster, so it cannot tell.)"""
-        return tuple(sorted((o["kind"], o["metadata"]["name"], o["metadata"].get("resourceVersion", ""))
-                            for o in (*self.sandboxes, *self.route_groups)))
+    def fingerprint(self) -> tuple[tuple[str, str, str, str], ...]:
+        """Which specs exist, with what content: equal fingerprints mean the same set of specs and the same
+        policy. (Not resourceVersions: those move on status writes too, which change nothing to compile. The
+        lists' own resourceVersion moves on every write anywhere in the cluster. The uid: a spec deleted and
+        stored again is younger, which decides who yields in a conflict.)"""
+        return tuple(sorted((o["kind"], o["metadata"]["name"], str(o["metadata"].get("uid", "")), content_hash(o))
+                            for o in (*self.sandboxes, *self.route_groups, *self.policies)))
 
     def of_kind(self, kind: str) -> tuple[JsonObject, ...]:
         """The stored Sandboxes, or RouteGroups."""
@@ -72,35 +78,45 @@ class ClusterState:
     stored: StoredSpecs
     live: Mapping[Ref, JsonObject] = field(repr=False)
     baseline: Baseline = field(repr=False)
+    policy: MeshPolicy = field(repr=False)
 
     def with_stored(self, stored: StoredSpecs) -> ClusterState:
         """The same live objects with a newer list of specs (after storing one: live objects are re-read only
         when a write meets a conflict)."""
-        return ClusterState(stored, self.live, self.baseline)
+        return ClusterState(stored, self.live, self.baseline, self.policy)
+
+
+def content_hash(body: Mapping[str, Any]) -> str:
+    """A hash of what a user wrote in a stored object: labels, annotations, spec."""
+    meta = body.get("metadata") or {}
+    text = json.dumps([meta.get("labels"), meta.get("annotations"), body.get("spec")], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def list_specs(client: Client) -> StoredSpecs:
-    """Two LISTs: sandboxes and route groups. The view is complete up to the older of the two revisions."""
+    """Three LISTs: sandboxes, route groups and the platform's MeshPolicy. The view is complete up to the oldest
+    of the three revisions."""
     try:
-        sandboxes = client.list(kinds.SANDBOX)
-        groups = client.list(kinds.ROUTE_GROUP)
+        listings = [client.list(kind) for kind in (kinds.SANDBOX, kinds.ROUTE_GROUP, kinds.MESH_POLICY)]
     except NotFound as exc:
         raise ClusterError(f"{exc}; meshgen's CRDs are not installed in this cluster: run `meshgen install`") from exc
-    versions = [sandboxes.resource_version, groups.resource_version]
-    numbers = [revision(v) for v in versions]
+    sandboxes, groups, policies = listings
+    numbers = [revision(listing.resource_version) for listing in listings]
     if all(n is not None for n in numbers):
         resource_version = str(min(n for n in numbers if n is not None))
     else:
         resource_version = sandboxes.resource_version
-    return StoredSpecs(sandboxes.items, groups.items, resource_version)
+    return StoredSpecs(sandboxes.items, groups.items, resource_version, policies.items)
 
 
-def observe(client: Client, namespaces: Sequence[str] = (), filter_namespace: str = "istio-system",
-            secret: SecretRef | None = None) -> ClusterState:
-    """Stored specs, then every Deployment, Service, VirtualService, DestinationRule and EnvoyFilter (all
-    namespaces, or only ``namespaces`` plus the policy's filter namespace for EnvoyFilters), and the one Secret
-    the policy names, if any (read by name: meshgen never lists Secrets)."""
+def observe(client: Client, namespaces: Sequence[str], policy_of: Callable[[StoredSpecs], MeshPolicy]) -> ClusterState:
+    """Stored specs and the policy ``policy_of`` picks from them, then every Deployment, Service,
+    VirtualService, DestinationRule and EnvoyFilter (all namespaces, or only ``namespaces`` plus the policy's
+    filter namespace for EnvoyFilters), and the one Secret the policy names, if any (read by name: meshgen never
+    lists Secrets)."""
     stored = list_specs(client)
+    policy = policy_of(stored)
+    filter_namespace, secret = policy.spec.filter_namespace, policy.spec.ingress.token_secret
     live: dict[Ref, JsonObject] = {}
     for kind in kinds.RENDERED:
         scopes: Iterable[str | None] = namespaces or (None,)
@@ -120,7 +136,7 @@ def observe(client: Client, namespaces: Sequence[str] = (), filter_namespace: st
         with contextlib.suppress(NotFound):  # the planner reports a missing Secret, with the fix
             objects.append(client.get(Ref("Secret", secret.namespace, secret.name)))
     baseline = baseline_from_objects(objects, CLUSTER_SOURCE)
-    return ClusterState(stored, live, baseline)
+    return ClusterState(stored, live, baseline, policy)
 
 
 def spec_body(stored: Mapping[str, Any]) -> JsonObject:
@@ -136,11 +152,43 @@ def spec_body(stored: Mapping[str, Any]) -> JsonObject:
             "spec": stored.get("spec")}
 
 
+def _documents(stored: StoredSpecs) -> list[Document]:
+    return [Document(Location(f"{CLUSTER_SOURCE}: {o['kind']}/{o['metadata']['name']}"), spec_body(o))
+            for o in (*stored.sandboxes, *stored.route_groups)]
+
+
 def specs_of(stored: StoredSpecs) -> Specs:
-    """The stored specs, validated like files (problems name ``cluster: Sandbox/<name>``)."""
-    documents = [Document(Location(f"{CLUSTER_SOURCE}: {o['kind']}/{o['metadata']['name']}"), spec_body(o))
-                 for o in (*stored.sandboxes, *stored.route_groups)]
-    return load_specs(documents)
+    """The stored specs, validated like files (problems name ``cluster: Sandbox/<name>``); any invalid one is an
+    error. See :func:`valid_specs` for the view that tolerates them."""
+    return load_specs(_documents(stored))
+
+
+def valid_specs(stored: StoredSpecs) -> tuple[Specs, tuple[Exclusion, ...]]:
+    """The stored specs that validate, and an exclusion for each that does not (written around meshgen, e.g.
+    with kubectl, or valid under an older meshgen): one bad object never hides the others."""
+    valid: list[Document] = []
+    invalid: list[Exclusion] = []
+    for document in _documents(stored):
+        try:
+            validate_document(document)
+        except InvalidInput as exc:
+            kind, name = str(document.body["kind"]), str(document.body["metadata"]["name"])
+            invalid.append(Exclusion(OwnerKind(kind), name, ExclusionReason.INVALID_SPEC, exc.problems))
+            continue
+        valid.append(document)
+    return load_specs(valid), tuple(invalid)
+
+
+def seniority(stored: StoredSpecs) -> Callable[[tuple[str, str]], tuple[str, str]]:
+    """Who yields when two owners conflict: the one stored later (creation time, then name); a spec not stored
+    yet (being applied) yields to every stored one."""
+    created = {(o["kind"], o["metadata"]["name"]): str(o["metadata"].get("creationTimestamp") or "")
+               for o in (*stored.sandboxes, *stored.route_groups)}
+
+    def key(owner: tuple[str, str]) -> tuple[str, str]:
+        return (created.get(owner) or "~", owner[1])  # "~" sorts after every timestamp
+
+    return key
 
 
 def merged(stored: Specs, new: Specs) -> Specs:

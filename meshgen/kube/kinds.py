@@ -48,6 +48,13 @@ DESTINATION_RULE = Kind("DestinationRule", "networking.istio.io", "v1", "destina
 ENVOY_FILTER = Kind("EnvoyFilter", "networking.istio.io", "v1alpha3", "envoyfilters")
 SANDBOX = Kind("Sandbox", "meshgen.dev", "v1alpha1", "sandboxes", namespaced=False)
 ROUTE_GROUP = Kind("RouteGroup", "meshgen.dev", "v1alpha1", "routegroups", namespaced=False)
+# The platform's policy: written by `meshgen install --policy` only, read by every cluster command.
+MESH_POLICY = Kind("MeshPolicy", "meshgen.dev", "v1alpha1", "meshpolicies", namespaced=False)
+# The guardrails as the API server enforces them (meshgen.kube.admission), written by `meshgen install`.
+ADMISSION_POLICY = Kind("ValidatingAdmissionPolicy", "admissionregistration.k8s.io", "v1",
+                        "validatingadmissionpolicies", namespaced=False)
+ADMISSION_BINDING = Kind("ValidatingAdmissionPolicyBinding", "admissionregistration.k8s.io", "v1",
+                         "validatingadmissionpolicybindings", namespaced=False)
 # Not written by meshgen; the istiod test environment (meshgen.testenv.istiomesh) creates them for its proxies.
 WORKLOAD_ENTRY = Kind("WorkloadEntry", "networking.istio.io", "v1", "workloadentries")
 SIDECAR = Kind("Sidecar", "networking.istio.io", "v1", "sidecars")
@@ -57,7 +64,7 @@ CRD = Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customreso
 # What the Istio backend renders, in the order they are read.
 RENDERED = (DEPLOYMENT, SERVICE, DESTINATION_RULE, VIRTUAL_SERVICE, ENVOY_FILTER)
 BY_NAME = {k.kind: k for k in (*RENDERED, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD, WORKLOAD_ENTRY, SIDECAR,
-                                     GATEWAY)}
+                                     GATEWAY, MESH_POLICY, ADMISSION_POLICY, ADMISSION_BINDING)}
 
 
 def of(body: dict[str, Any]) -> Kind:

@@ -71,25 +71,33 @@ def deletion(stored: StoredSpecs, kind: str, name: str) -> Change | None:
     return Change(Action.DELETE, Ref.of(live), None, live)
 
 
-def expires_at(stored: Mapping[str, Any]) -> datetime.datetime | None:
-    """When a stored sandbox's TTL runs out (``None``: no TTL)."""
-    ttl = (stored.get("spec") or {}).get("ttl") or {}
-    seconds = parse_duration(str(ttl.get("duration", ""))) if ttl else None
+def expires_at(stored: Mapping[str, Any], limit: int | None = None) -> datetime.datetime | None:
+    """When a stored sandbox's TTL runs out (``None``: no TTL, or none that can be read). Whatever is stored —
+    kubectl writes what it likes — this never raises: a TTL longer than a year counts as a year
+    (:func:`~meshgen.spec.names.parse_duration`), and one longer than ``limit`` seconds (the policy's maxTTL) runs
+    out after ``limit``."""
+    spec = stored.get("spec")
+    ttl = spec.get("ttl") if isinstance(spec, dict) else None
+    if not isinstance(ttl, dict):
+        return None
+    seconds = parse_duration(str(ttl.get("duration", "")))
     if not seconds:
         return None
+    if limit is not None:
+        seconds = min(seconds, limit)
     meta = stored.get("metadata") or {}
     created = parse_timestamp(meta.get("creationTimestamp"))
     start = created
     if ttl.get("offsetFrom") == "updatedAt":
-        start = parse_timestamp((meta.get("annotations") or {}).get(ANNOTATION_UPDATED_AT)) or created
+        start = parse_timestamp(str((meta.get("annotations") or {}).get(ANNOTATION_UPDATED_AT) or "")) or created
     return start + datetime.timedelta(seconds=seconds) if start else None
 
 
-def expired(stored: StoredSpecs, moment: datetime.datetime) -> list[JsonObject]:
-    """Stored sandboxes whose TTL has run out at ``moment``, by name."""
+def expired(stored: StoredSpecs, moment: datetime.datetime, limit: int | None = None) -> list[JsonObject]:
+    """Stored sandboxes whose TTL (at most ``limit`` seconds) has run out at ``moment``, by name."""
     out = []
     for sandbox in stored.sandboxes:
-        end = expires_at(sandbox)
+        end = expires_at(sandbox, limit)
         if end is not None and end <= moment:
             out.append(sandbox)
     return sorted(out, key=lambda s: s["metadata"]["name"])

@@ -2,6 +2,10 @@
 
 Every violation names the rule (``guardrail maxTTL``), points at the offending field of the offending spec, and
 says what the policy allows, so the author of a sandbox can fix it without reading the policy.
+
+The messages are made by the functions below and nowhere else: the ValidatingAdmissionPolicy ``meshgen install``
+writes (:mod:`meshgen.kube.admission`) builds its CEL messages from the same functions, so a violation reads the
+same whether meshgen or the API server refuses it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from meshgen.spec import images
 from meshgen.spec.models import Guardrails, MeshPolicy, Sandbox, WorkloadRef
 
 Where = Callable[[str, str], Location]
+PREFIX = "guardrail "
 
 
 def check(
@@ -42,39 +47,65 @@ def check(
 
 
 def _rule(rule: str, policy: str, message: str) -> str:
-    return f"guardrail {rule} (MeshPolicy {policy}): {message}"
+    return f"{PREFIX}{rule} (MeshPolicy {policy}): {message}"
 
+
+# -- the messages (shared with the admission policy) ----------------------------------------------------------
+
+def missing_labels_message(policy: str, sandbox: str, missing: str) -> str:
+    """``missing``: the label keys, joined with ", "."""
+    return _rule("requiredLabels", policy, f"sandbox {sandbox} lacks label(s) {missing}")
+
+
+def ttl_missing_message(policy: str) -> str:
+    return _rule("maxTTL", policy, "a sandbox must set spec.ttl")
+
+
+def ttl_too_long_message(policy: str, duration: str, limit: str) -> str:
+    return _rule("maxTTL", policy, f"ttl {duration} is longer than {limit}")
+
+
+def denied_namespace_message(policy: str, namespace: str) -> str:
+    return _rule("deniedNamespaces", policy, f"namespace {namespace} is denied")
+
+
+def namespace_not_allowed_message(policy: str, namespace: str, allowed: Sequence[str]) -> str:
+    return _rule("allowedNamespaces", policy, f"namespace {namespace} is not one of: {', '.join(allowed)}")
+
+
+def registry_message(policy: str, image: str, allowed: Sequence[str]) -> str:
+    return _rule("allowedRegistries", policy, f"image {image} is not from an allowed registry ({', '.join(allowed)})")
+
+
+# -- the checks -----------------------------------------------------------------------------------------------
 
 def _labels(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Location) -> list[Problem]:
     missing = [k for k in rules.required_labels if k not in sandbox.metadata.labels]
     if not missing:
         return []
-    return [Problem(origin.at("metadata", "labels"),
-                    _rule("requiredLabels", policy, f"sandbox {sandbox.name} lacks label(s) {', '.join(missing)}"),
+    return [Problem(origin.at("metadata", "labels"), missing_labels_message(policy, sandbox.name, ", ".join(missing)),
                     f"add {', '.join(f'{k}: <value>' for k in missing)} under metadata.labels")]
 
 
 def _ttl(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Location) -> list[Problem]:
     limit = rules.max_ttl_seconds
-    if limit is None:
+    if limit is None or rules.max_ttl is None:
         return []
     ttl = sandbox.spec.ttl
     if ttl is None:
-        return [Problem(origin.at("spec"), _rule("maxTTL", policy, "a sandbox must set spec.ttl"),
+        return [Problem(origin.at("spec"), ttl_missing_message(policy),
                         f"add ttl: {{duration: {rules.max_ttl}}} (or shorter) under spec")]
     if ttl.seconds > limit:
-        return [Problem(origin.at("spec", "ttl", "duration"),
-                        _rule("maxTTL", policy, f"ttl {ttl.duration} is longer than {rules.max_ttl}"),
+        return [Problem(origin.at("spec", "ttl", "duration"), ttl_too_long_message(policy, ttl.duration, rules.max_ttl),
                         f"use a duration of at most {rules.max_ttl}")]
     return []
 
 
 def _namespace_problem(rules: Guardrails, policy: str, ref: WorkloadRef) -> str | None:
     if ref.namespace in rules.denied_namespaces:
-        return _rule("deniedNamespaces", policy, f"namespace {ref.namespace} is denied")
+        return denied_namespace_message(policy, ref.namespace)
     if rules.allowed_namespaces and ref.namespace not in rules.allowed_namespaces:
-        allowed = ", ".join(rules.allowed_namespaces)
-        return _rule("allowedNamespaces", policy, f"namespace {ref.namespace} is not one of: {allowed}")
+        return namespace_not_allowed_message(policy, ref.namespace, rules.allowed_namespaces)
     return None
 
 
@@ -124,8 +155,7 @@ def registry_admits(entry: str, image: str) -> bool:
 
 
 def _registry_problem(rules: Guardrails, policy: str, image: str) -> str:
-    allowed = ", ".join(rules.allowed_registries)
-    return _rule("allowedRegistries", policy, f"image {image} is not from an allowed registry ({allowed})")
+    return registry_message(policy, image, rules.allowed_registries)
 
 
 def _registries(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Location,
@@ -179,20 +209,21 @@ def _per_host(rules: Guardrails, policy: str, claims: Iterable[Claim], where: Wh
     limit = rules.max_sandboxes_per_host
     if limit is None:
         return []
-    by_host: dict[str, set[str]] = {}
+    # Claims come senior sandboxes first: the junior ones beyond the limit are the ones in violation.
+    by_host: dict[str, dict[str, None]] = {}
     for claim in claims:
         if not claim.is_virtual:
-            by_host.setdefault(claim.host, set()).add(claim.sandbox)
+            by_host.setdefault(claim.host, {})[claim.sandbox] = None
     problems = []
-    for host, names in sorted(by_host.items()):
-        if len(names) <= limit:
+    for host, senior_first in sorted(by_host.items()):
+        if len(senior_first) <= limit:
             continue
-        ordered = sorted(names)
-        for extra in ordered[limit:]:
+        ordered = sorted(senior_first)
+        for extra in list(senior_first)[limit:]:
             problems.append(Problem(
                 where("Sandbox", extra).at("spec", "forks"),
                 _rule("maxSandboxesPerHost", policy,
-                      f"{len(names)} sandboxes fork {host} ({', '.join(ordered)}); at most {limit} may"),
+                      f"{len(ordered)} sandboxes fork {host} ({', '.join(ordered)}); at most {limit} may"),
                 "delete a sandbox on this host (meshgen delete NAME), or wait for one to expire",
             ))
     return problems

@@ -20,6 +20,7 @@ from typing import Any
 from meshgen.baseline import protocols
 from meshgen.baseline.model import Baseline, ObjectKey, Resource
 from meshgen.documents import JsonObject
+from meshgen.errors import Problem
 from meshgen.ownership import ROUTE_PREFIX
 from meshgen.spec.models import IngressMode, MeshPolicy, WorkloadRef
 
@@ -202,6 +203,41 @@ class Diagnostic:
 
 
 @dataclass(frozen=True)
+class HeaderChange:
+    """One step of changing the routing header on a live cluster, make-before-break: routes match ``routes``,
+    and the normaliser writes the policy's header and ``also`` (headers live routes may still match)."""
+
+    routes: str
+    also: tuple[str, ...]
+
+
+class ExclusionReason(enum.StrEnum):
+    """Why a stored sandbox or route group was left out of a plan (the ``reason`` of its Reconciled condition)."""
+
+    INVALID_SPEC = "InvalidSpec"  # the stored object does not validate as a spec (written around meshgen)
+    GUARDRAIL_VIOLATED = "GuardrailViolated"  # the platform's policy forbids it (perhaps since it was stored)
+    COMPILE_FAILED = "CompileFailed"  # it does not compile over today's baseline (its workload deleted, ...)
+    FOREIGN_OBJECT = "ForeignObject"  # an object not managed by meshgen has the name of one of its objects
+    WRITE_REFUSED = "WriteRefused"  # the API server refused to store one of its objects (schema, admission)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A stored sandbox or route group left out of the plan, so that it cannot block anyone else: no fork, no
+    route (its key reaches the baseline everywhere), and a status saying why."""
+
+    kind: OwnerKind
+    name: str
+    reason: ExclusionReason
+    problems: tuple[Problem, ...]
+
+    @property
+    def message(self) -> str:
+        """Every problem, one per line (``path: reason``, with the fix)."""
+        return "\n".join(p.render() for p in self.problems)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything a backend needs, and nothing it must work out for itself."""
 
@@ -214,10 +250,20 @@ class Plan:
     warnings: tuple[Diagnostic, ...] = ()
     hosts: Mapping[str, Host] = field(default_factory=dict, compare=False, repr=False)
     edge: Edge = Edge()
+    # Stored owners left out (a cluster's plan only: an offline compile fails instead), by kind and name.
+    excluded: tuple[Exclusion, ...] = ()
+    # A routing-header change still in progress on a cluster (meshgen.kube.transition); None: none.
+    header_change: HeaderChange | None = None
 
     @property
     def routing_header(self) -> str:
-        return self.policy.spec.routing_header
+        """The header routes match: the policy's, unless a change of it is still in progress."""
+        return self.header_change.routes if self.header_change else self.policy.spec.routing_header
+
+    @property
+    def other_routing_headers(self) -> tuple[str, ...]:
+        """Headers the normaliser writes (and the edge strips) besides the policy's routing header."""
+        return self.header_change.also if self.header_change else ()
 
     def fork_services(self) -> tuple[ForkService, ...]:
         """Every fork Service, in plan order."""

@@ -1,9 +1,19 @@
-"""specs + baseline + policy -> Plan. Pure: no I/O, nothing global; every problem is collected and raised at once."""
+"""specs + baseline + policy -> Plan. Pure: no I/O, nothing global; every problem is collected and raised at once.
+
+On a cluster the specs are many tenants' (DESIGN invariant 8): a stored sandbox that no longer compiles (its
+workload deleted, a guardrail tightened, a key taken by an older sandbox) must not fail everyone else's apply.
+:func:`isolating_plan` blames every problem on the sandbox or route group it belongs to (by where it was found),
+leaves the blamed ones out and plans the rest again; only problems of owners it may not leave out (the specs being
+applied now) or of no owner at all (the baseline, the policy) are raised. Who yields is decided by seniority, a
+function of what is stored, so every applier looking at the same cluster leaves out the same owners.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
 
 from meshgen.baseline.model import (
     DEPLOYMENT,
@@ -13,21 +23,111 @@ from meshgen.baseline.model import (
     Baseline,
     ObjectKey,
     pod_labels,
+    resolve_host,
     selects,
 )
 from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
 from meshgen.plan import forks as forking
 from meshgen.plan import guardrails, reach
-from meshgen.plan.model import Claim, Diagnostic, Edge, Fork, Owner, OwnerKind, Plan, RouteTable
+from meshgen.plan.model import (
+    Claim,
+    Diagnostic,
+    Edge,
+    Exclusion,
+    ExclusionReason,
+    Fork,
+    Owner,
+    OwnerKind,
+    Plan,
+    RouteTable,
+)
 from meshgen.plan.routes import plan_tables
 from meshgen.spec.loading import Specs
 from meshgen.spec.models import MeshPolicy
 
 Where = Callable[[str, str], Location]
+OwnerId = tuple[str, str]  # (kind, name) of a sandbox or route group
+# Lower sorts first = more senior. Default: sandboxes, then route groups, each by name.
+Seniority = Callable[[OwnerId], Any]
+
+
+def by_name(owner: OwnerId) -> tuple[int, str]:
+    """The default seniority: sandboxes before route groups, then by name (what an offline compile uses)."""
+    return (0 if owner[0] == OwnerKind.SANDBOX.value else 1, owner[1])
 
 
 def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
     """Compile sandboxes and route groups over a baseline into a Plan, or raise :class:`InvalidInput`."""
+    plan, problems, _ = _attempt(specs, baseline, policy, by_name)
+    raise_if_any(problems)
+    assert plan is not None
+    return plan
+
+
+def isolating_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy, tolerated: Collection[OwnerId],
+                   seniority: Seniority = by_name) -> Plan:
+    """Plan ``specs``, leaving out every owner in ``tolerated`` that has a problem (recorded in
+    ``Plan.excluded``), until the rest plans cleanly. Raises :class:`InvalidInput` with the problems of owners
+    not tolerated, and with problems that belong to no owner."""
+    excluded: dict[OwnerId, list[Problem]] = {}
+    while True:
+        kept = _without(specs, excluded)
+        plan, problems, claims = _attempt(kept, baseline, policy, seniority)
+        if not problems:
+            assert plan is not None
+            return dataclasses.replace(plan, excluded=tuple(
+                Exclusion(OwnerKind(kind), name, _reason(found), tuple(found))
+                for (kind, name), found in sorted(excluded.items())))
+        fatal: list[Problem] = []
+        blamed: dict[OwnerId, list[Problem]] = {}
+        documents = {(o.source, o.document): owner for owner, o in kept.origins.items() if owner[0] != "MeshPolicy"}
+        for problem in problems:
+            owners = _blame(problem, documents, baseline, claims, policy.spec.cluster_domain)
+            if not owners or not owners <= set(tolerated):
+                fatal.append(problem)
+            else:
+                for owner in owners:
+                    blamed.setdefault(owner, []).append(problem)
+        raise_if_any(fatal)
+        for owner, found in blamed.items():
+            excluded.setdefault(owner, []).extend(found)
+
+
+def _reason(problems: Iterable[Problem]) -> ExclusionReason:
+    if any(p.message.startswith(guardrails.PREFIX) for p in problems):
+        return ExclusionReason.GUARDRAIL_VIOLATED
+    return ExclusionReason.COMPILE_FAILED
+
+
+def _without(specs: Specs, excluded: Collection[OwnerId]) -> Specs:
+    if not excluded:
+        return specs
+    return Specs(tuple(s for s in specs.sandboxes if ("Sandbox", s.name) not in excluded),
+                 tuple(g for g in specs.route_groups if ("RouteGroup", g.name) not in excluded),
+                 specs.policies, specs.origins)
+
+
+def _blame(problem: Problem, documents: Mapping[tuple[str, int], OwnerId], baseline: Baseline,
+           claims: Iterable[Claim], cluster_domain: str) -> set[OwnerId]:
+    """Who a problem belongs to: the sandbox or route group in whose document it was found; for a problem in a
+    baseline VirtualService (one meshgen cannot add routes to), every sandbox claiming a host it binds."""
+    where = problem.location
+    if where is None:
+        return set()
+    owner = documents.get((where.source, where.document))
+    if owner is not None:
+        return {owner}
+    for resource in baseline.of_kind(VIRTUAL_SERVICE):
+        at = resource.location
+        if at is not None and (at.source, at.document) == (where.source, where.document):
+            bound = {resolve_host(str(h), resource.namespace, cluster_domain) for h in resource.spec.get("hosts") or []}
+            return {("Sandbox", c.sandbox) for c in claims if c.host in bound}
+    return set()
+
+
+def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
+             seniority: Seniority) -> tuple[Plan | None, list[Problem], list[Claim]]:
+    """One planning pass: the plan (None when there are problems), every problem, and every claim made."""
     domain = policy.spec.cluster_domain
     hosts = {h.fqdn: h for h in (forking.host_of(s, domain) for s in baseline.routable(baseline.of_kind(SERVICE)))}
     problems: list[Problem] = []
@@ -36,12 +136,14 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
     def where(kind: str, name: str) -> Location:
         return specs.origin(kind, name) or Location(f"<{kind} {name}>")
 
-    sandboxes = tuple(sorted(specs.sandboxes, key=lambda s: s.name))
-    groups = tuple(sorted(specs.route_groups, key=lambda g: g.name))
+    # Problems between two owners (a shared key, a generated name, a host's sandbox limit) are found on the
+    # junior one: owners are visited by seniority.
+    sandboxes = tuple(sorted(specs.sandboxes, key=lambda s: seniority(("Sandbox", s.name))))
+    groups = tuple(sorted(specs.route_groups, key=lambda g: seniority(("RouteGroup", g.name))))
     owners = {s.name: Owner(OwnerKind.SANDBOX, s.name, s.routing_key) for s in sandboxes}
     group_owners = {g.name: Owner(OwnerKind.ROUTE_GROUP, g.name, g.routing_key) for g in groups}
-    problems.extend(_duplicate_keys([*owners.values(), *group_owners.values()], where))
-
+    everyone = sorted([*owners.values(), *group_owners.values()], key=lambda o: seniority((o.kind.value, o.name)))
+    problems.extend(_duplicate_keys(everyone, where))
     forks: list[Fork] = []
     claims_by_sandbox: dict[str, list[Claim]] = {}
     for sandbox in sandboxes:
@@ -117,7 +219,8 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
     edge = _edge(policy, baseline, where)
     if isinstance(edge, Problem):
         problems.append(edge)
-    raise_if_any(problems)
+    if problems:
+        return None, problems, all_claims
     assert isinstance(edge, Edge)
 
     all_claims.sort(key=lambda c: (c.host, c.owner.order))
@@ -131,7 +234,7 @@ def build_plan(specs: Specs, baseline: Baseline, policy: MeshPolicy) -> Plan:
         warnings=tuple(warnings),
         hosts=hosts,
         edge=edge,
-    )
+    ), [], all_claims
 
 
 def _edge(policy: MeshPolicy, baseline: Baseline, where: Where) -> Edge | Problem:

@@ -68,7 +68,7 @@ from meshgen.baseline.model import (
 )
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import EnvironmentProblem, Location
-from meshgen.kube import crds, discovery, kinds
+from meshgen.kube import discovery, installing, kinds
 from meshgen.kube.client import AlreadyExists, Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.kube.reconciling import NewSpecs, Reconciler
@@ -147,6 +147,7 @@ class IstioMesh:
             # recreated without them, as a user would apply it to another cluster.
             body = stored.for_create(resource.body)
             self._create({**body, "metadata": {**body["metadata"], "namespace": resource.namespace}})
+        installing.ensure_policy(self.client, plan.policy)  # the case's policy, stored as a platform would
         documents = [Document(Location("specs", i), body) for i, body in enumerate(specs)]
         report = self._reconciler().apply(NewSpecs(load_specs(documents), tuple(specs)))
         self.progress(f"meshgen apply: {len(report.changes)} change(s)")
@@ -469,7 +470,7 @@ def running(workdir: Path | None = None, progress: Callable[[str], None] | None 
     try:
         say(f"starting etcd, kube-apiserver and istiod (logs in {directory})")
         plane.start()
-        crds.install(Client.from_kubeconfig(str(plane.kubeconfig)))
+        installing.install(Client.from_kubeconfig(str(plane.kubeconfig)), None)
         istiod.start()
         with IstioMesh(plane.kubeconfig, istiod, directory / "mesh", progress=say) as mesh:
             yield mesh

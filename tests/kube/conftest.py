@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from meshgen.documents import parse_documents
-from meshgen.kube import crds, discovery, kinds
+from meshgen.kube import discovery, installing, kinds
 from meshgen.kube.client import Client, NotFound
 from meshgen.kube.reconciling import NewSpecs, Reconciler, Report
 from meshgen.ownership import is_owned
@@ -62,7 +62,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlp
     plane = controlplane.ControlPlane(tmp_path_factory.mktemp("controlplane"), _binaries())
     plane.start()
     try:
-        crds.install(Client.from_kubeconfig(str(plane.kubeconfig)))
+        installing.install(Client.from_kubeconfig(str(plane.kubeconfig)), DEFAULT_POLICY)
         yield plane
     finally:
         plane.stop()
@@ -185,17 +185,19 @@ def cluster(control_plane: controlplane.ControlPlane, tmp_path: Path) -> Iterato
     namespace = f"t{next(_counter)}-{os.getpid() % 1000}"
     control_plane.create_namespace(namespace)
     here = Cluster(control_plane, namespace, tmp_path)
+    installing.ensure_policy(here.client(), DEFAULT_POLICY)  # a test that installs another restores it after
     yield here
     if not (control_plane.apiserver and control_plane.apiserver.running()):
         control_plane.start_apiserver()
     client = here.client()
     stored = {k: [o["metadata"]["name"] for o in client.list(getattr(kinds, k)).items]
               for k in ("SANDBOX", "ROUTE_GROUP")}
-    reconciler = here.reconciler(client)
+    reconciler = Reconciler(client)  # with whatever policy the test left stored
     if stored["ROUTE_GROUP"]:
         reconciler.delete("RouteGroup", stored["ROUTE_GROUP"])
     if stored["SANDBOX"]:
         reconciler.delete("Sandbox", stored["SANDBOX"])
+    installing.ensure_policy(client, DEFAULT_POLICY)
     left = [kinds.Ref.of(o) for kind in kinds.RENDERED for o in client.list(kind).items if is_owned(o)]
     assert not left, f"meshgen objects left behind: {left}"
 

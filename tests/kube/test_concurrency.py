@@ -133,25 +133,25 @@ def test_a_stale_applier_never_prunes_or_replaces_what_a_newer_list_wrote(cluste
 
 
 def test_a_concurrent_conflicting_spec_makes_apply_take_its_own_spec_back(cluster: Cluster) -> None:
-    """Both specs were valid alone; stored together they claim one routing key. The apply that finds this after
-    storing removes its own spec and exits with the error, so the cluster's stored set stays valid."""
+    """Both specs were valid alone; stored together they claim one routing key. The junior one (stored later, or
+    in the same second and later by name) yields: the apply that stored it finds this after storing, removes its
+    own spec and exits with the error; the senior one is untouched. So the cluster's stored set stays valid."""
     import copy
 
     from meshgen.errors import InvalidInput
     from meshgen.kube.client import Client
 
     cluster.create_baseline()
-    mine, theirs = f"{cluster.namespace}-mine", f"{cluster.namespace}-theirs"
+    mine, theirs = f"{cluster.namespace}-mine", f"{cluster.namespace}-first"  # theirs: senior by time and name
     admin = cluster.client()
 
     class RacedBy(Client):
         def create(self, body, dry_run=False):  # type: ignore[no-untyped-def]
-            created = super().create(body, dry_run)
-            if body["kind"] == "Sandbox":
+            if body["kind"] == "Sandbox" and not dry_run:
                 other = copy.deepcopy(body)
                 other["metadata"] = {"name": theirs}
-                admin.create(other)
-            return created
+                admin.create(other)  # stored between my checks and my write
+            return super().create(body, dry_run)
 
     with pytest.raises(InvalidInput, match="routing key"):
         cluster.apply(sandbox(mine).replace(f"routingKey: {mine.replace('-', '')}", "routingKey: shared"),

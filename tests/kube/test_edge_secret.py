@@ -9,6 +9,7 @@ from pathlib import Path
 
 from meshgen.documents import parse_documents
 from meshgen.errors import Location
+from meshgen.kube import installing
 from meshgen.kube.kinds import Ref
 from meshgen.kube.reconciling import NewSpecs, Reconciler
 from meshgen.spec.loading import load_specs
@@ -28,6 +29,8 @@ def test_the_edge_token_is_read_from_its_secret_and_never_printed(cluster: Clust
         "apiVersion: meshgen.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: edge}\nspec:\n  ingress:\n"
         f"    mode: token\n    token: {{secretRef: {{namespace: istio-system, name: {secret_name}}}}}\n")
     spec = cluster.spec_file(sandbox(f"{cluster.namespace}-tok"))
+    installed = cluster.meshgen("install", "--policy", str(policy))  # the platform's step
+    assert installed.returncode == 0, installed.stderr
     missing = cluster.meshgen("apply", "-f", str(spec), "--policy", str(policy))
     assert missing.returncode == 2 and f"Secret istio-system/{secret_name}" in missing.stderr, missing.stderr
 
@@ -65,6 +68,7 @@ def test_a_write_conflict_in_token_mode_recomputes_with_the_secret(cluster: Clus
         "apiVersion": "meshgen.dev/v1alpha1", "kind": "MeshPolicy", "metadata": {"name": "edge"},
         "spec": {"ingress": {"mode": "token", "token": {"secretRef": {"namespace": "istio-system",
                                                                       "name": secret_name}}}}}, Location("p"))
+    installing.install(admin, policy)
     client = EditsFirst(admin, Ref("VirtualService", cluster.namespace, "reviews"))
     name = f"{cluster.namespace}-c"
     docs = parse_documents(sandbox(name).replace("NS", cluster.namespace), "s.yaml")

@@ -44,7 +44,8 @@ def used_permissions(audit_log: Path, user: str) -> set[tuple[str, str, str]]:
         event = json.loads(line)
         ref = event.get("objectRef") or {}
         if event.get("user", {}).get("username") == user and ref.get("resource"):
-            used.add((event["verb"], ref.get("apiGroup", ""), ref["resource"]))
+            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            used.add((event["verb"], ref.get("apiGroup", ""), resource))
     return used
 
 
@@ -101,6 +102,12 @@ def test_the_printed_rbac_is_exactly_what_meshgen_uses(cluster: Cluster, tmp_pat
     policy = tmp_path / "policy.yaml"
     policy.write_text("apiVersion: meshgen.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: p2}\n"
                       "spec: {propagation: [{header: x-meshgen-routing-key}, {baggage: other-key}]}\n")
+    # The platform changes the policy, and its install is cut short right after storing it: the next apply
+    # carries the change to every host.
+    from meshgen.compiler import read_policy
+    from meshgen.kube import discovery, policies
+    from meshgen.spec.loading import Specs
+    policies.store(client, read_policy(str(policy), Specs())[0], discovery.list_specs(client))
     run("apply", "-f", str(cluster.spec_file(changed)), "--policy", str(policy))  # patches Service, DR, EnvoyFilter
     run("get", "sandboxes")
     run("get", "sandbox", a, "-o", "yaml")
@@ -128,3 +135,40 @@ def test_a_missing_permission_is_named_not_a_traceback(cluster: Cluster) -> None
     assert "Traceback" not in result.stderr
     assert 'cannot create resource "deployments" in API group "apps"' in result.stderr
     assert "meshgen install --print-rbac" in result.stderr
+
+
+def test_the_platform_rbac_is_enough_to_change_the_policy_and_reconcile_every_host(cluster: Cluster,
+                                                                                   tmp_path: Path) -> None:
+    """`meshgen install --print-rbac --platform` is what the platform's identity needs: storing a new MeshPolicy,
+    the admission policy generated from it (and the dry-run probe that proves it enforced), and reconciling the
+    stored sandboxes with it. Everything it uses is granted."""
+    cluster.create_baseline()
+    kept = sandbox(f"{cluster.namespace}-kept").replace("metadata: {", "metadata: {labels: {team: a}, ")
+    cluster.apply(sandbox(f"{cluster.namespace}-p") + "---\n" + kept.replace("reviews-v1", "ratings-v1"))
+    rbac = cluster.meshgen("install", "--print-rbac", "--platform", "--group", "rbac-platform")
+    assert rbac.returncode == 0, rbac.stderr
+    assert "name: meshgen-platform" in rbac.stdout and "name: rbac-platform" in rbac.stdout
+    grant(cluster, rbac.stdout)
+    user = f"platform-{cluster.namespace}"
+    platform = str(cluster.plane.kubeconfig_for(user, "rbac-platform"))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("apiVersion: meshgen.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: platform}\n"
+                      "spec: {propagation: [{header: x-meshgen-routing-key}, {baggage: team-key}],\n"
+                      "       guardrails: {requiredLabels: [team]}}\n")
+    installed = cluster.meshgen("install", "--policy", str(policy), kubeconfig=platform)
+    assert installed.returncode == 0, installed.stderr
+    assert "meshpolicy.meshgen.dev/platform created" in installed.stderr
+    assert "envoyfilter.networking.istio.io/meshgen-routing-key -n istio-system configured" in installed.stderr
+    # a stored sandbox without a team label: the new guardrail leaves it out, with a warning, its routes withheld
+    assert f"Sandbox {cluster.namespace}-p is not reconciled (GuardrailViolated)" in installed.stderr
+    assert f"deployment.apps/reviews-v1-{cluster.namespace}-p -n {cluster.namespace} deleted" in installed.stderr
+    assert f"Sandbox {cluster.namespace}-kept" not in installed.stderr
+    time.sleep(1)  # the audit log is written asynchronously
+
+    used = used_permissions(cluster.plane.audit_log, user)
+    granted = granted_permissions(rbac.stdout)
+    assert used <= granted, f"used but not granted: {sorted(used - granted)}"
+    assert {("create", "meshgen.dev", "meshpolicies"), ("delete", "meshgen.dev", "meshpolicies"),
+            ("patch", "admissionregistration.k8s.io", "validatingadmissionpolicies"),
+            ("create", "meshgen.dev", "sandboxes"),  # the admission probe (a dry run)
+            ("update", "meshgen.dev", "sandboxes/status")} <= used

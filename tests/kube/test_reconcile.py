@@ -197,11 +197,23 @@ def test_get_and_gc(cluster: Cluster) -> None:
     cluster.apply(sandbox(keep) + "---\n" + short_lived)
     listed = cluster.meshgen("get", "sandboxes")
     assert listed.returncode == 0
-    assert listed.stdout.splitlines()[0].split() == ["NAME", "ROUTING", "KEY", "FORKS", "AGE", "EXPIRES"]
+    assert listed.stdout.splitlines()[0].split() == ["NAME", "ROUTING", "KEY", "STATUS", "REASON", "FORKS", "AGE",
+                                                      "EXPIRES"]
     rows = listed.stdout.splitlines()
-    assert any(line.startswith(keep) and f"{cluster.namespace}/reviews-v1" in line for line in rows)
+    row = next(line.split() for line in rows if line.startswith(keep))
+    assert row[:5] == [keep, keep.replace("-", ""), "Reconciled", "Reconciled", f"{cluster.namespace}/reviews-v1"]
     as_json = json.loads(cluster.meshgen("get", "sandbox", keep, "-o", "json").stdout)
     assert [o["metadata"]["name"] for o in as_json["items"]] == [keep]
+    status = as_json["items"][0]["status"]
+    assert status["routingKey"] == keep.replace("-", "")
+    assert status["hosts"] == [f"reviews.{cluster.namespace}.svc.cluster.local"]
+    assert {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": cluster.namespace,
+            "name": f"reviews-v1-{keep}"} in status["objects"]
+    assert {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "namespace": cluster.namespace,
+            "name": "reviews"} in status["objects"]
+    [condition] = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == ("Reconciled", "True", "Reconciled")
+    assert condition["observedGeneration"] == as_json["items"][0]["metadata"]["generation"]
 
     time.sleep(1.5)
     gc = cluster.meshgen("gc")
