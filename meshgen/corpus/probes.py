@@ -279,11 +279,12 @@ def regex_sample(pattern: str) -> str | None:
     out: list[str] = []
     tokens = re.findall(r"\\.|\[[^\]]*\]|\([^()]*\)|\{\d+(?:,\d*)?\}|[*+?]|.", pattern)
     for token in tokens:
-        if token in ("*", "?") or token.startswith("{0"):
-            if out:
-                out.pop()
+        repeat = re.fullmatch(r"\{(\d+)(?:,\d*)?\}", token)
+        if token in ("*", "?") or repeat:
+            last = out.pop() if out else ""
+            out.append(last * int(repeat[1]) if repeat else "")
             continue
-        if token == "+" or token.startswith("{"):
+        if token == "+":
             continue
         if token.startswith("[") and len(token) > 2:
             out.append(token[1] if token[1] != "^" else "a")

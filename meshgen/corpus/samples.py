@@ -3,7 +3,8 @@
 A baseline is what one user's cluster would hold after ``kubectl apply -n <namespace> -f a.yaml -f b.yaml``: the
 files' objects in order, a later object replacing an earlier one of the same kind, namespace and name (Istio's
 traffic-shifting tasks apply ``tcp-echo-20-v2.yaml`` over ``tcp-echo-all-v1.yaml`` just so). Objects without a
-namespace land in the baseline's own namespace, one per baseline, so baselines never see each other.
+namespace land in their group's namespace (``bookinfo``): baselines of one group never run side by side, and
+those of different groups never see each other.
 
 :data:`GROUPS` is the small table of what belongs together, stated the way Istio's tasks apply the files: a
 *platform* (workloads and Services), *variants* applied on top of it one at a time (bookinfo's networking files),
@@ -160,14 +161,13 @@ class _Reading:
 
 
 class _Found:
-    """Entries and skips as discovery finds them, with the files already used and the namespaces taken."""
+    """Entries and skips as discovery finds them, and the files already used."""
 
     def __init__(self, root: Path, reading: Mapping[str, _Reading]) -> None:
         self.root, self.reading = root, reading
         self.entries: list[Entry] = []
         self.skipped: list[Skipped] = []
         self.used: set[str] = set()
-        self.namespaces: set[str] = set()
 
     def add_group(self, group: Group, files: Sequence[str]) -> None:
         """The group's baselines: the platform, each alternative, then each variant over the platform."""
@@ -199,17 +199,9 @@ class _Found:
         return self._take(self._entry(group, path, files))
 
     def _entry(self, group: Group, path: str, files: tuple[str, ...]) -> Entry:
-        stem = path.rsplit(".", 1)[0]
-        parts = Path(stem).parts
-        names = [group.name] if path in group.platform else [
-            parts[-1] if parts[-1].startswith(group.name) else f"{group.name}-{parts[-1]}",
-            f"{group.name}-{'-'.join(parts[-2:])}"]
-        label = next((fit_name(n.lower()) for n in names if fit_name(n.lower()) not in self.namespaces),
-                     fit_name(f"{group.name}-{len(self.namespaces)}"))
-        return Entry(stem, group.name, files, label, group.calls)
+        return Entry(path.rsplit(".", 1)[0], group.name, files, fit_name(group.name.lower()), group.calls)
 
     def _take(self, entry: Entry) -> Entry:
-        self.namespaces.add(entry.namespace)
         self.entries.append(entry)
         return entry
 
@@ -234,6 +226,24 @@ def _why_not(reading: _Reading) -> str:
     if DEPLOYMENT not in kinds:
         return "holds Services but no workload of a kind meshgen reads behind them"
     return "holds workloads that no Service fronts: nothing routes to them"
+
+
+def routing_view(documents: Sequence[Document]) -> list[object]:
+    """What routing reads of a baseline: workloads by name, namespace, replicas and pod labels (a pod spec's
+    containers, service account or security context change no answer), everything else whole. Two baselines with
+    one view answer every request alike."""
+    view: list[object] = []
+    for doc in documents:
+        body = doc.body
+        if body.get("kind") == DEPLOYMENT:
+            spec = body.get("spec") or {}
+            template = spec.get("template") or {}
+            body = {"kind": DEPLOYMENT, "metadata": {k: v for k, v in body["metadata"].items()
+                                                     if k in ("name", "namespace")},
+                    "spec": {"replicas": spec.get("replicas"), "labels": (template.get("metadata") or {}).get(
+                        "labels")}}
+        view.append(body)
+    return sorted(view, key=repr)
 
 
 def _objects(entry: Entry, root: Path) -> dict[tuple[str, str], object]:
