@@ -63,7 +63,7 @@ def worst_fork(plan: Plan) -> tuple[str, JsonObject] | None:
         return None
     key = plan.owners[-1].routing_key
     fork = next(f for f in plan.forks if f.routing_key == key)
-    return fork.services[0].fork.fqdn, fork.deployment
+    return fork.services[0].fork.fqdn, fork.body
 
 
 class Upstream(EnvoyProcess):

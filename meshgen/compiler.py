@@ -31,7 +31,7 @@ from meshgen.documents import (
 from meshgen.errors import InvalidInput, Location, Problem
 from meshgen.plan.model import Plan
 from meshgen.plan.planning import build_plan
-from meshgen.spec.loading import Specs, load_policy, load_specs
+from meshgen.spec.loading import DEFAULT_NAMESPACE, Specs, load_policy, load_specs, with_namespace
 from meshgen.spec.models import MeshPolicy
 
 OutputFormat = Literal["yaml", "json"]
@@ -65,27 +65,30 @@ def batch() -> Iterator[None]:
             gc.enable()
 
 
-def read_specs(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> tuple[Specs, dict[str, str]]:
-    """Read sandbox/route group files (and any MeshPolicy among them). An empty input is an error."""
-    specs, _, texts = read_spec_documents(paths, limits)
+def read_specs(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS,
+               namespace: str = DEFAULT_NAMESPACE) -> tuple[Specs, dict[str, str]]:
+    """Read sandbox/route group files (and any MeshPolicy among them). An empty input is an error. A workload
+    reference without a namespace is in ``namespace``."""
+    specs, _, texts = read_spec_documents(paths, limits, namespace)
     return specs, texts
 
 
-def read_spec_documents(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS,
+def read_spec_documents(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS, namespace: str = DEFAULT_NAMESPACE,
                         ) -> tuple[Specs, list[Document], dict[str, str]]:
-    """:func:`read_specs`, also returning the documents as written (the cluster stores them verbatim)."""
+    """:func:`read_specs`, also returning the documents as written, with the default namespace filled in where a
+    workload reference leaves it out (what the cluster stores, so every reader finds the same workload)."""
     sources = expand_paths(paths, "spec")
     if not sources:
         raise InvalidInput.one(Location(", ".join(paths) or "-f"), "no spec files found",
                                "pass files or directories of .yaml/.yml/.json with -f")
-    documents, texts = read_documents(sources, limits)
-    # Metadata as the API server will store it (Helm's empty `annotations:`), so stored specs equal applied ones.
-    documents = [Document(d.location, nulls.absent_in_metadata(d.body)) for d in documents]
-    if not documents:
+    read, texts = read_documents(sources, limits)
+    if not read:
         raise InvalidInput.one(Location(", ".join(sources)), "the input holds no documents",
                                "add a Sandbox or RouteGroup (see: meshgen schema Sandbox)")
+    # Metadata as the API server will store it (Helm's empty `annotations:`), so stored specs equal applied ones.
+    documents = [Document(d.location, with_namespace(nulls.absent_in_metadata(d.body), namespace)) for d in read]
     try:
-        return load_specs(documents), documents, texts
+        return load_specs(documents, namespace), documents, texts
     except InvalidInput as exc:
         raise locate_all(exc, texts) from None
 
@@ -124,16 +127,17 @@ def read_inputs(
     spec_paths: Sequence[str],
     baseline_paths: Sequence[str],
     policy_path: str | None = None,
-    namespace: str = "default",
+    namespace: str = DEFAULT_NAMESPACE,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Inputs:
-    """Read and validate everything a compile needs; all problems in all inputs are reported together."""
+    """Read and validate everything a compile needs; all problems in all inputs are reported together.
+    ``namespace`` is where baseline objects and workload references that name none are (``-n``)."""
     problems: list[Problem] = []
     texts: dict[str, str] = {}
     specs, baseline, policy = Specs(), Baseline.of(()), None
     documents: list[Document] = []
     try:
-        specs, documents, found = read_spec_documents(spec_paths, limits)
+        specs, documents, found = read_spec_documents(spec_paths, limits, namespace)
         texts.update(found)
     except InvalidInput as exc:
         problems.extend(exc.problems)

@@ -14,6 +14,8 @@ LABEL_FORK_OF = "meshgen.dev/fork-of"
 ANNOTATION_ROUTING_KEY = "meshgen.dev/routing-key"
 ANNOTATION_FORK_OF = "meshgen.dev/fork-of"
 ANNOTATION_SERVICE_OF = "meshgen.dev/service-of"
+# On a fork's copy of a baseline policy (AuthorizationPolicy, NetworkPolicy...): the policy it copies.
+ANNOTATION_POLICY_OF = "meshgen.dev/policy-of"
 # On every VirtualService meshgen writes: the names of the routes meshgen added, in order.
 ANNOTATION_ROUTES = "meshgen.dev/routes"
 ROUTE_PREFIX = "meshgen-"

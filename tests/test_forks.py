@@ -69,6 +69,7 @@ def test_customizations_apply_in_order_images_env_patch(meshgen, tmp_path) -> No
     deployment = next(d for d in YAML(typ="safe").load_all(result.stdout) if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "new:1"
-    assert [e["name"] for e in container["env"]] == ["MODE", "MESHGEN_SANDBOX_NAME", "MESHGEN_ROUTING_KEY", "LAST"]
+    # the sandbox's identity is set last, after the patch, and listed first so other variables can refer to it
+    assert [e["name"] for e in container["env"]] == ["MESHGEN_SANDBOX_NAME", "MESHGEN_ROUTING_KEY", "MODE", "LAST"]
     assert deployment["spec"]["replicas"] == 1
     assert deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "meshgen"

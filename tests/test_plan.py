@@ -127,7 +127,7 @@ def test_forks_share_nothing_they_change_with_the_baseline_or_each_other(tmp_pat
     plan = compiler.plan_of(inputs)
     compiler.render(plan)
     assert [r.body for r in inputs.baseline.resources] == before
-    one, two = (f.deployment["spec"]["template"]["spec"]["containers"][0] for f in plan.forks)
+    one, two = (f.body["spec"]["template"]["spec"]["containers"][0] for f in plan.forks)
     assert (one["image"], two["image"]) == ("example/reviews:pr-1", "example/reviews:pr-2")
     assert {e["name"]: e.get("value") for e in one["env"]}["X"] == "pr-1"
     assert {e["name"]: e.get("value") for e in two["env"]}["LOG_DIR"] == "/pr-2"

@@ -12,7 +12,8 @@ workload calls from its own loopback address, each namespace's test client from 
   for one of its callers), and in every HTTP listener a filter chain matching its callers' addresses
   (``source_prefix_ranges``) ahead of the default chain.
 
-Without any source condition in the baseline there are no views, and nothing changes.
+Without any source condition in the baseline (or in a caller copy the planner adds for a fork) there are no views,
+and nothing changes.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def _conditions(plan: Plan) -> list[Condition]:
             namespace = block.get("sourceNamespace") or ""
             if labels or namespace:
                 found.add((tuple(sorted((str(k), str(v)) for k, v in labels.items())), str(namespace)))
+    # A caller copy matches a fork by the fork's own labels (meshgen.plan.routes): a condition of its own.
+    for table in plan.tables:
+        for planned in table.routes:
+            if planned.caller is not None:
+                blocks = table.baseline_routes[planned.baseline_index].get("match") or []
+                for i in planned.caller.blocks:
+                    found.add((planned.caller.source_labels, str(blocks[i].get("sourceNamespace") or "")))
     return sorted(found)
 
 

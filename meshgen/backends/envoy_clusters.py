@@ -10,9 +10,10 @@ over HTTP/2, as istiod configures it; other ports over HTTP/1.1 (or as raw TCP).
 
 Traffic policy follows Istio (:mod:`meshgen.backends.envoy_policies`): its defaults (least-request balancing,
 circuit breakers wide open, 10 s connect timeout) unless the host's DestinationRule says otherwise, port-level
-settings for the cluster's port, a subset's policy over the host's field by field; a fork host gets the policy of
-the host it forks. Transport-only fields are accepted with one warning each; fields this backend cannot express
-fail the compile.
+settings for the cluster's port, a subset's policy merged over the host's as istiod merges them
+(:func:`meshgen.plan.traffic_policy.merged`); a fork host gets the policy the planner chose for it (the original's,
+with its subset's merged in). Transport-only fields are accepted with one warning each; fields this backend cannot
+express fail the compile.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshgen.backends import envoy_policies, istio
+from meshgen.backends import envoy_policies
 from meshgen.backends.envoy_routes import Unsupported
 from meshgen.backends.localmesh import Addresses
 from meshgen.baseline.model import (
@@ -37,6 +38,7 @@ from meshgen.baseline.protocols import Protocol
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
 from meshgen.plan.model import Diagnostic, Host, Plan
+from meshgen.plan.traffic_policy import host_rule, merged
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 
@@ -114,10 +116,14 @@ class Destinations:
         consistent-hash policy in :attr:`hash_policies`."""
         out: list[JsonObject] = []
         problems: list[Problem] = []
+        fork_policies = {s.fork.fqdn: s for s in self.plan.fork_services()}
+        domain = self.plan.policy.spec.cluster_domain
         for fqdn, host in self.addresses.hosts.items():
-            policy_host = self.forked_from.get(fqdn, host)
-            rule = istio.baseline_destination_rule(self.plan, policy_host.fqdn, policy_host.namespace)
-            top: Mapping[str, Any] = rule.spec["trafficPolicy"] if rule is not None else {}
+            fork = fork_policies.get(fqdn)
+            rule = fork.traffic_policy_of if fork is not None else host_rule(self.plan.baseline, fqdn,
+                                                                              host.namespace, domain)
+            top: Mapping[str, Any] | None = (fork.traffic_policy if fork is not None else
+                                             rule.spec["trafficPolicy"]) if rule is not None else None
             variants: list[tuple[str | None, dict[str, str], Mapping[str, Any] | None, Resource | None]] = [
                 (None, {}, None, rule)]
             if fqdn not in self.forked_from:
@@ -130,8 +136,7 @@ class Destinations:
                         continue  # istiod builds no cluster for a UDP port: it is not proxied
                     name = cluster_name(fqdn, port.port, subset)
                     try:
-                        translated = envoy_policies.translate(envoy_policies.effective(top, override, port.port),
-                                                              port)
+                        translated = envoy_policies.translate(merged(top, override, port.port), port)
                     except Unsupported as exc:
                         problem = self._problem(source, fqdn, exc)
                         if problem not in problems:

@@ -1,8 +1,7 @@
 """DestinationRule traffic policies in Envoy's terms: one cluster's fields, per port, as istiod builds them.
 
-**Which policy applies** (istiod's ``MergeSubsetTrafficPolicy``): a ``portLevelSettings`` entry for the cluster's
-port replaces the host's policy (its connectionPool, loadBalancer, outlierDetection and tls; nothing is inherited);
-a subset's policy, itself port-selected the same way, overrides the result field by field.
+**Which policy applies** is the planner's (:func:`meshgen.plan.traffic_policy.merged`, istiod's
+``MergeSubsetTrafficPolicy``); this module translates it.
 
 **Translated** (they change which endpoint answers or how it is called): ``loadBalancer.simple``,
 ``loadBalancer.consistentHash`` (ring hash or Maglev on the cluster, and a hash policy on each route to it: header,
@@ -32,7 +31,6 @@ _UNLIMITED = 4294967295  # Istio's default circuit-breaker thresholds: effective
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _LB = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST",
        "RANDOM": "RANDOM"}
-_PORT_FIELDS = ("connectionPool", "loadBalancer", "outlierDetection", "tls")
 _TRANSPORT = {
     ("tls",): "the local mesh runs without certificates, so connections stay plaintext",
     ("connectionPool", "http", "h2UpgradePolicy"): "workloads answer the same over HTTP/1.1 and HTTP/2",
@@ -56,21 +54,6 @@ class Translated:
 def transport_note(path: tuple[str, ...]) -> str:
     """Why an accepted field changes nothing in the local mesh."""
     return _TRANSPORT[path]
-
-
-def for_port(policy: Mapping[str, Any], port: int) -> Mapping[str, Any]:
-    """The policy that applies on ``port``: its ``portLevelSettings`` entry for the port if it has one (replacing,
-    not inheriting), else the policy without its port-level settings."""
-    for entry in policy.get("portLevelSettings") or []:
-        if isinstance(entry, Mapping) and (entry.get("port") or {}).get("number") == port:
-            return {k: entry[k] for k in _PORT_FIELDS if k in entry}
-    return {k: v for k, v in policy.items() if k != "portLevelSettings"}
-
-
-def effective(top: Mapping[str, Any], subset: Mapping[str, Any] | None, port: int) -> Mapping[str, Any]:
-    """The policy of one cluster: the host's, for the port, overridden field by field by the subset's."""
-    base = for_port(top, port)
-    return {**base, **for_port(subset, port)} if subset else base
 
 
 def translate(policy: Mapping[str, Any], port: ServicePort) -> Translated:

@@ -47,7 +47,7 @@ from meshgen.backends.localmesh import (
 )
 from meshgen.baseline import delegation, precedence
 from meshgen.baseline.model import VIRTUAL_SERVICE, Resource, is_mesh_bound
-from meshgen.documents import JsonObject, clone
+from meshgen.documents import JsonObject
 from meshgen.errors import InvalidInput, Problem
 from meshgen.plan.model import Host, Owner, Plan, RouteRole, RouteTable
 from meshgen.plan.routes import DEFAULT_ROUTE, resolved_hosts
@@ -141,26 +141,26 @@ class VirtualHosts:
                 for host, lists in sorted(by_host.items())]
 
     def _table_lists(self, table: RouteTable, port: int) -> RouteLists:
-        """A planned table's routes: the baseline routes, and per claiming key its copies among them."""
+        """A planned table's routes: the baseline routes with the caller copies among them (they match forks as
+        callers, with or without a key), and per claiming key its copies among those."""
         baseline = [self._translate(route, i, table.source, table.namespace, port)
                     for i, route in enumerate(table.baseline_routes)]
-        keys = {owner.routing_key: self._key_routes(table, owner, baseline, port) for owner in _owners(table)}
-        return RouteLists([r for planned in table.routes if planned.role is RouteRole.BASELINE
-                           for r in baseline[planned.baseline_index]], keys)
+        copies = {i: self._translate(istio.copied_route(table, planned, self.plan.policy.spec.cluster_domain),
+                                     planned.baseline_index, table.source, table.namespace, port)
+                  for i, planned in enumerate(table.routes) if planned.role in (RouteRole.CALLER, RouteRole.SANDBOX)}
+        keys = {owner.routing_key: self._key_routes(table, owner, baseline, copies) for owner in _owners(table)}
+        return RouteLists([r for i, planned in enumerate(table.routes)
+                           for r in (baseline[planned.baseline_index] if planned.role is RouteRole.BASELINE
+                                     else copies[i] if planned.role is RouteRole.CALLER else [])], keys)
 
     def _key_routes(self, table: RouteTable, owner: Owner, baseline: list[list[JsonObject]],
-                    port: int) -> list[JsonObject]:
+                    copies: dict[int, list[JsonObject]]) -> list[JsonObject]:
         routes: list[JsonObject] = []
-        domain = self.plan.policy.spec.cluster_domain
-        for planned in table.routes:
+        for i, planned in enumerate(table.routes):
             if planned.role is RouteRole.BASELINE:
                 routes.extend(baseline[planned.baseline_index])
-            elif planned.role is RouteRole.SANDBOX and planned.owner == owner:
-                base = table.baseline_routes[planned.baseline_index]
-                copy = clone(base)
-                copy["name"] = planned.name
-                copy["route"] = istio.redirect_destinations(base, planned.redirect_map, table.namespace, domain)
-                routes.extend(self._translate(copy, planned.baseline_index, table.source, table.namespace, port))
+            elif planned.role is RouteRole.CALLER or (planned.role is RouteRole.SANDBOX and planned.owner == owner):
+                routes.extend(copies[i])
         return routes
 
     def _translate_all(self, http: Sequence[JsonObject], vs: Resource | None, namespace: str,

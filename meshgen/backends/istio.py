@@ -1,4 +1,5 @@
-"""Plan -> Istio resources: VirtualServices, DestinationRules, one EnvoyFilter, fork Deployments and Services.
+"""Plan -> Istio resources: VirtualServices, DestinationRules, one EnvoyFilter, forks (Deployments, StatefulSets),
+their Services and their copies of label-keyed policies.
 
 Rendering only: every routing decision (which routes, in what order, to which host) was made by the planner.
 What this module knows is Istio's vocabulary:
@@ -7,6 +8,8 @@ What this module knows is Istio's vocabulary:
   match block (a route without ``match`` gets one), and its destinations for claimed hosts replaced by the fork
   host (weights of those destinations summed into one; subsets dropped: a fork has none). Every other field —
   rewrite, retries, timeout, headers, fault, corsPolicy, mirror — is kept as written.
+- a caller copy is the baseline route with only the match blocks that name the original as caller, their
+  ``sourceLabels`` replaced by the fork's selector; its key copies are that, AND-ed and redirected as above.
 - the fast path of a table meshgen owns matches "routing header absent or empty" with
   ``withoutHeaders: {<header>: {regex: ".+"}}``. Envoy 1.40 evaluates ``withoutHeaders: {<header>: {}}`` (present,
   inverted, missing-as-empty) as matching nothing at all, so that form must never be emitted.
@@ -20,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from meshgen.backends import edge, normaliser
-from meshgen.baseline.model import DESTINATION_RULE, Resource, resolve_host
+from meshgen.baseline.model import resolve_host
 from meshgen.baseline.stored import SERVER_METADATA
 from meshgen.documents import JsonObject, clone
 from meshgen.ownership import ANNOTATION_ROUTES, MANAGED_BY, MESHGEN
@@ -42,10 +45,11 @@ def render(plan: Plan) -> list[JsonObject]:
     double the compile time): treat the result as read-only and copy an object before changing it."""
     objects: list[JsonObject] = []
     for fork in plan.forks:
-        objects.append(fork.deployment)
+        objects.append(fork.body)
+        objects.extend(p.body for p in fork.policies)
         for service in fork.services:
             objects.append(service.body)
-            rule = fork_destination_rule(plan, service)
+            rule = fork_destination_rule(service)
             if rule is not None:
                 objects.append(rule)
     objects.extend(virtual_service(plan, table) for table in plan.tables)
@@ -102,12 +106,26 @@ def render_route(plan: Plan, table: RouteTable, route: PlannedRoute) -> JsonObje
         fast["match"] = [{"withoutHeaders": {header: dict(FAST_PATH_MATCH)}}]
         return fast
     assert route.owner is not None
-    copy = clone(base)
-    copy["name"] = route.name
+    copy = copied_route(table, route, plan.policy.spec.cluster_domain)
+    if route.role is RouteRole.CALLER:
+        return copy
     key_match = {"exact": route.owner.routing_key}
     matches = copy.get("match") or [{}]
     copy["match"] = [{**m, "headers": {**(m.get("headers") or {}), header: dict(key_match)}} for m in matches]
-    copy["route"] = redirect_destinations(base, route.redirect_map, table.namespace, plan.policy.spec.cluster_domain)
+    return copy
+
+
+def copied_route(table: RouteTable, route: PlannedRoute, cluster_domain: str) -> JsonObject:
+    """A sandbox or caller route before any key match: the baseline route it copies, named, with the match blocks
+    of a caller copy (``sourceLabels`` selecting the fork) and a sandbox copy's destinations redirected."""
+    base = table.baseline_routes[route.baseline_index]
+    copy = clone(base)
+    copy["name"] = route.name
+    if route.caller is not None:
+        copy["match"] = [{**copy["match"][i], "sourceLabels": dict(route.caller.source_labels)}
+                         for i in route.caller.blocks]
+    if route.role is RouteRole.SANDBOX:
+        copy["route"] = redirect_destinations(base, route.redirect_map, table.namespace, cluster_domain)
     return copy
 
 
@@ -139,12 +157,12 @@ def redirect_destinations(
     return out
 
 
-def fork_destination_rule(plan: Plan, service: ForkService) -> JsonObject | None:
-    """A DestinationRule for the fork's host carrying the baseline host's trafficPolicy, if it has one."""
-    source = baseline_destination_rule(plan, service.baseline.fqdn, service.baseline.namespace)
-    if source is None:
+def fork_destination_rule(service: ForkService) -> JsonObject | None:
+    """A DestinationRule for the fork's host with the traffic policy the planner chose for it, if any."""
+    source = service.traffic_policy_of
+    if service.traffic_policy is None or source is None:
         return None
-    spec: JsonObject = {"host": service.fork.fqdn, "trafficPolicy": clone(source.spec["trafficPolicy"])}
+    spec: JsonObject = {"host": service.fork.fqdn, "trafficPolicy": clone(service.traffic_policy)}
     if "exportTo" in source.spec:
         spec["exportTo"] = clone(source.spec["exportTo"])
     return {
@@ -158,19 +176,6 @@ def fork_destination_rule(plan: Plan, service: ForkService) -> JsonObject | None
         },
         "spec": spec,
     }
-
-
-def baseline_destination_rule(plan: Plan, fqdn: str, namespace: str) -> Resource | None:
-    """The DestinationRule whose trafficPolicy applies to ``fqdn``: Istio prefers one in the Service's own
-    namespace; rules scoped to workloads (``workloadSelector``) are not host-wide and are skipped."""
-    domain = plan.policy.spec.cluster_domain
-    candidates = [
-        dr for dr in plan.baseline.of_kind(DESTINATION_RULE)
-        if resolve_host(str(dr.spec["host"]), dr.namespace, domain) == fqdn
-        and "workloadSelector" not in dr.spec and isinstance(dr.spec.get("trafficPolicy"), dict)
-    ]
-    candidates.sort(key=lambda dr: (dr.namespace != namespace, dr.namespace, dr.name))
-    return candidates[0] if candidates else None
 
 
 def envoy_filter(plan: Plan) -> JsonObject:

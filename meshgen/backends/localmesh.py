@@ -9,10 +9,12 @@ hash of the name, probing past collisions in name order), so adding a sandbox do
   its Service ports, the way a sidecar with ``INTERCEPTION_MODE: NONE`` gets one listener per service port.
   Ports below 1024 listen 10000 higher (80 on 10080), so the mesh runs without root; routing still sees the
   Service port (route configuration ``80``, domains ``host:80``).
-- a workload (baseline Deployment or fork) gets one address ``127.<network>.64-127.x`` and answers on
+- a workload (a baseline Deployment, StatefulSet or Argo Rollout that has pods, i.e. not scaled to zero replicas;
+  or a fork) gets one address ``127.<network>.64-127.x`` and answers on
   :attr:`LocalMesh.echo_port` for every port of every Service that selects it (a local process has one socket).
 - a sidecar proxy (the istio test environment gives each workload, and the test client, its own Envoy) gets one
-  address ``127.<network>.128-191.x``, where its outbound listeners bind. A namespace's test client has one of
+  address ``127.<network>.128-191.x``, where its outbound listeners bind, and where it has inbound listeners
+  (policy enforcement), one more ``127.<network>.192-254.x`` for them. A namespace's test client has one of
   these too, in both meshes: requests from traffic.yaml leave from it, so routes matching ``sourceLabels`` and
   ``sourceNamespace`` see the same caller in both (workloads call from their own address).
 - the edge (the local mesh's ingress gateway) listens on ``127.<network>.255.254``, on :data:`EDGE_PORT`: the
@@ -27,17 +29,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from meshgen.baseline.model import (
-    DEPLOYMENT,
     GATEWAY,
     MESH_GATEWAY,
+    WORKLOAD_KINDS,
     Baseline,
     ObjectKey,
     Resource,
     gateway_key,
     gateways,
-    pod_labels,
     service_fqdn,
 )
 from meshgen.plan.model import Host, Plan
@@ -47,6 +49,7 @@ _BLOCK = 64 * _PER_OCTET  # addresses per range: 64 third octets, .1 to .254
 _HOST_RANGE = 0
 _WORKLOAD_RANGE = 64
 _PROXY_RANGE = 128
+_INBOUND_RANGE = 192  # 63 third octets: 255 holds the edge
 PRIVILEGED_SHIFT = 10000
 EDGE_PORT = 8080  # the edge gateway's HTTP server port, in both local meshes
 # Where the edge gateway's proxy runs, in both local meshes: it sees the VirtualServices exported there.
@@ -162,13 +165,12 @@ def addresses(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> Addresses:
     listeners = _assign(hosts, mesh.network, _HOST_RANGE)
     domain = plan.policy.spec.cluster_domain
     found: list[tuple[str, str, dict[str, str], str | None, tuple[str, ...]]] = []
-    for deployment in plan.baseline.of_kind(DEPLOYMENT):
-        labels = pod_labels(deployment)
-        served = tuple(service_fqdn(s.namespace, s.name, domain)
-                       for s in plan.baseline.services_selecting(deployment.namespace, labels))
-        found.append((deployment.name, deployment.namespace, labels, None, served))
+    for workload in (w for kind in WORKLOAD_KINDS for w in plan.baseline.of_kind(kind) if has_pods(w.body)):
+        labels = plan.baseline.labels_of(workload)
+        served = tuple(service_fqdn(s.namespace, s.name, domain) for s in plan.baseline.services_fronting(workload))
+        found.append((workload.name, workload.namespace, labels, None, served))
     for fork in plan.forks:
-        labels = dict(fork.deployment["spec"]["template"]["metadata"]["labels"])
+        labels = dict(fork.pod_labels)
         found.append((f"{fork.workload.name}@{fork.sandbox}", fork.workload.namespace, labels, fork.sandbox,
                       tuple(s.baseline.fqdn for s in fork.services)))
     keys = [f"{namespace}/{identity}" for identity, namespace, *_ in found]
@@ -183,20 +185,31 @@ def addresses(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> Addresses:
                      {ns: clients[f"{ns}/{TEST_CLIENT}"] for ns in namespaces})
 
 
+def has_pods(workload: Mapping[str, Any]) -> bool:
+    """Whether a workload object runs pods: not scaled to zero (a Deployment an Argo Rollout's ``workloadRef``
+    names usually is)."""
+    return ((workload.get("spec") or {}).get("replicas")) != 0
+
+
 def proxy_addresses(names: Iterable[str], mesh: LocalMesh = DEFAULT_MESH) -> dict[str, str]:
     """A loopback address per sidecar proxy name, in the proxy range of ``mesh``'s network."""
     return _assign(names, mesh.network, _PROXY_RANGE)
 
 
-def _assign(names: Iterable[str], network: int, first_octet: int) -> dict[str, str]:
+def inbound_addresses(names: Iterable[str], mesh: LocalMesh = DEFAULT_MESH) -> dict[str, str]:
+    """A loopback address per sidecar proxy name for its inbound listener, in the inbound range of ``mesh``."""
+    return _assign(names, mesh.network, _INBOUND_RANGE, _BLOCK - _PER_OCTET)
+
+
+def _assign(names: Iterable[str], network: int, first_octet: int, block: int = _BLOCK) -> dict[str, str]:
     taken: set[int] = set()
     out: dict[str, str] = {}
     for name in sorted(names):
-        if len(taken) == _BLOCK:
-            raise ValueError(f"more than {_BLOCK} addresses needed in one local-mesh range")
-        slot = zlib.crc32(name.encode()) % _BLOCK
+        if len(taken) == block:
+            raise ValueError(f"more than {block} addresses needed in one local-mesh range")
+        slot = zlib.crc32(name.encode()) % block
         while slot in taken:
-            slot = (slot + 1) % _BLOCK
+            slot = (slot + 1) % block
         taken.add(slot)
         out[name] = f"127.{network}.{first_octet + slot // _PER_OCTET}.{1 + slot % _PER_OCTET}"
     return out

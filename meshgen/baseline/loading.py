@@ -1,7 +1,8 @@
 """Reading the baseline from Kubernetes manifests (``--baseline DIR``) or from objects a cluster returned.
 
-Only the kinds the planner needs are kept; everything else in a manifest directory (ConfigMaps, Secrets, CRDs)
-is ignored. The fields meshgen relies on are checked here, so the planner can trust their shape.
+Only the kinds the planner needs are kept (workloads, Services, VirtualServices, DestinationRules, the policies
+keyed on pod labels, the edge token's Secret); everything else in a manifest directory (ConfigMaps, CRDs) is
+ignored. The fields meshgen relies on are checked here, so the planner can trust their shape.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from meshgen.baseline.model import (
     DESTINATION_RULE,
     GATEWAY,
     KINDS,
+    NETWORK_POLICY,
+    ROLLOUT,
     SECRET,
+    SECURITY_POLICY_KINDS,
     SERVICE,
+    STATEFUL_SET,
     VIRTUAL_SERVICE,
     Baseline,
     ObjectKey,
@@ -28,13 +33,18 @@ from meshgen.nulls import absent
 from meshgen.ownership import is_owned, without_meshgen_routes
 
 ISTIO_NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
+ISTIO_SECURITY_VERSIONS = ("security.istio.io/v1", "security.istio.io/v1beta1")
 _API_VERSIONS: Mapping[str, tuple[str, ...]] = {
     DEPLOYMENT: ("apps/v1",),
+    STATEFUL_SET: ("apps/v1",),
+    ROLLOUT: ("argoproj.io/v1alpha1",),
     SERVICE: ("v1",),
     VIRTUAL_SERVICE: ISTIO_NETWORKING_VERSIONS,
     DESTINATION_RULE: ISTIO_NETWORKING_VERSIONS,
     SECRET: ("v1",),
     GATEWAY: ISTIO_NETWORKING_VERSIONS,
+    NETWORK_POLICY: ("networking.k8s.io/v1",),
+    **dict.fromkeys(SECURITY_POLICY_KINDS, ISTIO_SECURITY_VERSIONS),
 }
 
 

@@ -1,4 +1,6 @@
-"""What already runs: the baseline's Deployments, Services, VirtualServices and DestinationRules.
+"""What already runs: the baseline's workloads (Deployments, StatefulSets, Argo Rollouts), Services,
+VirtualServices, DestinationRules, and the policies keyed on pod labels (AuthorizationPolicy, PeerAuthentication,
+RequestAuthentication, NetworkPolicy).
 
 Objects keep their raw Kubernetes bodies (never mutated; anything derived is a copy) because meshgen must emit a
 user's VirtualService with nothing changed but its own routes. The model knows Kubernetes semantics that the
@@ -18,13 +20,26 @@ from meshgen.documents import JsonObject
 from meshgen.errors import Location
 
 DEPLOYMENT = "Deployment"
+STATEFUL_SET = "StatefulSet"
+ROLLOUT = "Rollout"  # argoproj.io/v1alpha1
 SERVICE = "Service"
 VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
 SECRET = "Secret"  # read only when the MeshPolicy names one (the edge token); its data is never printed
 GATEWAY = "Gateway"  # which gateways exist: istiod serves a gateway-bound VirtualService only on an existing one
-KINDS = (DEPLOYMENT, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE, SECRET, GATEWAY)
+AUTHORIZATION_POLICY = "AuthorizationPolicy"
+PEER_AUTHENTICATION = "PeerAuthentication"
+REQUEST_AUTHENTICATION = "RequestAuthentication"
+NETWORK_POLICY = "NetworkPolicy"
+WORKLOAD_KINDS = (DEPLOYMENT, STATEFUL_SET, ROLLOUT)
+# security.istio.io kinds that reach workloads by ``spec.selector.matchLabels``.
+SECURITY_POLICY_KINDS = (AUTHORIZATION_POLICY, PEER_AUTHENTICATION, REQUEST_AUTHENTICATION)
+POLICY_KINDS = (*SECURITY_POLICY_KINDS, NETWORK_POLICY)
+KINDS = (*WORKLOAD_KINDS, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE, SECRET, GATEWAY, *POLICY_KINDS)
 MESH_GATEWAY = "mesh"
+# The Argo Rollouts controller adds this key to the selectors of a Rollout's canary and stable Services (and to
+# its pods); which revision it names changes with every rollout, so matching a Rollout's pods ignores it.
+ROLLOUT_HASH_LABEL = "rollouts-pod-template-hash"
 
 
 class ObjectKey(NamedTuple):
@@ -70,11 +85,28 @@ class Resource:
         return self.location.at(*path) if self.location else None
 
 
-def pod_labels(deployment: Resource) -> dict[str, str]:
-    """The labels a Deployment's pods carry."""
-    template = deployment.spec.get("template") or {}
+def pod_labels(workload: Resource) -> dict[str, str]:
+    """The labels in a workload's own pod template (a Rollout with ``workloadRef`` has none: see
+    :meth:`Baseline.template`)."""
+    template = workload.spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     return dict(labels)
+
+
+def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Kubernetes LabelSelector semantics (NetworkPolicy ``podSelector``): every ``matchLabels`` pair and every
+    ``matchExpressions`` requirement holds; an empty selector selects everything."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for requirement in selector.get("matchExpressions") or []:
+        key, operator = requirement.get("key"), requirement.get("operator")
+        values = requirement.get("values") or []
+        present = key in labels
+        if not {"In": present and labels.get(key) in values, "NotIn": not present or labels.get(key) not in values,
+                "Exists": present, "DoesNotExist": not present}.get(str(operator), False):
+            return False
+    return True
 
 
 def service_selector(service: Resource) -> dict[str, str]:
@@ -150,7 +182,7 @@ class Baseline:
     selector_index: Mapping[tuple[str, str, str], tuple[tuple[Resource, dict[str, str]], ...]] = field(
         compare=False, repr=False)
     selector_keys_by_namespace: Mapping[str, frozenset[str]] = field(compare=False, repr=False)
-    # Deployment -> the Services that select its pods: asked once per fork, and many forks share a workload.
+    # Workload -> the Services that select its pods: asked once per fork, and many forks share a workload.
     fronting: Mapping[ObjectKey, tuple[Resource, ...]] = field(compare=False, repr=False, default_factory=dict)
 
     @classmethod
@@ -177,8 +209,9 @@ class Baseline:
             {k: tuple(v) for k, v in index.items()},
             {k: frozenset(v) for k, v in keys.items()},
         )
-        fronting = {d.key: indexed.routable(indexed.services_selecting(d.namespace, pod_labels(d)))
-                    for d in by_kind.get(DEPLOYMENT, ())}
+        fronting = {w.key: indexed.routable(indexed.services_selecting(w.namespace, indexed.labels_of(w),
+                                                                       _ignored(w)))
+                    for kind in WORKLOAD_KINDS for w in by_kind.get(kind, ())}
         return dataclasses.replace(indexed, fronting=fronting)
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
@@ -209,22 +242,25 @@ class Baseline:
         """Names of ``kind`` in ``namespace`` (for 'did you mean')."""
         return [r.name for r in self.of_kind(kind, namespace)]
 
-    def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> tuple[Resource, ...]:
-        """The Services in ``namespace`` whose selector selects pods with ``labels``, sorted by name."""
+    def services_selecting(self, namespace: str, labels: Mapping[str, str],
+                           ignored: frozenset[str] = frozenset()) -> tuple[Resource, ...]:
+        """The Services in ``namespace`` whose selector selects pods with ``labels``, sorted by name; selector keys
+        in ``ignored`` match any pod."""
         found: dict[ObjectKey, Resource] = {}
         for k, v in labels.items():
             for service, selector in self.selector_index.get((namespace, k, v), ()):
-                if service.key not in found and selects(selector, labels):
+                wanted = {a: b for a, b in selector.items() if a not in ignored} if ignored else selector
+                if service.key not in found and selects(wanted, labels):
                     found[service.key] = service
         return tuple(found[k] for k in sorted(found))
 
-    def services_fronting(self, deployment: Resource) -> tuple[Resource, ...]:
-        """The Services with ports that select ``deployment``'s pods (the hosts a fork of it takes over), sorted by
+    def services_fronting(self, workload: Resource) -> tuple[Resource, ...]:
+        """The Services with ports that select ``workload``'s pods (the hosts a fork of it takes over), sorted by
         name."""
-        found = self.fronting.get(deployment.key)
+        found = self.fronting.get(workload.key)
         if found is not None:
             return found
-        return self.routable(self.services_selecting(deployment.namespace, pod_labels(deployment)))
+        return self.routable(self.services_selecting(workload.namespace, self.labels_of(workload), _ignored(workload)))
 
     @staticmethod
     def routable(services: tuple[Resource, ...]) -> tuple[Resource, ...]:
@@ -232,6 +268,24 @@ class Baseline:
         selects pods (so isolation counts it), but nothing is routed through it."""
         return tuple(s for s in services if s.spec.get("ports"))
 
+    def template(self, workload: Resource) -> Mapping[str, Any]:
+        """A workload's pod template: its own, or for an Argo Rollout with ``workloadRef`` the template of the
+        Deployment it names (empty when that is not in the baseline)."""
+        if workload.key.kind == ROLLOUT and not workload.spec.get("template"):
+            ref = workload.spec.get("workloadRef") or {}
+            target = self.get(str(ref.get("kind") or DEPLOYMENT), workload.namespace, str(ref.get("name") or ""))
+            return (target.spec.get("template") or {}) if target is not None else {}
+        template = workload.spec.get("template")
+        return template if isinstance(template, dict) else {}
+
+    def labels_of(self, workload: Resource) -> dict[str, str]:
+        """The labels a workload's pods carry (for a Rollout with ``workloadRef``: the named Deployment's)."""
+        return dict((self.template(workload).get("metadata") or {}).get("labels") or {})
+
     def selector_keys(self, namespace: str) -> frozenset[str]:
         """Every label key any Service in ``namespace`` selects on."""
         return self.selector_keys_by_namespace.get(namespace, frozenset())
+
+
+def _ignored(workload: Resource) -> frozenset[str]:
+    return frozenset((ROLLOUT_HASH_LABEL,)) if workload.key.kind == ROLLOUT else frozenset()

@@ -8,9 +8,9 @@ checked for shape alone, and the error translation never quotes its values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from meshgen.errors import InvalidInput, Location, Problem
 from meshgen.validation import validate_model
@@ -59,6 +59,29 @@ class DeploymentSpec(_Lenient):
     template: PodTemplate
 
 
+class StatefulSetSpec(DeploymentSpec):
+    service_name: str | None = Field(default=None, alias="serviceName")
+    volume_claim_templates: list[dict[str, Any]] | None = Field(default=None, alias="volumeClaimTemplates")
+
+
+class WorkloadRef(_Lenient):
+    api_version: str = Field(default="apps/v1", alias="apiVersion")
+    kind: Literal["Deployment"]
+    name: str = Field(min_length=1)
+
+
+class RolloutSpec(_Lenient):
+    selector: Selector = Selector()
+    template: PodTemplate | None = None
+    workload_ref: WorkloadRef | None = Field(default=None, alias="workloadRef")
+
+    @model_validator(mode="after")
+    def _template(self) -> RolloutSpec:
+        if (self.template is None) == (self.workload_ref is None):
+            raise ValueError("a Rollout has either a pod template (template) or a workloadRef to a Deployment")
+        return self
+
+
 class ServicePort(_Lenient):
     port: int
     name: str | None = None
@@ -84,6 +107,8 @@ class RouteDestination(_Lenient):
 
 class HTTPMatch(_Lenient):
     headers: dict[str, dict[str, Any]] | None = None
+    source_labels: Labels | None = Field(default=None, alias="sourceLabels")
+    source_namespace: str | None = Field(default=None, alias="sourceNamespace")
 
 
 class HTTPRoute(_Lenient):
@@ -98,11 +123,61 @@ class VirtualServiceSpec(_Lenient):
     http: list[HTTPRoute] = Field(default_factory=list)
 
 
+class Subset(_Lenient):
+    name: str = Field(min_length=1)
+    labels: Labels | None = None
+    traffic_policy: dict[str, Any] | None = Field(default=None, alias="trafficPolicy")
+
+
 class DestinationRuleSpec(_Lenient):
     host: str = Field(min_length=1)
     traffic_policy: dict[str, Any] | None = Field(default=None, alias="trafficPolicy")
+    subsets: list[Subset] | None = None
     workload_selector: dict[str, Any] | None = Field(default=None, alias="workloadSelector")
     export_to: list[str] | None = Field(default=None, alias="exportTo")
+
+
+class Requirement(_Lenient):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] | None = None
+
+
+class LabelSelector(_Lenient):
+    match_labels: Labels | None = Field(default=None, alias="matchLabels")
+    match_expressions: list[Requirement] | None = Field(default=None, alias="matchExpressions")
+
+
+class WorkloadSelector(_Lenient):
+    match_labels: Labels | None = Field(default=None, alias="matchLabels")
+
+
+class SecurityPolicySpec(_Lenient):
+    """AuthorizationPolicy, PeerAuthentication, RequestAuthentication: the fields that say which workloads."""
+
+    selector: WorkloadSelector | None = None
+    target_ref: dict[str, Any] | None = Field(default=None, alias="targetRef")
+    target_refs: list[dict[str, Any]] | None = Field(default=None, alias="targetRefs")
+
+
+class Peer(_Lenient):
+    pod_selector: LabelSelector | None = Field(default=None, alias="podSelector")
+    namespace_selector: LabelSelector | None = Field(default=None, alias="namespaceSelector")
+
+
+class IngressRule(_Lenient):
+    from_: list[Peer] | None = Field(default=None, alias="from")
+
+
+class EgressRule(_Lenient):
+    to: list[Peer] | None = None
+
+
+class NetworkPolicySpec(_Lenient):
+    pod_selector: LabelSelector = Field(alias="podSelector")
+    policy_types: list[Literal["Ingress", "Egress"]] | None = Field(default=None, alias="policyTypes")
+    ingress: list[IngressRule] | None = None
+    egress: list[EgressRule] | None = None
 
 
 class _Object(_Lenient):
@@ -111,6 +186,22 @@ class _Object(_Lenient):
 
 class Deployment(_Object):
     spec: DeploymentSpec
+
+
+class StatefulSet(_Object):
+    spec: StatefulSetSpec
+
+
+class Rollout(_Object):
+    spec: RolloutSpec
+
+
+class SecurityPolicy(_Object):
+    spec: SecurityPolicySpec = SecurityPolicySpec()
+
+
+class NetworkPolicy(_Object):
+    spec: NetworkPolicySpec
 
 
 class Service(_Object):
@@ -135,8 +226,10 @@ class Secret(_Object):
 
 
 SHAPES: Mapping[str, type[_Object]] = {
-    "Deployment": Deployment, "Service": Service, "VirtualService": VirtualService,
-    "DestinationRule": DestinationRule, "Secret": Secret, "Gateway": Gateway,
+    "Deployment": Deployment, "StatefulSet": StatefulSet, "Rollout": Rollout, "Service": Service,
+    "VirtualService": VirtualService, "DestinationRule": DestinationRule, "Secret": Secret, "Gateway": Gateway,
+    "AuthorizationPolicy": SecurityPolicy, "PeerAuthentication": SecurityPolicy,
+    "RequestAuthentication": SecurityPolicy, "NetworkPolicy": NetworkPolicy,
 }
 
 

@@ -29,7 +29,9 @@ def cluster_options(f: F) -> F:
     """``--kubeconfig``, ``--context``, ``-n`` and ``--policy``: shared by every cluster command."""
     f = click.option("-n", "--namespace", "namespaces", multiple=True, metavar="NS",
                      help="Read the baseline and meshgen's objects in these namespaces only (repeatable; default: "
-                          "all namespaces).")(f)
+                          "all namespaces). The first is also where a forkOf or virtual[].workload reference without "
+                          "a namespace points (default: the kubeconfig context's namespace, else default), like "
+                          "kubectl -n; meshgen apply stores the spec with it filled in.")(f)
     f = click.option("--context", default=None, help="The kubeconfig context to use.")(f)
     f = click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG",
                      help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")(f)
@@ -44,10 +46,9 @@ def _expected_policy(policy_path: str | None) -> MeshPolicy | None:
     return compiler.read_policy(policy_path, Specs())[0] if policy_path is not None else None
 
 
-def _reconciler(kubeconfig: str | None, context: str | None, namespaces: tuple[str, ...],
-                policy_path: str | None, dry_run: DryRun = DryRun.NONE) -> Reconciler:
+def _reconciler(client: Client, namespaces: tuple[str, ...], policy_path: str | None,
+                dry_run: DryRun = DryRun.NONE) -> Reconciler:
     expected = _expected_policy(policy_path)
-    client = Client.from_kubeconfig(kubeconfig, context)
     suffix = {DryRun.NONE: "", DryRun.CLIENT: " (dry run)", DryRun.SERVER: " (server dry run)"}[dry_run]
     return Reconciler(client, expected, namespaces, on_change=lambda c: click.echo(c.summary + suffix),
                       policy_source=policy_path or "--policy")
@@ -119,9 +120,12 @@ def install_command(kubeconfig: str | None, context: str | None, print_only: boo
     click.echo(dump_yaml(rbac), nl=False)
 
 
-def _read(filenames: tuple[str, ...]) -> NewSpecs:
-    """The specs to apply. A MeshPolicy among them is an error: on a cluster the policy is the platform's."""
-    specs, documents, texts = compiler.read_spec_documents(filenames)
+def _read(filenames: tuple[str, ...], client: Client, namespaces: tuple[str, ...]) -> NewSpecs:
+    """The specs to apply, workload references without a namespace given kubectl's default: the first ``-n``,
+    else the kubeconfig context's namespace. A MeshPolicy among them is an error: on a cluster the policy is the
+    platform's."""
+    default = namespaces[0] if namespaces else client.namespace
+    specs, documents, texts = compiler.read_spec_documents(filenames, namespace=default)
     if specs.policies:
         raise locate_all(InvalidInput(Problem(
             origin.at("kind") if (origin := specs.origin("MeshPolicy", p.metadata.name)) else None,
@@ -152,10 +156,12 @@ def apply_command(filenames: tuple[str, ...], kubeconfig: str | None, context: s
       meshgen apply -f pr-1234.yaml
       meshgen apply -f sandboxes/ --dry-run=server
       meshgen apply -f pr-1234.yaml --context staging --policy policies/signadot-compat.yaml
+      meshgen apply -f pr-1234.yaml -n shop     # forkOf without a namespace means shop; reads only shop
     """
-    new = _read(filenames)
+    client = Client.from_kubeconfig(kubeconfig, context)
+    new = _read(filenames, client, namespaces)
     mode = DryRun(dry_run)
-    report = _reconciler(kubeconfig, context, namespaces, policy_path, mode).apply(new, mode)
+    report = _reconciler(client, namespaces, policy_path, mode).apply(new, mode)
     _finish(report)
 
 
@@ -176,8 +182,9 @@ def diff_command(filenames: tuple[str, ...], kubeconfig: str | None, context: st
       meshgen diff -f pr-1234.yaml
       meshgen diff -f sandboxes/ --server -o json | jq '.[].name'
     """
-    new = _read(filenames)
-    reconciler = _reconciler(kubeconfig, context, namespaces, policy_path)
+    client = Client.from_kubeconfig(kubeconfig, context)
+    new = _read(filenames, client, namespaces)
+    reconciler = _reconciler(client, namespaces, policy_path)
     reconciler.on_change = lambda change: None
     report = reconciler.apply(new, DryRun.SERVER if server else DryRun.CLIENT)
     for warning in report.warnings:
@@ -240,7 +247,8 @@ def delete_command(names: tuple[str, ...], kind: str, kubeconfig: str | None, co
       meshgen delete --kind RouteGroup checkout-flow
     """
     mode = DryRun(dry_run)
-    _finish(_reconciler(kubeconfig, context, namespaces, policy_path, dry_run=mode).delete(kind, names, mode))
+    client = Client.from_kubeconfig(kubeconfig, context)
+    _finish(_reconciler(client, namespaces, policy_path, dry_run=mode).delete(kind, names, mode))
 
 
 @click.command("gc")
@@ -256,7 +264,7 @@ def gc_command(kubeconfig: str | None, context: str | None, namespaces: tuple[st
       meshgen gc --dry-run=client     # which sandboxes have expired
     """
     mode = DryRun(dry_run)
-    _finish(_reconciler(kubeconfig, context, namespaces, policy_path, dry_run=mode).gc(mode))
+    _finish(_reconciler(Client.from_kubeconfig(kubeconfig, context), namespaces, policy_path, dry_run=mode).gc(mode))
 
 
 @click.command("get")

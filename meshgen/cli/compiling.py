@@ -101,7 +101,7 @@ def validate_command(
       meshgen validate -f pr-1234.yaml --baseline k8s/
     """
     if not baseline_paths:
-        specs, _ = compiler.read_specs(filenames)
+        specs, _ = compiler.read_specs(filenames, namespace=namespace)
         click.echo(f"ok: {len(specs.sandboxes)} sandbox(es), {len(specs.route_groups)} route group(s)")
         return
     inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)

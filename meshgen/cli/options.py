@@ -35,10 +35,11 @@ def policy(f: F) -> F:
 
 
 def namespace(f: F) -> F:
-    """``-n/--namespace``: where namespace-less baseline objects live."""
+    """``-n/--namespace``: where namespace-less baseline objects and workload references are."""
     return click.option(
         "-n", "--namespace", default="default", show_default=True,
-        help="Namespace for baseline objects that do not set one (like kubectl apply -n).",
+        help="Namespace for baseline objects that do not set one (like kubectl apply -n), and for forkOf and "
+             "virtual[].workload references that leave theirs out.",
     )(f)
 
 

@@ -8,6 +8,7 @@ tests can state how many reads and writes an operation made.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -74,9 +75,11 @@ class Listing:
 class Client:
     """Requests against one cluster, counted by verb (``list``, ``get``, ``create``, ``patch``, ``delete``)."""
 
-    def __init__(self, api: ApiClient, context: str | None = None) -> None:
+    def __init__(self, api: ApiClient, context: str | None = None, namespace: str = "default") -> None:
         self.api = api
         self.context = context
+        # The context's namespace: where kubectl puts a namespaced object that names none.
+        self.namespace = namespace
         self.counts: collections.Counter[str] = collections.Counter()
 
     @classmethod
@@ -85,9 +88,12 @@ class Client:
         try:
             api = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
                 config_file=path, context=context, persist_config=False)
+            contexts, active = kube_config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
         except (ConfigException, OSError) as exc:
             raise ClusterError(f"cannot load kubeconfig {path or '(default)'}: {exc}") from exc
-        return cls(api, context)
+        chosen = next((c for c in contexts or [] if c.get("name") == context), active) if context else active
+        namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+        return cls(api, context, str(namespace))
 
     @property
     def writes(self) -> int:
@@ -122,9 +128,15 @@ class Client:
         return self._call("get", "GET", ref.path(), str(ref))
 
     def create(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Create ``body`` at the version it is written in (``security.istio.io/v1beta1`` is posted there: the API
+        server refuses a body whose version differs from the path's)."""
         ref = Ref.of(body)
+        kind = ref.api
+        written = body.get("apiVersion")
+        if isinstance(written, str) and kind.group and written.startswith(f"{kind.group}/"):
+            kind = dataclasses.replace(kind, version=written.split("/", 1)[1])
         try:
-            return self._call("create", "POST", ref.api.path(ref.namespace or None), str(ref), body=body,
+            return self._call("create", "POST", kind.path(ref.namespace or None), str(ref), body=body,
                               query=_dry(dry_run))
         except Conflict as exc:
             raise AlreadyExists(str(exc)) from exc.__cause__

@@ -131,10 +131,17 @@ def _applier_rules() -> list[dict[str, Any]]:
         {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes", "routegroups"], "verbs": _VERBS_OWNED},
         {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes/status", "routegroups/status"], "verbs": ["update"]},
         {"apiGroups": ["meshgen.dev"], "resources": ["meshpolicies"], "verbs": ["list"]},
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _VERBS_OWNED},
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": _VERBS_OWNED},
         {"apiGroups": [""], "resources": ["services"], "verbs": _VERBS_OWNED},
         {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices", "destinationrules", "envoyfilters"],
          "verbs": _VERBS_OWNED},
+        # copies of the label-keyed policies that govern a forked workload
+        {"apiGroups": ["security.istio.io"],
+         "resources": ["authorizationpolicies", "peerauthentications", "requestauthentications"],
+         "verbs": _VERBS_OWNED},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": _VERBS_OWNED},
+        # Argo Rollouts are read (a Rollout's fork is a Deployment), never written
+        {"apiGroups": ["argoproj.io"], "resources": ["rollouts"], "verbs": ["list"]},
     ]
 
 

@@ -28,7 +28,8 @@ from meshgen.spec.loading import Specs, load_specs, validate_document
 from meshgen.spec.models import MeshPolicy
 
 CLUSTER_SOURCE = "cluster"
-_BASELINE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE)
+_BASELINE_KINDS = (kinds.DEPLOYMENT, kinds.STATEFUL_SET, kinds.ROLLOUT, kinds.SERVICE, kinds.VIRTUAL_SERVICE,
+                   kinds.DESTINATION_RULE, *kinds.POLICIES)
 
 
 def revision(resource_version: str) -> int | None:
@@ -110,15 +111,16 @@ def list_specs(client: Client) -> StoredSpecs:
 
 
 def observe(client: Client, namespaces: Sequence[str], policy_of: Callable[[StoredSpecs], MeshPolicy]) -> ClusterState:
-    """Stored specs and the policy ``policy_of`` picks from them, then every Deployment, Service,
-    VirtualService, DestinationRule and EnvoyFilter (all namespaces, or only ``namespaces`` plus the policy's
-    filter namespace for EnvoyFilters), and the one Secret the policy names, if any (read by name: meshgen never
-    lists Secrets)."""
+    """Stored specs and the policy ``policy_of`` picks from them, then every object of a kind meshgen renders
+    (workloads, Services, VirtualServices, DestinationRules, EnvoyFilters, label-keyed policies) and of the optional
+    kinds it reads (Argo Rollouts, when the cluster serves them): all namespaces, or only ``namespaces`` plus the
+    policy's filter namespace for EnvoyFilters; and the one Secret the policy names, if any (read by name: meshgen
+    never lists Secrets)."""
     stored = list_specs(client)
     policy = policy_of(stored)
     filter_namespace, secret = policy.spec.filter_namespace, policy.spec.ingress.token_secret
     live: dict[Ref, JsonObject] = {}
-    for kind in kinds.RENDERED:
+    for kind in (*kinds.RENDERED, *kinds.OPTIONAL):
         scopes: Iterable[str | None] = namespaces or (None,)
         if namespaces and kind is kinds.ENVOY_FILTER:
             scopes = sorted({*namespaces, filter_namespace})
@@ -126,7 +128,9 @@ def observe(client: Client, namespaces: Sequence[str], policy_of: Callable[[Stor
             try:
                 listing = client.list(kind, scope)
             except NotFound as exc:
-                if kind.group != "networking.istio.io":
+                if kind in kinds.OPTIONAL:
+                    break  # the CRD is not installed: there are none
+                if not kind.group.endswith("istio.io"):
                     raise
                 raise ClusterError(f"{exc}; Istio's CRDs are not installed in this cluster") from exc
             for item in listing.items:

@@ -40,6 +40,13 @@ class Kind:
 
 
 DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments")
+STATEFUL_SET = Kind("StatefulSet", "apps", "v1", "statefulsets")
+# Read, never written (a Rollout's fork is a Deployment); its CRD may be absent from a cluster.
+ROLLOUT = Kind("Rollout", "argoproj.io", "v1alpha1", "rollouts")
+AUTHORIZATION_POLICY = Kind("AuthorizationPolicy", "security.istio.io", "v1", "authorizationpolicies")
+PEER_AUTHENTICATION = Kind("PeerAuthentication", "security.istio.io", "v1", "peerauthentications")
+REQUEST_AUTHENTICATION = Kind("RequestAuthentication", "security.istio.io", "v1", "requestauthentications")
+NETWORK_POLICY = Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies")
 SERVICE = Kind("Service", "", "v1", "services")
 NAMESPACE = Kind("Namespace", "", "v1", "namespaces", namespaced=False)
 SECRET = Kind("Secret", "", "v1", "secrets")  # only the edge token's, read by name, never listed
@@ -61,10 +68,13 @@ SIDECAR = Kind("Sidecar", "networking.istio.io", "v1", "sidecars")
 GATEWAY = Kind("Gateway", "networking.istio.io", "v1", "gateways")  # the test environment's edge
 CRD = Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
 
+POLICIES = (AUTHORIZATION_POLICY, PEER_AUTHENTICATION, REQUEST_AUTHENTICATION, NETWORK_POLICY)
 # What the Istio backend renders, in the order they are read.
-RENDERED = (DEPLOYMENT, SERVICE, DESTINATION_RULE, VIRTUAL_SERVICE, ENVOY_FILTER)
-BY_NAME = {k.kind: k for k in (*RENDERED, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD, WORKLOAD_ENTRY, SIDECAR,
-                                     GATEWAY, MESH_POLICY, ADMISSION_POLICY, ADMISSION_BINDING)}
+RENDERED = (DEPLOYMENT, STATEFUL_SET, SERVICE, DESTINATION_RULE, VIRTUAL_SERVICE, ENVOY_FILTER, *POLICIES)
+# Read for the baseline only, and skipped when the cluster does not serve them (an optional CRD).
+OPTIONAL = (ROLLOUT,)
+BY_NAME = {k.kind: k for k in (*RENDERED, *OPTIONAL, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD, WORKLOAD_ENTRY,
+                                     SIDECAR, GATEWAY, MESH_POLICY, ADMISSION_POLICY, ADMISSION_BINDING)}
 
 
 def of(body: dict[str, Any]) -> Kind:

@@ -3,9 +3,10 @@
 A rule ``(later, earlier)`` says every change matching ``later`` waits for every change matching ``earlier``. A
 matcher is ``(operation, kind)``; the operation is "upsert" (create or update) or "delete". From the rules:
 
-- a fork's Deployment, Service and DestinationRule, and the routing-key filter, exist before any VirtualService
+- a fork's policies (copies of the label-keyed policies that govern the original) exist before its pods;
+- a fork's workload, Service and DestinationRule, and the routing-key filter, exist before any VirtualService
   route that sends traffic to them;
-- VirtualService routes are removed before what they pointed to is deleted.
+- VirtualService routes are removed before what they pointed to is deleted, and a fork's policies after its pods.
 
 The rules are checked for cycles (:func:`ranks` raises ``graphlib.CycleError``); within one rank, changes are
 ordered by kind, namespace and name, so the order is deterministic.
@@ -22,18 +23,23 @@ UPSERT = "upsert"
 DELETE = "delete"
 Matcher = tuple[str, str]  # (operation, kind)
 
-_BACKENDS = ("Deployment", "Service", "DestinationRule", "EnvoyFilter")
+_WORKLOADS = ("Deployment", "StatefulSet")
+_POLICIES = ("AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication", "NetworkPolicy")
+_BACKENDS = (*_WORKLOADS, "Service", "DestinationRule", "EnvoyFilter", *_POLICIES)
 RULES: tuple[tuple[Matcher, Matcher], ...] = (
     # upsert routes after upserting what they route to
     *(((UPSERT, "VirtualService"), (UPSERT, kind)) for kind in _BACKENDS),
-    # a fork's pods before the Service that selects them, and both before its DestinationRule
-    ((UPSERT, "Service"), (UPSERT, "Deployment")),
+    # a fork's policies before its pods; its pods before the Service that selects them, both before its
+    # DestinationRule
+    *(((UPSERT, w), (UPSERT, p)) for w in _WORKLOADS for p in _POLICIES),
+    *(((UPSERT, "Service"), (UPSERT, w)) for w in _WORKLOADS),
     ((UPSERT, "DestinationRule"), (UPSERT, "Service")),
     # remove routes before deleting what they routed to; deletions happen after every upsert
     ((DELETE, "VirtualService"), (UPSERT, "VirtualService")),
     *(((DELETE, kind), (DELETE, "VirtualService")) for kind in _BACKENDS),
-    ((DELETE, "Deployment"), (DELETE, "Service")),
+    *(((DELETE, w), (DELETE, "Service")) for w in _WORKLOADS),
     ((DELETE, "Service"), (DELETE, "DestinationRule")),
+    *(((DELETE, p), (DELETE, w)) for w in _WORKLOADS for p in _POLICIES),
 )
 
 

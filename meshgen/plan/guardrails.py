@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from meshgen.baseline.model import DEPLOYMENT, Baseline
+from meshgen.baseline.model import Baseline
 from meshgen.errors import Location, Problem
 from meshgen.plan.model import Claim, Fork
 from meshgen.spec import images
@@ -172,10 +172,11 @@ def _registries(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Locati
                 problems.append(Problem(where.at("images", j, "image"), _registry_problem(rules, policy, image),
                                         "push the image to an allowed registry"))
         fork = forks.get((sandbox.name, fork_spec.fork_of))
-        original = baseline.get(DEPLOYMENT, fork_spec.fork_of.namespace, fork_spec.fork_of.name)
+        original = baseline.get(fork_spec.fork_of.kind, fork_spec.fork_of.namespace, fork_spec.fork_of.name)
         if fork is None or original is None or custom.patch is None:
             continue
-        introduced = pod_images(fork.deployment) - pod_images(original.body) - {c.image for c in custom.images}
+        introduced = pod_images(fork.body) - pod_images({"spec": {"template": baseline.template(original)}}) - {
+            c.image for c in custom.images}
         for image in sorted(introduced):
             if not image_allowed(rules, image):
                 problems.append(Problem(where.at("patch"), _registry_problem(rules, policy, image),

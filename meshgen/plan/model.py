@@ -88,27 +88,64 @@ class Host:
 
 @dataclass(frozen=True)
 class ForkService:
-    """The Service that fronts a fork in place of one baseline Service: same ports, selects only the fork."""
+    """The Service that fronts a fork in place of one baseline Service: same ports, selects only the fork.
+
+    ``traffic_policy`` is the trafficPolicy of the fork host's DestinationRule (None: the fork host needs none):
+    what the baseline applies to the original behind this Service, the subset it is routed through included
+    (:mod:`meshgen.plan.traffic_policy`). ``traffic_policy_of`` is the DestinationRule it comes from."""
 
     baseline: Host
     fork: Host
     body: JsonObject = field(compare=False, hash=False)
+    traffic_policy: JsonObject | None = field(default=None, compare=False, hash=False)
+    traffic_policy_of: Resource | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ForkPolicy:
+    """A sandbox-owned copy of a baseline policy keyed on pod labels (AuthorizationPolicy, PeerAuthentication,
+    RequestAuthentication, NetworkPolicy), rewritten to govern the fork as the original governs what it forks
+    (DESIGN invariant 10; :mod:`meshgen.plan.policies`)."""
+
+    source: ObjectKey
+    body: JsonObject = field(compare=False, hash=False)
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.body["kind"], self.body["metadata"]["namespace"], self.body["metadata"]["name"])
 
 
 @dataclass(frozen=True)
 class Fork:
-    """A modified copy of one baseline workload, owned by one sandbox."""
+    """A modified copy of one baseline workload, owned by one sandbox. ``body`` is the fork's own workload
+    object: a Deployment (the fork of a Deployment or an Argo Rollout), or a StatefulSet. ``policies`` are the
+    copies of the baseline's label-keyed policies that make it governed like the original."""
 
     sandbox: str
     routing_key: str
     workload: WorkloadRef
     name: str
-    deployment: JsonObject = field(compare=False, hash=False)
+    body: JsonObject = field(compare=False, hash=False)
     services: tuple[ForkService, ...] = ()
+    policies: tuple[ForkPolicy, ...] = ()
+    # What the user should know about this fork: where a copy of the baseline's governance cannot be exact.
+    notes: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def key(self) -> ObjectKey:
-        return ObjectKey("Deployment", self.workload.namespace, self.name)
+        return ObjectKey(self.body["kind"], self.workload.namespace, self.name)
+
+    @property
+    def pod_labels(self) -> Mapping[str, str]:
+        """The labels the fork's pods carry."""
+        labels: Mapping[str, str] = self.body["spec"]["template"]["metadata"]["labels"]
+        return labels
+
+    @property
+    def selector(self) -> Mapping[str, str]:
+        """The labels that select exactly the fork's pods (its workload's ``spec.selector.matchLabels``)."""
+        selector: Mapping[str, str] = self.body["spec"]["selector"]["matchLabels"]
+        return selector
 
 
 @dataclass(frozen=True)
@@ -131,7 +168,19 @@ class RouteRole(enum.StrEnum):
 
     FAST_PATH = "fast-path"  # requests without a routing key go straight to the baseline
     SANDBOX = "sandbox"  # a copy of a baseline route, AND-ed with one key match, redirected to forks
+    CALLER = "caller"  # a copy of a baseline route that matches the original as caller (sourceLabels): the fork
     BASELINE = "baseline"  # the user's route (or the default route of a meshgen-owned table), unchanged
+
+
+@dataclass(frozen=True)
+class CallerMatch:
+    """How a copy matches a fork as the caller: the ``match`` blocks of the baseline route (by index) whose
+    ``sourceLabels`` select the original, each with ``sourceLabels`` replaced by ``source_labels`` (the fork's
+    selector)."""
+
+    fork: ObjectKey
+    blocks: tuple[int, ...]
+    source_labels: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -139,7 +188,8 @@ class PlannedRoute:
     """One entry of a route table, in final order.
 
     ``baseline_index`` is the baseline route it copies or is. For sandbox routes, ``redirects`` maps each
-    claimed destination host to its target, and ``name`` is the route name meshgen gives it.
+    claimed destination host to its target, and ``name`` is the route name meshgen gives it. ``caller`` is set on
+    a caller copy, and on the sandbox copies of one: they match the fork as the caller instead of the original.
     """
 
     role: RouteRole
@@ -147,6 +197,7 @@ class PlannedRoute:
     name: str | None = None
     owner: Owner | None = None
     redirects: tuple[tuple[str, str], ...] = ()
+    caller: CallerMatch | None = None
 
     @property
     def redirect_map(self) -> Mapping[str, str]:
@@ -268,6 +319,10 @@ class Plan:
     def fork_services(self) -> tuple[ForkService, ...]:
         """Every fork Service, in plan order."""
         return tuple(s for f in self.forks for s in f.services)
+
+    def fork_policies(self) -> tuple[ForkPolicy, ...]:
+        """Every policy copy of every fork, in plan order."""
+        return tuple(p for f in self.forks for p in f.policies)
 
     @property
     def is_empty(self) -> bool:

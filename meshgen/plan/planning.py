@@ -16,13 +16,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from meshgen.baseline.model import (
-    DEPLOYMENT,
     DESTINATION_RULE,
     SERVICE,
     VIRTUAL_SERVICE,
     Baseline,
     ObjectKey,
-    pod_labels,
     resolve_host,
     selects,
 )
@@ -42,6 +40,7 @@ from meshgen.plan.model import (
     RouteTable,
 )
 from meshgen.plan.routes import plan_tables
+from meshgen.plan.traffic_policy import HostPolicies
 from meshgen.spec.loading import Specs
 from meshgen.spec.models import MeshPolicy
 
@@ -130,6 +129,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
     """One planning pass: the plan (None when there are problems), every problem, and every claim made."""
     domain = policy.spec.cluster_domain
     hosts = {h.fqdn: h for h in (forking.host_of(s, domain) for s in baseline.routable(baseline.of_kind(SERVICE)))}
+    traffic = HostPolicies(baseline, domain)
     problems: list[Problem] = []
     warnings: list[Diagnostic] = []
 
@@ -154,7 +154,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
         for i in range(len(sandbox.spec.forks)):
             try:
                 fork = forking.build_fork(baseline, sandbox, owner.routing_key, i, origin.at("spec", "forks", i),
-                                          domain, hosts)
+                                          domain, hosts, traffic)
             except InvalidInput as exc:
                 problems.extend(exc.problems)
                 continue
@@ -174,6 +174,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
                 continue
             fronted.update((s.baseline.fqdn, fork) for s in fork.services)
             forks.append(fork)
+            warnings.extend(Diagnostic(f"Sandbox {sandbox.name}", note) for note in fork.notes)
             if not fork.services:
                 warnings.append(Diagnostic(
                     f"Sandbox {sandbox.name}", f"no Service with ports selects {fork.workload}; its fork runs but no "
@@ -212,7 +213,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
     warnings.extend(_rules_left_behind(forks, baseline))
     sandbox_claims = [c for s in sandboxes for c in claims_by_sandbox.get(s.name, [])]
     problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where))
-    tables, table_problems, table_warnings = plan_tables(baseline, all_claims, hosts, domain)
+    tables, table_problems, table_warnings = plan_tables(baseline, all_claims, hosts, domain, forks)
     problems.extend(table_problems)
     warnings.extend(table_warnings)
     problems.extend(_owned_table_collisions(tables, baseline))
@@ -296,10 +297,11 @@ def _name_collisions(forks: list[Fork], baseline: Baseline, where: Where) -> lis
     taken: dict[ObjectKey, str] = {}
     problems = []
     for fork in forks:
-        generated = [fork.key, *(ObjectKey(SERVICE, s.fork.namespace, s.fork.name) for s in fork.services)]
+        generated = [fork.key, *(ObjectKey(SERVICE, s.fork.namespace, s.fork.name) for s in fork.services),
+                     *(p.key for p in fork.policies)]
         for key in generated:
             existing = baseline.get(key.kind, key.namespace, key.name)
-            if existing is not None and existing.key.kind in (DEPLOYMENT, SERVICE):
+            if existing is not None:
                 problems.append(Problem(
                     where("Sandbox", fork.sandbox).at("metadata", "name"),
                     f"the fork's {key} would have the name of an existing baseline object",
@@ -323,11 +325,11 @@ def _rules_left_behind(forks: Iterable[Fork], baseline: Baseline) -> list[Diagno
     for fork in forks:
         ns = fork.workload.namespace
         rules = [r for r in baseline.of_kind(DESTINATION_RULE, ns) if isinstance(r.spec.get("workloadSelector"), dict)]
-        original = baseline.get(DEPLOYMENT, ns, fork.workload.name)
+        original = baseline.get(fork.workload.kind, ns, fork.workload.name)
         if not rules or original is None:
             continue
-        original_labels = pod_labels(original)
-        fork_labels = fork.deployment["spec"]["template"]["metadata"]["labels"]
+        original_labels = baseline.labels_of(original)
+        fork_labels = fork.pod_labels
         for rule in rules:
             wanted = rule.spec["workloadSelector"].get("matchLabels") or {}
             if selects(wanted, original_labels) and not selects(wanted, fork_labels):

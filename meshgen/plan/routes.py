@@ -1,9 +1,16 @@
-"""Route tables: where each sandbox route goes, in order (DESIGN invariants 1, 3 and 4).
+"""Route tables: where each sandbox route goes, in order (DESIGN invariants 1, 3, 4 and 10).
 
 For every VirtualService that routes to a claimed host, each baseline route with such a destination gets one copy
 per routing key that claims it, placed directly before it; nothing else moves. A claimed host that no mesh
 VirtualService covers gets a table meshgen owns: a fast path for requests without a key, the key routes, then the
 default route to the baseline.
+
+A route that matches on the original as the *caller* (``match[].sourceLabels`` selecting its pods) would not match
+its fork, whose labels differ where Services select; so it gets a **caller copy** for each fork it misses, placed
+directly before it (and before the route's own key copies): the match blocks naming the original, with
+``sourceLabels`` selecting the fork instead, everything else as written. Key copies of the caller copy come first,
+like any route's. Caller copies land with the VirtualService, after the fork's pods (which the VirtualService's
+other routes need first), so until then the fork's own calls take the route they would without ``sourceLabels``.
 """
 
 from __future__ import annotations
@@ -22,14 +29,18 @@ from meshgen.baseline.model import (
     host_matches,
     is_mesh_bound,
     resolve_host,
+    selects,
 )
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
 from meshgen.plan.model import (
+    CallerMatch,
     Claim,
     Diagnostic,
+    Fork,
     Host,
     Owner,
+    OwnerKind,
     PlannedRoute,
     RouteRole,
     RouteTable,
@@ -68,11 +79,14 @@ def plan_tables(
     claims: Iterable[Claim],
     hosts: Mapping[str, Host],
     cluster_domain: str,
+    forks: Sequence[Fork] = (),
 ) -> tuple[tuple[RouteTable, ...], list[Problem], list[Diagnostic]]:
-    """Every route table that reaches a claimed host, with sandbox routes placed; plus problems and warnings.
+    """Every route table that reaches a claimed host or matches a forked workload as caller, with sandbox and
+    caller routes placed; plus problems and warnings.
 
     Of mesh VirtualServices defining one host, istiod applies one (:mod:`meshgen.baseline.precedence`): meshgen
     edits that one, never one istiod ignores, and warns as ``istioctl analyze`` does (IST0109)."""
+    callers = _callers(baseline, forks)
     by_key_host: dict[tuple[Owner, str], str] = {}
     owners_of_host: dict[str, set[Owner]] = {}
     for claim in claims:
@@ -86,7 +100,7 @@ def plan_tables(
     seen: dict[str, list[Resource]] = {}
     touched: set[ObjectKey] = set()
     for vs in user_services:
-        table = _user_table(vs, by_key_host, owners_of_host, cluster_domain)
+        table = _user_table(vs, by_key_host, owners_of_host, cluster_domain, callers)
         if table is None:
             continue
         touched.add(vs.key)
@@ -159,14 +173,53 @@ def _copies(
     by_key_host: Mapping[tuple[Owner, str], str],
     owners_of_host: Mapping[str, set[Owner]],
     counters: dict[Owner, int],
+    caller: CallerMatch | None = None,
 ) -> list[PlannedRoute]:
     owners = sorted({o for h in dest_hosts for o in owners_of_host.get(h, ())}, key=lambda o: o.order)
     out = []
     for owner in owners:
         redirects = tuple((h, by_key_host[(owner, h)]) for h in dest_hosts if (owner, h) in by_key_host)
-        n = counters.get(owner, 0)
-        counters[owner] = n + 1
-        out.append(PlannedRoute(RouteRole.SANDBOX, index, f"{owner.route_prefix}-{n}", owner, redirects))
+        out.append(PlannedRoute(RouteRole.SANDBOX, index, _next_name(owner, counters), owner, redirects, caller))
+    return out
+
+
+def _next_name(owner: Owner, counters: dict[Owner, int]) -> str:
+    n = counters.get(owner, 0)
+    counters[owner] = n + 1
+    return f"{owner.route_prefix}-{n}"
+
+
+# A fork as a caller: its owner, the labels of the original's pods, and the fork.
+_Caller = tuple[Owner, Mapping[str, str], Fork]
+
+
+def _callers(baseline: Baseline, forks: Sequence[Fork]) -> list[_Caller]:
+    """Every fork, as a caller, when some VirtualService route matches on its caller's labels (else none)."""
+    if not any(isinstance(m, dict) and m.get("sourceLabels") for vs in baseline.of_kind(VIRTUAL_SERVICE)
+               for route in vs.spec.get("http") or [] for m in route.get("match") or []):
+        return []
+    out: list[_Caller] = []
+    for fork in forks:
+        original = baseline.get(fork.workload.kind, fork.workload.namespace, fork.workload.name)
+        if original is not None:
+            out.append((Owner(OwnerKind.SANDBOX, fork.sandbox, fork.routing_key), baseline.labels_of(original), fork))
+    out.sort(key=lambda c: (c[0].order, c[2].key))
+    return out
+
+
+def _caller_matches(route: Mapping[str, Any], callers: Sequence[_Caller]) -> list[tuple[Owner, CallerMatch]]:
+    """For each fork a route matches as the original but not as itself, how its caller copy matches it."""
+    blocks = [(j, m) for j, m in enumerate(route.get("match") or [])
+              if isinstance(m, dict) and isinstance(m.get("sourceLabels"), dict) and m["sourceLabels"]]
+    if not blocks:
+        return []
+    out = []
+    for owner, original, fork in callers:
+        namespace = fork.workload.namespace
+        hit = tuple(j for j, m in blocks if m.get("sourceNamespace") in (None, namespace)
+                    and selects(m["sourceLabels"], original) and not selects(m["sourceLabels"], fork.pod_labels))
+        if hit:
+            out.append((owner, CallerMatch(fork.key, hit, tuple(sorted(fork.selector.items())))))
     return out
 
 
@@ -175,6 +228,7 @@ def _user_table(
     by_key_host: Mapping[tuple[Owner, str], str],
     owners_of_host: Mapping[str, set[Owner]],
     cluster_domain: str,
+    callers: Sequence[_Caller] = (),
 ) -> RouteTable | None:
     http = vs.spec.get("http") or []
     counters: dict[Owner, int] = {}
@@ -182,6 +236,10 @@ def _user_table(
     touched = False
     for i, route in enumerate(http):
         dests = [h for h in destination_hosts(route, vs.namespace, cluster_domain) if h in owners_of_host]
+        for owner, caller in _caller_matches(route, callers) if is_mesh_bound(vs) else []:
+            routes.extend(_copies(route, i, dests, by_key_host, owners_of_host, counters, caller))
+            routes.append(PlannedRoute(RouteRole.CALLER, i, _next_name(owner, counters), owner, (), caller))
+            touched = True
         if dests:
             copies = _copies(route, i, dests, by_key_host, owners_of_host, counters)
             routes.extend(copies)

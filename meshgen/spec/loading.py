@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from meshgen.documents import Document
+from meshgen.documents import Document, JsonObject
 from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
 from meshgen.spec.models import API_VERSION, DEFAULT_POLICY, SPEC_KINDS, MeshPolicy, RouteGroup, Sandbox
 from meshgen.validation import validate_model
 
 _MODELS: dict[str, type[BaseModel]] = {"Sandbox": Sandbox, "RouteGroup": RouteGroup, "MeshPolicy": MeshPolicy}
-_BASELINE_KINDS = {"Deployment", "Service", "VirtualService", "DestinationRule", "StatefulSet", "Pod"}
+_BASELINE_KINDS = {"Deployment", "Service", "VirtualService", "DestinationRule", "StatefulSet", "Pod", "Rollout"}
+# Where a workload reference without a namespace points, when nothing else says (kubectl's default).
+DEFAULT_NAMESPACE = "default"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,8 +35,29 @@ class Specs:
         return self.origins.get((kind, name))
 
 
-def load_specs(documents: Iterable[Document]) -> Specs:
-    """Validate documents as spec objects; every problem in every document is reported at once.
+def with_namespace(body: JsonObject, namespace: str) -> JsonObject:
+    """A spec document with ``namespace`` given to every workload reference of a Sandbox that leaves its namespace
+    out (``forkOf``, ``virtual[].workload``), like ``kubectl apply -n`` gives it to objects; the document itself
+    when none does. Applied before storing, so a stored spec means the same to every reader."""
+    spec = body.get("spec")
+    if body.get("kind") != "Sandbox" or not isinstance(spec, dict):
+        return body
+    changed: dict[str, Any] = {}
+    for field_name, ref_name in (("forks", "forkOf"), ("virtual", "workload")):
+        entries = spec.get(field_name)
+        if not isinstance(entries, list):
+            continue
+        filled = [{**e, ref_name: {**e[ref_name], "namespace": namespace}}
+                  if isinstance(e, dict) and isinstance(e.get(ref_name), dict) and e[ref_name].get("namespace") is None
+                  else e for e in entries]
+        if any(a is not b for a, b in zip(filled, entries, strict=True)):
+            changed[field_name] = filled
+    return {**body, "spec": {**spec, **changed}} if changed else body
+
+
+def load_specs(documents: Iterable[Document], namespace: str = DEFAULT_NAMESPACE) -> Specs:
+    """Validate documents as spec objects; every problem in every document is reported at once. A workload
+    reference without a namespace is in ``namespace`` (:func:`with_namespace`).
 
     Names must be unique per kind.
     """
@@ -45,7 +68,7 @@ def load_specs(documents: Iterable[Document]) -> Specs:
     problems: list[Problem] = []
     for doc in documents:
         try:
-            obj = validate_document(doc)
+            obj = validate_document(Document(doc.location, with_namespace(doc.body, namespace)))
         except InvalidInput as exc:
             problems.extend(exc.problems)
             continue

@@ -68,10 +68,28 @@ class ObjectMeta(Model):
     annotations: dict[AnnotationKey, str] = Field(default_factory=dict)
 
 
-class WorkloadRef(Model):
-    """A baseline workload, by kind, namespace and name."""
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Rollout")
+# Set in every container of a fork (a downward API for sandboxes); a user may read them, never set them.
+ENV_SANDBOX = "MESHGEN_SANDBOX_NAME"
+ENV_ROUTING_KEY = "MESHGEN_ROUTING_KEY"
+RESERVED_ENV = (ENV_SANDBOX, ENV_ROUTING_KEY)
 
-    kind: Literal["Deployment"] = "Deployment"
+
+def _namespace_optional(schema: dict[str, Any]) -> None:
+    # The loader fills a missing namespace (from -n, or the kubeconfig context's) before validating, so the model
+    # always has one; editors and the CRD must accept a spec that leaves it out.
+    schema["required"] = [r for r in schema.get("required", []) if r != "namespace"]
+    schema["properties"]["namespace"]["description"] = (
+        "Defaults to -n/--namespace (cluster commands: the kubeconfig context's namespace, else default).")
+
+
+class WorkloadRef(Model):
+    """A baseline workload, by kind, namespace and name. A ``Rollout`` is an Argo Rollout
+    (argoproj.io/v1alpha1)."""
+
+    model_config = ConfigDict(json_schema_extra=_namespace_optional)
+
+    kind: Literal["Deployment", "StatefulSet", "Rollout"] = "Deployment"
     namespace: DnsLabel
     name: ObjectName
 
@@ -86,11 +104,19 @@ class ImageCustomization(Model):
     image: ImageReference
 
 
+def _reserved_problem(name: str) -> str | None:
+    if name in RESERVED_ENV:
+        return f"{name} is set by meshgen in every container of a fork (the sandbox's name and routing key)"
+    return None
+
+
 class EnvCustomization(Model):
-    """Set (add or replace) one environment variable in one container."""
+    """Set (add or replace) one environment variable in one container (not ``MESHGEN_SANDBOX_NAME`` or
+    ``MESHGEN_ROUTING_KEY``: meshgen sets those in every container of a fork)."""
 
     container: str | None = None
-    name: EnvName
+    name: Annotated[EnvName, _check(_reserved_problem, "remove this entry; read the variable in the application "
+                                                       "instead")]
     value: str | None = None
     value_from: dict[str, Any] | None = Field(default=None, alias="valueFrom")
 
@@ -102,7 +128,7 @@ class EnvCustomization(Model):
 
 
 class PatchType(enum.StrEnum):
-    """How ``customizations.patch.value`` is applied to the forked Deployment."""
+    """How ``customizations.patch.value`` is applied to the fork's workload."""
 
     STRATEGIC = "strategic"
     MERGE = "merge"
@@ -110,7 +136,8 @@ class PatchType(enum.StrEnum):
 
 
 class Patch(Model):
-    """A patch applied to the fork's Deployment after images and env (kubectl patch semantics)."""
+    """A patch applied to the fork's workload after images and env (kubectl patch semantics): a Deployment, or a
+    StatefulSet for the fork of a StatefulSet (a Rollout's fork is a Deployment)."""
 
     type: PatchType = PatchType.STRATEGIC
     value: dict[str, Any] | list[dict[str, Any]]
@@ -120,7 +147,7 @@ class Patch(Model):
         if self.type is PatchType.JSON and not isinstance(self.value, list):
             raise ValueError("a json patch is a list of operations ({op, path, value})")
         if self.type is not PatchType.JSON and not isinstance(self.value, dict):
-            raise ValueError(f"a {self.type.value} patch is a mapping (a partial Deployment)")
+            raise ValueError(f"a {self.type.value} patch is a mapping (a partial Deployment or StatefulSet)")
         return self
 
 

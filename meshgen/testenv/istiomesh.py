@@ -5,14 +5,14 @@ reconciler, routed by upstream Envoy sidecars that istiod configures. The "via i
 :meth:`IstioMesh.apply` takes one case to the cluster, in the order a user's cluster would see it:
 
 1. the previous case is cleared (:meth:`IstioMesh.clear`);
-2. the baseline objects (Deployments, Services, VirtualServices, DestinationRules) are created as written.
-   Deployments just sit there: no kubelet or controller runs anything, so no Pod and no EndpointSlice exists;
+2. the baseline objects (workloads, Services, VirtualServices, DestinationRules, policies) are created as written.
+   Workloads just sit there: no kubelet or controller runs anything, so no Pod and no EndpointSlice exists;
 3. the sandbox specs go through :class:`~meshgen.kube.reconciling.Reconciler` ``apply`` — the code of
-   ``meshgen apply`` — which stores them and writes the forks, fork Services, DestinationRules, VirtualServices and
-   the EnvoyFilter;
-4. the Deployments are read back: each baseline Deployment and each fork meshgen created is one workload of the
-   plan's local layout. A ``WorkloadEntry`` per workload carries the pod labels of the Deployment *as stored in
-   the cluster* and the workload's loopback address (EndpointSlices cannot hold loopback addresses, see
+   ``meshgen apply`` — which stores them and writes the forks, fork Services, DestinationRules, policy copies,
+   VirtualServices and the EnvoyFilter;
+4. the workloads are read back: each baseline workload and each fork meshgen created is one workload of the
+   plan's local layout. A ``WorkloadEntry`` per workload carries its pod labels *as stored in the cluster* and the
+   workload's loopback address (EndpointSlices cannot hold loopback addresses, see
    :mod:`meshgen.testenv.sidecars`), so istiod's registry decides which Service selects which workload;
 5. an echo process per workload, a sidecar Envoy per workload and one test client per namespace, each with a
    ``Sidecar`` resource binding its outbound listeners to its own loopback address. A workload reaches the
@@ -22,7 +22,13 @@ reconciler, routed by upstream Envoy sidecars that istiod configures. The "via i
 7. ready means: every proxy connected and every type acked (``/debug/syncz``), no NACK, and every proxy's
    accepted configuration holding exactly the case's Services as clusters (with the endpoints their selectors
    pick), every named route of the VirtualServices exported to it (for the router: of the gateway-bound ones), the
-   routing-key filter iff the EnvoyFilter exists, and the router listening on its address.
+   routing-key filter iff the EnvoyFilter exists, the router listening on its address, and each sidecar with an
+   inbound listener listening there.
+
+Workloads are every Deployment, StatefulSet and Argo Rollout (a minimal Rollout CRD is installed for cases that
+have one, :mod:`meshgen.testenv.rollouts`) that is not scaled to zero. In a case with an AuthorizationPolicy or
+RequestAuthentication, every workload sits behind an inbound listener on its sidecar, where istiod's RBAC and JWT
+filters run (:mod:`meshgen.testenv.sidecars`); elsewhere callers reach the workload directly, as before.
 
 A request from traffic.yaml is sent by the test client in the namespace of the host it addresses, through that
 client's sidecar, the way a pod next to the service would send it (so configuration exported only to that
@@ -53,13 +59,19 @@ from meshgen.backends.localmesh import (
     Workload,
     addresses,
     all_hosts,
+    has_pods,
+    inbound_addresses,
     proxy_addresses,
 )
 from meshgen.backends.localmesh import edge_gateways as edge_gateways_of
 from meshgen.baseline import precedence, protocols, stored
 from meshgen.baseline.model import (
+    AUTHORIZATION_POLICY,
     DESTINATION_RULE,
     GATEWAY,
+    PEER_AUTHENTICATION,
+    REQUEST_AUTHENTICATION,
+    ROLLOUT,
     VIRTUAL_SERVICE,
     ObjectKey,
     Resource,
@@ -76,14 +88,13 @@ from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
 from meshgen.plan.model import Host, Plan
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import MeshPolicy
-from meshgen.testenv import binaries, controlplane, gateway, networks, processes, sidecars, workloads
+from meshgen.testenv import binaries, controlplane, gateway, networks, processes, rollouts, sidecars, workloads
 from meshgen.testenv.istiod import Istiod
 from meshgen.testenv.processes import Process, stop_all, wait_until
-from meshgen.testenv.sidecars import Proxy, SidecarEnvoy
+from meshgen.testenv.sidecars import Inbound, Proxy, SidecarEnvoy
 
 CLIENT = TEST_CLIENT
-_CASE_KINDS = (kinds.DEPLOYMENT, kinds.SERVICE, kinds.VIRTUAL_SERVICE, kinds.DESTINATION_RULE, kinds.WORKLOAD_ENTRY,
-               kinds.SIDECAR, kinds.GATEWAY)
+_CASE_KINDS = (*kinds.RENDERED, *kinds.OPTIONAL, kinds.WORKLOAD_ENTRY, kinds.SIDECAR, kinds.GATEWAY)
 READY_TIMEOUT = 60.0
 _EDGE = "(edge)"  # the router's key among the expected routes by proxy namespace: no namespace is named so
 
@@ -92,8 +103,11 @@ class IstioMesh:
     """Sidecars, workloads and cluster objects for whatever case was applied last. Use as a context manager."""
 
     def __init__(self, kubeconfig: Path, istiod: Istiod, workdir: Path | None = None, network: int | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, inbound: bool | None = None) -> None:
+        """``inbound``: put every workload behind an inbound listener on its sidecar (True), never (False), or
+        only in cases with a policy that needs one (None: :func:`enforces_inbound`)."""
         self._owns_workdir = workdir is None
+        self.inbound = inbound
         self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="meshgen-istio-"))
         self.client = Client.from_kubeconfig(str(kubeconfig))
         self.istiod = istiod
@@ -136,6 +150,8 @@ class IstioMesh:
         edge_gateways = edge_gateways_of(plan.baseline)
         for namespace in sorted({*scope, *(g.namespace for g in edge_gateways)}):
             self._create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, exist_ok=True)
+        if plan.baseline.of_kind(ROLLOUT):
+            rollouts.install(self.client)
         self.before = self._objects()
         self.progress(f"creating the baseline in {', '.join(self.namespaces)}")
         for resource, later in _creation_order(plan.baseline.resources):
@@ -151,17 +167,21 @@ class IstioMesh:
         documents = [Document(Location("specs", i), body) for i, body in enumerate(specs)]
         report = self._reconciler().apply(NewSpecs(load_specs(documents), tuple(specs)))
         self.progress(f"meshgen apply: {len(report.changes)} change(s)")
-        entries = self._workload_entries(layout.workloads)
         names = [f"{w.namespace}/{w.identity}" for w in layout.workloads]
-        names += [f"{ns}/{CLIENT}" for ns in self.namespaces]
         edge = f"{gateway.NAMESPACE}/{gateway.ROUTER_POD}"
-        assigned = proxy_addresses([*names, edge], LocalMesh(network=self.network))
+        mesh = LocalMesh(network=self.network)
+        assigned = proxy_addresses([*names, *(f"{ns}/{CLIENT}" for ns in self.namespaces), edge], mesh)
+        enforcing = self.inbound if self.inbound is not None else enforces_inbound(plan)
+        listeners = inbound_addresses(names, mesh) if enforcing else {}
+        entries, inbound = self._workload_entries(layout.workloads, listeners)
         self.clients = {ns: Proxy(CLIENT, ns, dict(TEST_CLIENT_LABELS), assigned[f"{ns}/{CLIENT}"])
                         for ns in self.namespaces}
-        proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[f"{w.namespace}/{w.identity}"])
-                   for w in layout.workloads]
+        proxies = [Proxy(_pod(w.identity), w.namespace, entries[w.identity], assigned[_key(w)],
+                         inbound=inbound.get(_key(w))) for w in layout.workloads]
         for proxy in (*proxies, *self.clients.values()):
             self._create(proxy.sidecar(scope))
+        if inbound:
+            self._create(sidecars.plaintext_inbound(gateway.NAMESPACE))
         self.router = gateway.router(assigned[edge])
         for key in edge_gateways:
             self._create(gateway.gateway(key.name, key.namespace, bind=self.router.address))
@@ -240,7 +260,7 @@ class IstioMesh:
         self.created.append(Ref.of(body))
 
     def _objects(self) -> set[Ref]:
-        return {Ref.of(o) for kind in _CASE_KINDS for ns in self.namespaces for o in self.client.list(kind, ns).items}
+        return {Ref.of(o) for kind in _CASE_KINDS for ns in self.namespaces for o in self._list(kind, ns)}
 
     def _check_ports(self) -> None:
         """Sidecars bind Service ports as they are; one below 1024 needs the right to bind it."""
@@ -251,31 +271,68 @@ class IstioMesh:
                         f"Service {host.namespace}/{host.name} has port {port.port}, and sidecars bind Service ports "
                         f"as they are: run as root, or lower net.ipv4.ip_unprivileged_port_start to {port.port}")
 
-    def _workload_entries(self, layout: Sequence[Workload]) -> dict[str, dict[str, str]]:
-        """A WorkloadEntry per Deployment in the cluster (baseline, and forks meshgen created), with the pod
-        labels stored there; returns those labels by workload identity. The Deployments must be exactly the
-        plan's workloads: a missing or extra fork means ``meshgen apply`` did not do what the plan says."""
+    def _workload_entries(self, layout: Sequence[Workload], listeners: Mapping[str, str],
+                          ) -> tuple[dict[str, dict[str, str]], dict[str, Inbound]]:
+        """A WorkloadEntry per workload in the cluster that runs pods (baseline Deployments, StatefulSets and
+        Rollouts, and forks meshgen created), with the pod labels stored there; returns those labels by workload
+        identity, and the inbound listeners of the workloads that have one. They must be exactly the plan's
+        workloads: a missing or extra fork means ``meshgen apply`` did not do what the plan says.
+
+        A workload without an inbound listener is at its own address, every Service port name on its echo port.
+        One with an inbound listener (at its address in ``listeners``, by ``namespace/identity``) is at that
+        address, each port of a Service selecting it on the Service's target port, as a pod is: a policy naming a
+        port (AuthorizationPolicy ``to.operation.ports``) means the target port."""
         labels: dict[str, dict[str, str]] = {}
-        ports: dict[str, dict[str, int]] = {}
+        services: dict[str, list[JsonObject]] = {}
         for namespace in self.namespaces:
-            for deployment in self.client.list(kinds.DEPLOYMENT, namespace).items:
-                labels[_identity(deployment)] = dict(deployment["spec"]["template"]["metadata"].get("labels") or {})
-            for service in self.client.list(kinds.SERVICE, namespace).items:
-                for port in service["spec"].get("ports") or []:
-                    if not port.get("name"):
-                        raise EnvironmentProblem(f"Service {namespace}/{service['metadata']['name']}: the istio test "
-                                                 "environment needs every Service port named (WorkloadEntry ports "
-                                                 "are keyed by port name)")
-                    ports.setdefault(namespace, {})[port["name"]] = 0
+            labels.update(self._stored_workloads(namespace))
+            services[namespace] = list(self.client.list(kinds.SERVICE, namespace).items)
+            for service in services[namespace]:
+                if any(not port.get("name") for port in service["spec"].get("ports") or []):
+                    raise EnvironmentProblem(f"Service {namespace}/{service['metadata']['name']}: the istio test "
+                                             "environment needs every Service port named (WorkloadEntry ports "
+                                             "are keyed by port name)")
         expected = {w.identity for w in layout}
         if set(labels) != expected:
             raise EnvironmentProblem(f"the cluster holds the workloads {sorted(labels)} after meshgen apply; the "
                                      f"plan has {sorted(expected)}")
+        inbound: dict[str, Inbound] = {}
         for workload in layout:
-            names = dict.fromkeys(ports.get(workload.namespace, {}), workload.port)
+            ports = services[workload.namespace]
+            names = {str(p["name"]): workload.port for s in ports for p in s["spec"].get("ports") or []}
+            address = listeners.get(_key(workload))
+            if address is not None:
+                targets = {str(p["name"]): _target_port(p) for s in ports
+                           if selects(s["spec"].get("selector") or {}, labels[workload.identity])
+                           for p in s["spec"].get("ports") or []}
+                names.update(targets)
+                inbound[_key(workload)] = Inbound(address, workload.address, workload.port,
+                                                  tuple(sorted(set(targets.values()))))
             self._create(sidecars.workload_entry(_pod(workload.identity), workload.namespace,
-                                                 labels[workload.identity], workload.address, names))
+                                                 labels[workload.identity], address or workload.address, names))
+        return labels, inbound
+
+    def _stored_workloads(self, namespace: str) -> dict[str, dict[str, str]]:
+        """The pod labels of every workload stored in ``namespace`` that runs pods, by workload identity (a
+        Rollout with ``workloadRef`` has the named Deployment's)."""
+        found = {kind: self._list(kind, namespace) for kind in (kinds.DEPLOYMENT, kinds.STATEFUL_SET, kinds.ROLLOUT)}
+        deployments = {d["metadata"]["name"]: d for d in found[kinds.DEPLOYMENT]}
+        labels: dict[str, dict[str, str]] = {}
+        for workload in (w for items in found.values() for w in items if has_pods(w)):
+            ref = workload["spec"].get("workloadRef") if workload["kind"] == kinds.ROLLOUT.kind else None
+            template = (deployments.get(ref["name"], {}).get("spec") or {}).get("template") if ref else None
+            template = template or workload["spec"].get("template") or {}
+            labels[_identity(workload)] = dict((template.get("metadata") or {}).get("labels") or {})
         return labels
+
+    def _list(self, kind: kinds.Kind, namespace: str) -> tuple[JsonObject, ...]:
+        """Objects of ``kind`` in ``namespace``; none when the cluster does not serve the kind (an optional CRD)."""
+        try:
+            return self.client.list(kind, namespace).items
+        except NotFound:
+            if kind in kinds.OPTIONAL:
+                return ()
+            raise
 
     def _start(self, plan: Plan, topology: traffic.Topology, layout: Sequence[Workload],
                proxies: Sequence[Proxy]) -> None:
@@ -316,7 +373,10 @@ class IstioMesh:
                       for name in _held(table, caller)}
             lost = wanted - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
-            deaf = router and (proxy.proxy.address, EDGE_PORT) not in proxy.listening()
+            inbound = proxy.proxy.inbound
+            listening = proxy.listening()
+            deaf = ((router and (proxy.proxy.address, EDGE_PORT) not in listening)
+                    or (inbound is not None and any((inbound.address, p) not in listening for p in inbound.listen)))
             missing[proxy.name] = (f"clusters/endpoints differing: {sorted(wrong)}; routes missing: {sorted(lost)}; "
                                    f"routing-key filter {'present' if has_filter else 'absent'}, expected "
                                    f"{'present' if filtered else 'absent'}{'; not listening' if deaf else ''}")
@@ -445,6 +505,27 @@ def _identity(deployment: JsonObject) -> str:
         return str(meta["name"])
     forked = str((meta.get("annotations") or {}).get(ANNOTATION_FORK_OF, "/?")).split("/", 1)[1]
     return f"{forked}@{sandbox}"
+
+
+def enforces_inbound(plan: Plan) -> bool:
+    """Whether a case puts its workloads behind inbound listeners: it has a policy only an inbound listener
+    enforces (AuthorizationPolicy, RequestAuthentication), and no PeerAuthentication asking for mTLS, which
+    cannot run here (no CA: an inbound mTLS filter chain would wait for certificates forever)."""
+    wants_mtls = any((p.spec.get("mtls") or {}).get("mode") not in (None, "DISABLE") or p.spec.get("portLevelMtls")
+                     for p in plan.baseline.of_kind(PEER_AUTHENTICATION))
+    return not wants_mtls and any(plan.baseline.of_kind(kind) for kind in (AUTHORIZATION_POLICY,
+                                                                            REQUEST_AUTHENTICATION))
+
+
+def _target_port(port: JsonObject) -> int:
+    """A Service port's target port as a number (a named target port is taken to be the Service port)."""
+    target = port.get("targetPort")
+    return int(target) if isinstance(target, int) or (isinstance(target, str) and target.isdigit()) else int(
+        port["port"])
+
+
+def _key(workload: Workload) -> str:
+    return f"{workload.namespace}/{workload.identity}"
 
 
 def _pod(identity: str) -> str:

@@ -7,8 +7,22 @@ string, ``LABELS`` a map of strings: istiod drops the stream on anything else) c
 - ``INTERCEPTION_MODE: NONE``: no iptables, so every outbound listener binds a real address and port;
 - ``LABELS``: the workload's pod labels plus one label unique to this proxy. Without a Pod, istiod takes the
   proxy's labels from here; a ``Sidecar`` resource selects the proxy by its unique label;
-- ``INSTANCE_IPS``: the proxy's own loopback address. No WorkloadEntry has that address, so istiod finds no
-  inbound service for the proxy and builds no inbound listener (which would otherwise bind the workload's port).
+- ``INSTANCE_IPS``: the proxy's own loopback address, or with an inbound listener the workload's (see below).
+  No WorkloadEntry has that address, so istiod finds no inbound service for the proxy and builds no inbound
+  listener from Services (which would bind the workload's port).
+
+**Inbound** (where the case has an AuthorizationPolicy or RequestAuthentication: the filters istiod puts on a
+proxy's inbound listener are the only place those are enforced). Callers then reach the workload through its
+sidecar: the ``Sidecar`` resource gets an ``ingress`` entry per target port of the Services selecting the workload
+(as on a pod), HTTP listeners bound to an address of its own (:func:`localmesh.inbound_addresses`), whose
+``defaultEndpoint`` is ``0.0.0.0:<echo port>``: istiod's "the proxy's instance IP", which is why ``INSTANCE_IPS`` is
+then the workload's address (istiod accepts only 127.0.0.1, 0.0.0.0 or a unix socket there). The WorkloadEntry names
+the inbound address and the target ports, so every caller's cluster for the workload's Services points at the
+inbound listeners, where istiod's RBAC and JWT filters run. There is no
+CA and no SDS server, and an inbound filter chain for mTLS (PERMISSIVE, Istio's default) would wait for
+certificates forever, so such a case also gets a mesh-wide PeerAuthentication with mTLS DISABLE
+(:func:`plaintext_inbound`); a case with a PeerAuthentication of its own that asks for mTLS gets no inbound
+listeners at all (:func:`meshgen.testenv.istiomesh.enforces_inbound`).
 
 Each proxy gets a ``Sidecar`` resource binding its egress listeners to its own loopback address (``bind`` without
 ``port``: one listener per Service port in scope). Two Envoys binding the same address and port would share it
@@ -39,15 +53,29 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 @dataclass(frozen=True)
+class Inbound:
+    """A sidecar's inbound listeners: on ``address``, one per port in ``listen`` (the target ports of the Services
+    selecting the workload, what its WorkloadEntry names), forwarding to the workload answering on
+    ``workload:port``."""
+
+    address: str
+    workload: str
+    port: int
+    listen: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Proxy:
-    """One proxy: the pod it stands in for (name, namespace, labels) and its own loopback address. ``kind`` is
-    istiod's proxy type: ``sidecar``, or ``router`` for a gateway (:mod:`meshgen.testenv.gateway`)."""
+    """One proxy: the pod it stands in for (name, namespace, labels), its own loopback address, and its inbound
+    listener if it has one. ``kind`` is istiod's proxy type: ``sidecar``, or ``router`` for a gateway
+    (:mod:`meshgen.testenv.gateway`)."""
 
     pod: str
     namespace: str
     labels: Mapping[str, str]
     address: str
     kind: str = "sidecar"
+    inbound: Inbound | None = None
 
     @property
     def id(self) -> str:
@@ -62,7 +90,8 @@ class Proxy:
     def node(self, istio_version: str) -> JsonObject:
         metadata: JsonObject = {
             "INTERCEPTION_MODE": "NONE", "NAMESPACE": self.namespace, "CLUSTER_ID": CLUSTER_ID,
-            "INSTANCE_IPS": self.address, "LABELS": {**self.labels, **self.selector}, "WORKLOAD_NAME": self.pod,
+            "INSTANCE_IPS": self.inbound.workload if self.inbound else self.address,
+            "LABELS": {**self.labels, **self.selector}, "WORKLOAD_NAME": self.pod,
         }
         if istio_version:
             metadata["ISTIO_VERSION"] = istio_version
@@ -71,13 +100,25 @@ class Proxy:
 
     def sidecar(self, namespaces: Sequence[str]) -> JsonObject:
         """The Sidecar resource that scopes this proxy: egress on its own address, for services in
-        ``namespaces``."""
+        ``namespaces``; ingress (if it has an inbound listener) on its inbound address, to the workload."""
+        spec: JsonObject = {"workloadSelector": {"labels": self.selector},
+                            "egress": [{"bind": self.address, "hosts": [f"{ns}/*" for ns in sorted(set(namespaces))]}]}
+        if self.inbound is not None:
+            spec["ingress"] = [{"port": {"number": port, "protocol": "HTTP", "name": f"http-{port}"},
+                                "bind": self.inbound.address, "defaultEndpoint": f"0.0.0.0:{self.inbound.port}"}
+                               for port in self.inbound.listen]
         return {
             "apiVersion": NETWORKING, "kind": "Sidecar",
             "metadata": {"name": f"proxy-{self.selector[PROXY_LABEL]}", "namespace": self.namespace},
-            "spec": {"workloadSelector": {"labels": self.selector},
-                     "egress": [{"bind": self.address, "hosts": [f"{ns}/*" for ns in sorted(set(namespaces))]}]},
+            "spec": spec,
         }
+
+
+def plaintext_inbound(root_namespace: str) -> JsonObject:
+    """A mesh-wide PeerAuthentication that turns inbound mTLS off (nothing here could serve certificates)."""
+    return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "meshgen-testenv-plaintext", "namespace": root_namespace},
+            "spec": {"mtls": {"mode": "DISABLE"}}}
 
 
 def workload_entry(name: str, namespace: str, labels: Mapping[str, str], address: str,

@@ -57,6 +57,47 @@ def granted_permissions(text: str) -> set[tuple[str, str, str]]:
     return granted
 
 
+# A StatefulSet and one policy of each label-keyed kind selecting reviews: forks and copies meshgen writes.
+GOVERNED = """\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: store, namespace: bookinfo}
+spec:
+  serviceName: store
+  selector: {matchLabels: {app: store}}
+  template: {metadata: {labels: {app: store}}, spec: {containers: [{name: store, image: "example/store:1"}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: store, namespace: bookinfo}
+spec: {selector: {app: store}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ap, namespace: bookinfo}
+spec: {selector: {matchLabels: {app: reviews}}, action: DENY, rules: [{to: [{operation: {paths: [/a]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: pa, namespace: bookinfo}
+spec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ra, namespace: bookinfo}
+spec: {selector: {matchLabels: {app: reviews}}, jwtRules: [{issuer: "https://a.example.com"}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np, namespace: bookinfo}
+spec: {podSelector: {matchLabels: {app: reviews}}, ingress: [{ports: [{port: 9080}]}]}
+"""
+# How the baseline's policies change under the sandboxes (their copies are patched).
+EDITS = {"AuthorizationPolicy": ("ap", "/spec/rules", [{"to": [{"operation": {"paths": ["/b"]}}]}]),
+         "PeerAuthentication": ("pa", "/spec/mtls", {"mode": "PERMISSIVE"}),
+         "RequestAuthentication": ("ra", "/spec/jwtRules", [{"issuer": "https://b.example.com"}]),
+         "NetworkPolicy": ("np", "/spec/ingress", [{"ports": [{"port": 9081}]}])}
+
 GROUP = """apiVersion: meshgen.dev/v1alpha1
 kind: RouteGroup
 metadata: {{name: {name}}}
@@ -68,6 +109,7 @@ def test_the_printed_rbac_is_exactly_what_meshgen_uses(cluster: Cluster, tmp_pat
     """A whole life cycle as a CI identity bound only to the printed role: every request is allowed, and every
     permission the role grants is used (but `get`, which serves re-reads after write conflicts)."""
     cluster.create_baseline()
+    cluster.create_baseline(GOVERNED)
     rbac = cluster.meshgen("install", "--print-rbac", "--group", "rbac-exact")
     assert rbac.returncode == 0, rbac.stderr
     grant(cluster, rbac.stdout)
@@ -81,20 +123,28 @@ def test_the_printed_rbac_is_exactly_what_meshgen_uses(cluster: Cluster, tmp_pat
 
     a, b, group = f"{ns}-a", f"{ns}-b", f"{ns}-g"
     specs = cluster.spec_file(
-        sandbox(a).replace("metadata: {", "metadata: {labels: {flow: x}, ") + "---\n"
+        sandbox(a).replace("metadata: {", "metadata: {labels: {flow: x}, ").replace(
+            "name: reviews-v1}}]", "name: reviews-v1}}, {forkOf: {kind: StatefulSet, namespace: NS, name: store}}]")
+        + "---\n"
         + sandbox(b, ttl="1s").replace("reviews-v1", "ratings-v1") + "---\n" + GROUP.format(name=group, value="x"))
     run("apply", "-f", str(specs))                         # creates: specs, forks, DR, owned VS, EnvoyFilter
     run("diff", "-f", str(specs))
     # (not "y": unquoted, kubectl reads y as the boolean true)
     changed = specs.read_text().replace("value: x}", "value: z}").replace(
-        "name: reviews-v1}}", "name: reviews-v1}, customizations: {images: [{image: \"r:2\"}]}}")
-    run("apply", "-f", str(cluster.spec_file(changed)))     # patches: sandbox, route group, Deployment, VS
+        "name: reviews-v1}}", "name: reviews-v1}, customizations: {images: [{image: \"r:2\"}]}}").replace(
+        "name: store}}", "name: store}, customizations: {images: [{image: \"s:2\"}]}}")
+    run("apply", "-f", str(cluster.spec_file(changed)))     # patches: sandbox, route group, workloads, VS
     client = cluster.client()                               # the baseline changes under the sandboxes
     from meshgen.kube.kinds import Ref
     service = client.get(Ref("Service", ns, "reviews"))
     client.patch(Ref("Service", ns, "reviews"), [
         {"op": "test", "path": "/metadata/resourceVersion", "value": service["metadata"]["resourceVersion"]},
         {"op": "add", "path": "/spec/ports/-", "value": {"name": "grpc", "port": 9090}}])
+    for kind, (name, path, value) in EDITS.items():          # copies of the label-keyed policies are patched
+        live = client.get(Ref(kind, ns, name))
+        client.patch(Ref(kind, ns, name), [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]},
+            {"op": "replace", "path": path, "value": value}])
     rule = client.get(Ref("DestinationRule", ns, "reviews"))
     client.patch(Ref("DestinationRule", ns, "reviews"), [
         {"op": "test", "path": "/metadata/resourceVersion", "value": rule["metadata"]["resourceVersion"]},
