@@ -37,12 +37,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from meshgen import compiler, traffic
+from meshgen.backends import localmesh
 from meshgen.baseline import protocols
 from meshgen.baseline.loading import load_baseline
 from meshgen.baseline.model import DEPLOYMENT, SERVICE, Baseline
 from meshgen.corpus import answers, probes, samples
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import InvalidInput, Location, MeshgenError
+from meshgen.kube import client, kinds
 from meshgen.plan.model import Plan
 from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import Specs, load_specs
@@ -140,13 +142,23 @@ class _Sampler:
         self.seen: dict[_Source, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.live: dict[tuple[str, str], tuple[Mesh, frozenset[int]]] = {}
         self.sent = collections.Counter[int]()
+        self.seconds: dict[str, float] = collections.defaultdict(float)  # where the time went
 
-    def serve(self, mesh: Mesh, name: str, phase: str, plan: Plan, topology: traffic.Topology,
-              specs: Sequence[JsonObject], batch: Sequence[int]) -> None:
-        """Apply a plan to a mesh; from now on it answers for ``batch`` in ``phase`` (and nothing else does)."""
-        self.live = {k: v for k, v in self.live.items() if v[0] is not mesh}
-        mesh.apply(plan, topology, specs)
-        self.live[(name, phase)] = (mesh, frozenset(batch))
+    def serve(self, applies: Sequence[tuple[Mesh, str, str, Plan, Sequence[JsonObject]]], batch: _Batch) -> None:
+        """Apply plans to meshes, all at once (each mesh waits on its own processes); from then on each answers
+        for the batch in its phase (mesh, name, phase, plan, specs), and nothing else does."""
+        self.live = {k: v for k, v in self.live.items() if all(v[0] is not a[0] for a in applies)}
+
+        def apply(mesh: Mesh, name: str, plan: Plan, specs: Sequence[JsonObject]) -> None:
+            started = time.monotonic()
+            mesh.apply(plan, batch.topology, specs)
+            self.seconds[f"applying to {name}{' with sandboxes' if specs else ''}"] += time.monotonic() - started
+
+        jobs = [self.pool.submit(apply, mesh, name, plan, specs) for mesh, name, _, plan, specs in applies]
+        for job in jobs:
+            job.result()
+        for mesh, name, phase, _, _ in applies:
+            self.live[(name, phase)] = (mesh, frozenset(batch.cases))
 
     def can_ask(self, source: _Source) -> bool:
         live = self.live.get((source.mesh, source.phase))
@@ -169,6 +181,7 @@ class _Sampler:
 
     def sample(self, wanted: Mapping[_Source, int]) -> None:
         """Ask each source's mesh ``wanted[source]`` more times, all at once."""
+        started = time.monotonic()
         jobs = []
         for source, times in wanted.items():
             mesh = self.live[(source.mesh, source.phase)][0]
@@ -179,6 +192,7 @@ class _Sampler:
         for source, job in jobs:
             self.seen[source][answers.answer_of(job.result(), self.cases[source.case].generated)] += 1
             self.sent[source.case] += 1
+        self.seconds["sampling"] += time.monotonic() - started
 
     def settle(self, comparisons: Sequence[_Comparison]) -> None:
         """Sample until every comparison's sides show the same answers, or the side lacking one has been asked
@@ -247,8 +261,9 @@ def _plan(baseline: Baseline, specs: Sequence[JsonObject]) -> Plan:
 
 
 def batches(cases: Sequence[Case]) -> list[list[int]]:
-    """Cases (by index) packed in order into batches that cannot see each other: no namespace, edge or TCP port
-    shared, at most :data:`MAX_PROXIES` proxies; a case istiod's mesh cannot run, alone."""
+    """Cases (by index) packed in order into batches that cannot see each other: no namespace or edge shared, no
+    port number that is not HTTP shared with any other port (istiod's mesh keeps one TCP service per port), at most
+    :data:`MAX_PROXIES` proxies; a case istiod's mesh cannot run, alone."""
     out: list[list[int]] = []
     for index, case in enumerate(cases):
         home = next((b for b in out if _fits([cases[i] for i in b], case)), None)
@@ -265,9 +280,15 @@ def _fits(batch: Sequence[Case], case: Case) -> bool:
     edge = any(p.request.via == "edge" for c in batch for p in c.generated.probes)
     return (not set().union(*(c.namespaces for c in batch)) & case.namespaces
             and not (edge and any(p.request.via == "edge" for p in case.generated.probes))
-            and not {p for c in batch for p in _opaque_ports(c)} & set(_opaque_ports(case))
+            and not {p for c in batch for p in _opaque_ports(c)} & _ports(case)
+            and not {p for c in batch for p in _ports(c)} & set(_opaque_ports(case))
             and sum(c.proxies for c in batch) + case.proxies <= MAX_PROXIES
             and all(c.entry.calls.get(k, v) == v for c in batch for k, v in case.entry.calls.items()))
+
+
+def _ports(case: Case) -> set[int]:
+    return {int(p["port"]) for d in case.documents if d.body.get("kind") == SERVICE
+            for p in (d.body.get("spec") or {}).get("ports") or []}
 
 
 def _opaque_ports(case: Case) -> list[int]:
@@ -280,50 +301,66 @@ def _opaque_ports(case: Case) -> list[int]:
 
 @dataclass(frozen=True)
 class _Batch:
+    """Baselines run side by side: the plans without and with their sandboxes, and the comparisons of each
+    phase."""
+
     cases: tuple[int, ...]
     without: Plan
     with_sandboxes: Plan
     specs: tuple[JsonObject, ...]
     topology: traffic.Topology
     istio: bool
+    baseline_checks: tuple[_Comparison, ...]
+    sandbox_checks: tuple[_Comparison, ...]
 
 
 def run(corpus: samples.Corpus, meshes: Meshes, progress: Callable[[str], None] = lambda line: None,
         ) -> list[Outcome]:
     """Check every baseline of the corpus; one outcome per group, in the table's order."""
     cases, outcomes = prepare(corpus, meshes.refusal)
-    packed = [_batch(cases, b, meshes) for b in batches(cases)]
+    packed = [_batch(cases, b, meshes, outcomes) for b in batches(cases)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         sampler = _Sampler(cases, pool)
-        phase_b = {b.cases: list(_baseline_comparisons(cases, b)) for b in packed}
-        phase_s = {b.cases: list(_comparisons(cases, b)) for b in packed}
         broken: dict[tuple[int, ...], str] = {}
+        alone: list[_Batch] = []  # a batch that could not run, again without the baseline at fault (or one by one)
+
+        def attempt(batch: _Batch, phases: Sequence[str], number: str) -> bool:
+            names = ", ".join(cases[i].entry.name for i in batch.cases)
+            for phase in phases:
+                started = time.monotonic()
+                progress(f"{phase} {number}: {names}")
+                try:
+                    (_baseline_phase if phase == BASELINE else _sandbox_phase)(sampler, batch, meshes)
+                except MeshgenError as exc:  # it cannot run: find out which baseline, say so for it, run the rest
+                    progress(f"{phase} {number} could not run: {exc}")
+                    invalid = [i for i in batch.cases if phase == BASELINE and _refused_as_written(exc, cases[i])]
+                    for i in invalid:
+                        outcomes[cases[i].entry.group].notes.append(
+                            f"{cases[i].entry.name}: not run: the API server refuses the sample itself ({exc}); "
+                            "meshgen compiles it, reading only the fields routing needs")
+                    rest = [i for i in batch.cases if i not in invalid]
+                    if invalid and rest:
+                        alone.append(_batch(cases, rest, meshes, outcomes))
+                    elif len(rest) > 1:
+                        alone.extend(_batch(cases, [i], meshes, outcomes) for i in rest)
+                    broken[batch.cases] = "" if invalid or len(rest) > 1 else f"the {phase} phase could not run: {exc}"
+                    return False
+                progress(f"{phase} {number} done in {time.monotonic() - started:.1f}s")
+            return True
+
         for phase in (BASELINE, SANDBOXES):
             for number, batch in enumerate(packed, 1):
-                if batch.cases in broken:
-                    continue
-                started = time.monotonic()
-                names = ", ".join(cases[i].entry.name for i in batch.cases)
-                progress(f"{phase} {number}/{len(packed)}: {names}")
-                try:
-                    if phase == BASELINE:
-                        _baseline_phase(sampler, batch, meshes, phase_b[batch.cases])
-                    else:
-                        _sandbox_phase(sampler, batch, meshes, phase_s[batch.cases])
-                except MeshgenError as exc:  # the batch cannot run: say so for each of its baselines, go on
-                    broken[batch.cases] = f"the {phase} phase could not run ({names}): {exc}"
-                progress(f"{phase} {number}/{len(packed)} done in {time.monotonic() - started:.1f}s")
-        for batch in packed:  # istiod's baseline again where the live one showed what istiod was not seen to give
-            if batch.cases not in broken and meshes.istio is not None and not all(
-                    sampler.agree(c) for c in phase_b[batch.cases]):
+                if batch.cases not in broken:
+                    attempt(batch, (phase,), f"{number}/{len(packed)}")
+        for number, batch in enumerate(alone, 1):
+            attempt(batch, (BASELINE, SANDBOXES), f"alone {number}/{len(alone)}")
+        ran = [b for b in [*packed, *alone] if b.cases not in broken]
+        for batch in ran:  # istiod's baseline again where the live one showed what istiod was not seen to give
+            if meshes.istio is not None and not all(sampler.agree(c) for c in batch.baseline_checks):
                 progress(f"baseline again: {', '.join(cases[i].entry.name for i in batch.cases)}")
-                _baseline_phase(sampler, batch, meshes, phase_b[batch.cases], first=0)
-        for batch in packed:
-            if batch.cases in broken:
-                for i in batch.cases:
-                    outcomes[cases[i].entry.group].failures.append(f"{cases[i].entry.name}: {broken[batch.cases]}")
-                continue
-            for comparison in [*phase_b[batch.cases], *phase_s[batch.cases]]:
+                _baseline_phase(sampler, batch, meshes, first=0)
+        for batch in ran:
+            for comparison in [*batch.baseline_checks, *batch.sandbox_checks]:
                 case = cases[comparison.left.case]
                 outcome = outcomes[case.entry.group]
                 outcome.checks += 1
@@ -331,6 +368,10 @@ def run(corpus: samples.Corpus, meshes: Meshes, progress: Callable[[str], None] 
                     outcome.agreements += 1
                 else:
                     outcome.failures.append(_disagreement(comparison, case, sampler))
+        for members, why in broken.items():
+            if len(members) == 1 and why:
+                outcomes[cases[members[0]].entry.group].failures.append(f"{cases[members[0]].entry.name}: {why}")
+    progress("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in sorted(sampler.seconds.items())))
     for index, case in enumerate(cases):
         outcome = outcomes[case.entry.group]
         outcome.requests += sum(len(_variants(case, p)) for p in case.generated.probes)
@@ -338,21 +379,56 @@ def run(corpus: samples.Corpus, meshes: Meshes, progress: Callable[[str], None] 
     return [outcomes[g] for g in dict.fromkeys(e.group for e in corpus.entries)]
 
 
-def _batch(cases: Sequence[Case], indexes: Sequence[int], meshes: Meshes) -> _Batch:
+def _batch(cases: Sequence[Case], indexes: Sequence[int], meshes: Meshes, outcomes: Mapping[str, Outcome]) -> _Batch:
     documents = [d for i in indexes for d in cases[i].documents]
     specs = tuple(s for i in indexes for s in cases[i].generated.specs)
     baseline = load_baseline(documents)
     calls = {k: v for i in indexes for k, v in cases[i].entry.calls.items()}
-    return _Batch(tuple(indexes), _plan(baseline, ()), _plan(baseline, specs), specs,
-                  traffic.Topology(calls=calls),
-                  meshes.istio is not None and cases[indexes[0]].istio_refusal is None)
+    without, with_sandboxes = _plan(baseline, ()), _plan(baseline, specs)
+    istio = meshes.istio is not None and cases[indexes[0]].istio_refusal is None
+    shared = {BASELINE: _shared_tcp_ports(without), SANDBOXES: _shared_tcp_ports(with_sandboxes)}
+    judged: dict[str, set[tuple[int, int]]] = {BASELINE: set(), SANDBOXES: set()}
+    for phase, ports in shared.items():
+        for i in indexes:
+            for p, probe in enumerate(cases[i].generated.probes):
+                sharing = ports.get(probe.request.port or 0, ()) if probe.request.protocol == "tcp" else ()
+                if istio and len(sharing) > 1:
+                    outcomes[cases[i].entry.group].notes.append(
+                        f"{cases[i].entry.name}: istiod's answers to {probe.request.host}:{probe.request.port} "
+                        f"({'without' if phase == BASELINE else 'with'} sandboxes) not judged: TCP port "
+                        f"{probe.request.port} belongs to {len(sharing)} Services ({', '.join(sharing)}), and the "
+                        "istio test environment binds every outbound listener of a sidecar to one address, so "
+                        "istiod keeps one TCP service per port there (on a cluster each has its own address)")
+                elif istio:
+                    judged[phase].add((i, p))
+    return _Batch(tuple(indexes), without, with_sandboxes, specs, traffic.Topology(calls=calls), istio,
+                  tuple(_baseline_comparisons(cases, indexes, judged[BASELINE])),
+                  tuple(_comparisons(cases, indexes, judged[SANDBOXES])))
 
 
-def _baseline_phase(sampler: _Sampler, batch: _Batch, meshes: Meshes, comparisons: Sequence[_Comparison],
-                    first: int = FIRST_BASELINE) -> None:
-    sampler.serve(meshes.envoy_baseline, ENVOY, BASELINE, batch.without, batch.topology, (), batch.cases)
+def _refused_as_written(exc: MeshgenError, case: Case) -> bool:
+    """Whether the API server refused one of the case's own objects as the sample writes it (an invalid sample,
+    which kubectl apply would refuse just the same), not something meshgen or the test environment wrote."""
+    return isinstance(exc, client.Invalid) and any(
+        str(exc).startswith(f"{kinds.Ref.of(d.body)}:") for d in case.documents if d.body.get("kind") in kinds.BY_NAME)
+
+
+def _shared_tcp_ports(plan: Plan) -> dict[int, tuple[str, ...]]:
+    """Port numbers that more than one Service of the plan (fork Services too) has, with those Services' hosts."""
+    found: dict[int, list[str]] = collections.defaultdict(list)
+    for fqdn, host in localmesh.all_hosts(plan).items():
+        for port in host.ports:
+            found[port.port].append(fqdn)
+    return {number: tuple(hosts) for number, hosts in found.items() if len(hosts) > 1}
+
+
+def _baseline_phase(sampler: _Sampler, batch: _Batch, meshes: Meshes, first: int = FIRST_BASELINE) -> None:
+    comparisons = batch.baseline_checks
+    applies: list[tuple[Mesh, str, str, Plan, Sequence[JsonObject]]] = [
+        (meshes.envoy_baseline, ENVOY, BASELINE, batch.without, ())]
     if batch.istio and meshes.istio is not None:
-        sampler.serve(meshes.istio, ISTIOD, BASELINE, batch.without, batch.topology, (), batch.cases)
+        applies.append((meshes.istio, ISTIOD, BASELINE, batch.without, ()))
+    sampler.serve(applies, batch)
     if first:
         sampler.sample({s: first for c in comparisons for s in (c.left, c.right)} or {
             _Source(ENVOY, BASELINE, i, p, probes.NO_KEY.name): first
@@ -360,12 +436,14 @@ def _baseline_phase(sampler: _Sampler, batch: _Batch, meshes: Meshes, comparison
     sampler.settle(comparisons)
 
 
-def _sandbox_phase(sampler: _Sampler, batch: _Batch, meshes: Meshes, comparisons: Sequence[_Comparison]) -> None:
-    sampler.serve(meshes.envoy_baseline, ENVOY, BASELINE, batch.without, batch.topology, (), batch.cases)
-    sampler.serve(meshes.envoy, ENVOY, SANDBOXES, batch.with_sandboxes, batch.topology, batch.specs, batch.cases)
+def _sandbox_phase(sampler: _Sampler, batch: _Batch, meshes: Meshes) -> None:
+    comparisons = batch.sandbox_checks
+    applies: list[tuple[Mesh, str, str, Plan, Sequence[JsonObject]]] = [
+        (meshes.envoy_baseline, ENVOY, BASELINE, batch.without, ()),
+        (meshes.envoy, ENVOY, SANDBOXES, batch.with_sandboxes, batch.specs)]
     if batch.istio and meshes.istio is not None:
-        sampler.serve(meshes.istio, ISTIOD, SANDBOXES, batch.with_sandboxes, batch.topology, batch.specs,
-                      batch.cases)
+        applies.append((meshes.istio, ISTIOD, SANDBOXES, batch.with_sandboxes, batch.specs))
+    sampler.serve(applies, batch)
     sampler.sample({side: 1 for c in comparisons for side in (c.left, c.right) if side.phase == SANDBOXES})
     sampler.settle(comparisons)
 
@@ -374,24 +452,26 @@ def _variants(case: Case, probe: probes.Probe) -> tuple[probes.Variant, ...]:
     return case.generated.variants if probe.keyed else (probes.NO_KEY,)
 
 
-def _baseline_comparisons(cases: Sequence[Case], batch: _Batch) -> list[_Comparison]:
-    if not batch.istio:
-        return []
+def _baseline_comparisons(cases: Sequence[Case], indexes: Sequence[int],
+                          judged: set[tuple[int, int]]) -> list[_Comparison]:
+    """(c) without sandboxes, for each request istiod's answers can be judged for."""
     return [_Comparison("c", _Source(ISTIOD, BASELINE, i, p, probes.NO_KEY.name),
                         _Source(ENVOY, BASELINE, i, p, probes.NO_KEY.name), probes.NO_KEY)
-            for i in batch.cases for p in range(len(cases[i].generated.probes))]
+            for i in indexes for p in range(len(cases[i].generated.probes)) if (i, p) in judged]
 
 
-def _comparisons(cases: Sequence[Case], batch: _Batch) -> list[_Comparison]:
+def _comparisons(cases: Sequence[Case], indexes: Sequence[int], judged: set[tuple[int, int]]) -> list[_Comparison]:
+    """(a) and (b) for both meshes (istiod's where it can be judged) and (c), with sandboxes."""
     out = []
-    for i in batch.cases:
+    for i in indexes:
         for p, probe in enumerate(cases[i].generated.probes):
             reference = _Source(ENVOY, BASELINE, i, p, probes.NO_KEY.name)
+            meshes = (ISTIOD, ENVOY) if (i, p) in judged else (ENVOY,)
             for variant in _variants(cases[i], probe):
                 check = "a" if variant.key in (None, probes.UNCLAIMED_KEY) else "b"
-                for mesh in (ISTIOD, ENVOY) if batch.istio else (ENVOY,):
-                    out.append(_Comparison(check, _Source(mesh, SANDBOXES, i, p, variant.name), reference, variant))
-                if batch.istio:
+                out += [_Comparison(check, _Source(mesh, SANDBOXES, i, p, variant.name), reference, variant)
+                        for mesh in meshes]
+                if ISTIOD in meshes:
                     out.append(_Comparison("c", _Source(ISTIOD, SANDBOXES, i, p, variant.name),
                                            _Source(ENVOY, SANDBOXES, i, p, variant.name), probes.NO_KEY))
     return out
