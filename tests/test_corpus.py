@@ -44,7 +44,7 @@ def test_bookinfo_networking_files_run_one_at_a_time_over_the_platform_with_what
         "bookinfo/platform/kube/bookinfo-ratings-v2.yaml", "bookinfo/platform/kube/bookinfo-db.yaml")
     assert by_name["bookinfo/networking/destination-rule-all"].files == (
         platform, "bookinfo/networking/destination-rule-all.yaml")
-    assert {e.namespace for e in corpus.entries if e.group == "bookinfo"} == {"bookinfo"}
+    assert {e.namespace for e in corpus.entries if e.group == "bookinfo"} == {"bookinfo", "bookinfo-2", "bookinfo-3"}
     reasons = {s.path: s.reason for s in corpus.skipped}
     assert reasons["bookinfo/gateway-api/route-reviews-v1.yaml"] == "holds no kind meshgen reads (it holds HTTPRoute)"
     assert "unchanged" in reasons["bookinfo/platform/kube/bookinfo-ratings-discovery.yaml"]

@@ -227,7 +227,7 @@ def prepare(corpus: samples.Corpus, refusal: Refusal) -> tuple[list[Case], dict[
             outcome.failures.append(f"{entry.name}: meshgen cannot read it:\n{exc.render()}")
             continue
         namespaces = frozenset(r.namespace for r in baseline.resources)
-        generated = probes.generate(baseline, sorted(namespaces), entry.group)
+        generated = probes.generate(baseline, sorted(namespaces), entry.namespace)
         try:
             plan = _plan(baseline, generated.specs)
             for backend in ("istio", "envoy"):
@@ -238,7 +238,7 @@ def prepare(corpus: samples.Corpus, refusal: Refusal) -> tuple[list[Case], dict[
             continue
         outcome.baselines += 1
         outcome.sandboxes += len(generated.specs)
-        same = views.setdefault(repr(samples.routing_view(documents)), entry.name)
+        same = views.setdefault(repr(samples.routing_view(documents, entry.namespace)), entry.name)
         if same != entry.name:
             outcome.notes.append(f"{entry.name}: compiled, not run: it routes as {same} (it differs in pod spec "
                                  "fields no answer depends on)")

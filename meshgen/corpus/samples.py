@@ -3,8 +3,8 @@
 A baseline is what one user's cluster would hold after ``kubectl apply -n <namespace> -f a.yaml -f b.yaml``: the
 files' objects in order, a later object replacing an earlier one of the same kind, namespace and name (Istio's
 traffic-shifting tasks apply ``tcp-echo-20-v2.yaml`` over ``tcp-echo-all-v1.yaml`` just so). Objects without a
-namespace land in their group's namespace (``bookinfo``): baselines of one group never run side by side, and
-those of different groups never see each other.
+namespace land in their group's namespace (``bookinfo``; a large group takes turns in a few), so baselines that
+share a namespace never run side by side, and the others never see each other.
 
 :data:`GROUPS` is the small table of what belongs together, stated the way Istio's tasks apply the files: a
 *platform* (workloads and Services), *variants* applied on top of it one at a time (bookinfo's networking files),
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshgen.baseline.loading import load_baseline
+from meshgen.baseline.loading import flatten, load_baseline
 from meshgen.baseline.model import DEPLOYMENT, DESTINATION_RULE, GATEWAY, SERVICE, VIRTUAL_SERVICE
 from meshgen.documents import MANIFEST_SUFFIXES, Document, read_documents
 from meshgen.errors import InvalidInput
@@ -41,6 +41,9 @@ class Group:
     needs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (variant glob, files applied before the variant)
     alternatives: tuple[str, ...] = ()
     calls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Namespaces the group's baselines take turns in (``bookinfo``, ``bookinfo-2``, ...): so many run side by side,
+    # and each namespace keeps its workloads from one baseline to the next.
+    namespaces: int = 1
 
     def needed_by(self, variant: str) -> tuple[str, ...]:
         """The files a variant needs applied before it, in the table's order."""
@@ -63,7 +66,7 @@ GROUPS = (
                                                            f"{_BOOKINFO}bookinfo-mysql.yaml")),
                  ("*/virtual-service-ratings-mysql-vm.yaml", (f"{_BOOKINFO}bookinfo-ratings-v2-mysql-vm.yaml",))),
           alternatives=(f"{_BOOKINFO}bookinfo-psa.yaml", f"{_BOOKINFO}bookinfo-dualstack.yaml"),
-          calls={"productpage": ("details", "reviews"), "reviews": ("ratings",)}),
+          calls={"productpage": ("details", "reviews"), "reviews": ("ratings",)}, namespaces=3),
     Group("bookinfo-argo", ("ambient-argo/application/details.yaml", "ambient-argo/application/productpage.yaml",
                             "ambient-argo/application/ratings.yaml", "ambient-argo/application/reviews.yaml"),
           variants=("ambient-argo/application/bookinfo-versions.yaml",),
@@ -97,7 +100,7 @@ class Entry:
         identity), each with a namespace, and the texts read."""
         found, texts = read_documents([str(root / f) for f in self.files])
         kept: dict[tuple[str, str, str, str], Document] = {}
-        for written in _flat(found):
+        for written in (Document(where, body) for where, body in flatten(found)):
             meta = written.body.get("metadata")
             if not isinstance(meta, dict):
                 continue
@@ -199,7 +202,9 @@ class _Found:
         return self._take(self._entry(group, path, files))
 
     def _entry(self, group: Group, path: str, files: tuple[str, ...]) -> Entry:
-        return Entry(path.rsplit(".", 1)[0], group.name, files, fit_name(group.name.lower()), group.calls)
+        turn = sum(e.group == group.name for e in self.entries) % group.namespaces
+        namespace = fit_name(group.name.lower() if turn == 0 else f"{group.name.lower()}-{turn + 1}")
+        return Entry(path.rsplit(".", 1)[0], group.name, files, namespace, group.calls)
 
     def _take(self, entry: Entry) -> Entry:
         self.entries.append(entry)
@@ -228,20 +233,22 @@ def _why_not(reading: _Reading) -> str:
     return "holds workloads that no Service fronts: nothing routes to them"
 
 
-def routing_view(documents: Sequence[Document]) -> list[object]:
-    """What routing reads of a baseline: workloads by name, namespace, replicas and pod labels (a pod spec's
-    containers, service account or security context change no answer), everything else whole. Two baselines with
-    one view answer every request alike."""
+def routing_view(documents: Sequence[Document], namespace: str) -> list[object]:
+    """What routing reads of a baseline whose own namespace is ``namespace``: workloads by name, namespace,
+    replicas and pod labels (a pod spec's containers, service account or security context change no answer),
+    everything else whole, the own namespace left out. Two baselines with one view answer every request alike."""
     view: list[object] = []
     for doc in documents:
         body = doc.body
+        meta = {k: v for k, v in body["metadata"].items() if not (k == "namespace" and v == namespace)}
         if body.get("kind") == DEPLOYMENT:
             spec = body.get("spec") or {}
             template = spec.get("template") or {}
-            body = {"kind": DEPLOYMENT, "metadata": {k: v for k, v in body["metadata"].items()
-                                                     if k in ("name", "namespace")},
+            body = {"kind": DEPLOYMENT, "metadata": {k: v for k, v in meta.items() if k in ("name", "namespace")},
                     "spec": {"replicas": spec.get("replicas"), "labels": (template.get("metadata") or {}).get(
                         "labels")}}
+        else:
+            body = {**body, "metadata": meta}
         view.append(body)
     return sorted(view, key=repr)
 
@@ -266,18 +273,5 @@ def _read(root: Path, path: str) -> _Reading:
         return _Reading(frozenset(), problem=f"not a manifest kubectl reads ({message[:90]}): a template, not its "
                                              "output")
     kinds = frozenset(r.key.kind for r in baseline.resources)
-    others = sorted({str(d.body["kind"]) for d in _flat(documents) if isinstance(d.body.get("kind"), str)} - kinds)
+    others = sorted({str(body["kind"]) for _, body in flatten(documents) if isinstance(body.get("kind"), str)} - kinds)
     return _Reading(kinds, tuple(others))
-
-
-def _flat(documents: Sequence[Document]) -> list[Document]:
-    """Documents with ``List`` objects replaced by their items."""
-    out: list[Document] = []
-    for doc in documents:
-        items = doc.body.get("items") if doc.body.get("kind") == "List" else None
-        if isinstance(items, list):
-            out.extend(Document(doc.location.at("items", i), item) for i, item in enumerate(items)
-                       if isinstance(item, dict))
-        else:
-            out.append(doc)
-    return out

@@ -155,7 +155,7 @@ class IstioMesh:
         hosts = all_hosts(plan)
         _check_ports(hosts)
         _check_transport(plan)
-        self._retire()
+        self._retire({(str(d.get("kind")), str((d.get("metadata") or {}).get("name"))) for d in specs})
         self.namespaces, self.policy, self.hosts = namespaces, plan.policy, hosts
         # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
         # sidecars import configuration from every namespace the case writes to, as a default Sidecar would.
@@ -226,22 +226,29 @@ class IstioMesh:
         self._check_left(set())
         self.namespaces, self.policy, self.hosts, self.clients, self.router = (), None, {}, {}, None
 
-    def _retire(self) -> None:
+    def _retire(self, again: set[tuple[str, str]] = set()) -> None:  # noqa: B006 - never mutated
         """Take the previous case out of the cluster (``meshgen delete`` of its specs, then its baseline), leaving
         the processes and what the test environment made for them: the next case keeps what it shares
-        (:meth:`_start`). Its namespaces must then hold only that."""
+        (:meth:`_start`). Its namespaces must then hold only that. Specs the next case applies ``again`` (kind and
+        name) stay stored, as a CI job re-applying its sandbox leaves it: the next ``meshgen apply`` recomputes
+        them over the next baseline."""
+        stayed = False
         if self.policy is not None:
             stored = discovery.list_specs(self.client)
             reconciler = self._reconciler()
             for kind, items in (("RouteGroup", stored.route_groups), ("Sandbox", stored.sandboxes)):
-                if items:
-                    reconciler.delete(kind, [o["metadata"]["name"] for o in items])
+                names = [str(o["metadata"]["name"]) for o in items]
+                stale = [n for n in names if (kind, n) not in again]
+                stayed = stayed or len(stale) < len(names)
+                if stale:
+                    reconciler.delete(kind, stale)
         for ref in reversed(self.created):
             if ref.kind != "Namespace":
                 with contextlib.suppress(NotFound):
                     self.client.delete(ref)
         self.created = []
-        self._check_left(set(self.made))
+        if not stayed:
+            self._check_left(set(self.made))
 
     def _check_left(self, kept: set[Ref]) -> None:
         if not self.namespaces:
