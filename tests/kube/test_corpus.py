@@ -37,5 +37,9 @@ def test_the_corpus_agrees_everywhere(mesh: IstioMesh, request: pytest.FixtureRe
     request.config.stash.setdefault(REPORTS, []).append(f"the real-world corpus (meshgen.corpus)\n{text}")
     failures = [f for o in outcomes for f in o.failures]
     assert not failures, text
-    # The corpus ran: every group that has a baseline sent requests and checked them through both meshes.
-    assert all(o.checks and o.agreements == o.checks for o in outcomes if o.baselines), text
+    # The corpus ran: every group that has a baseline sent requests and checked them through both meshes, unless
+    # the table says why not (it routes exactly as another baseline does; the API server refuses the sample).
+    assert all(o.agreements == o.checks for o in outcomes), text
+    unrun = [o.group for o in outcomes if o.baselines and not o.checks and not any("not run" in n for n in o.notes)]
+    assert not unrun, text
+    assert sum(o.checks for o in outcomes) >= 1000, text
