@@ -116,16 +116,19 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
     http_ports = sorted({p.port for h in laid_out.hosts.values() for p in h.ports if p.mesh_protocol.routes_requests})
     views = callers.views(plan, laid_out)
     route_configs: list[JsonObject] = []
+    # validate_clusters off, as for every route configuration istiod sends over RDS: a route may name a cluster that
+    # does not exist (a destination that is not a Service, a subset no DestinationRule defines), and Envoy then
+    # answers it with 503 instead of refusing the whole table.
     for view in (callers.DEFAULT_VIEW, *views):
         viewed = VirtualHosts(plan, laid_out, destinations, problems, view.caller) if view.caller else builder
         route_configs.extend(
-            {"@type": ROUTE_CONFIG_TYPE, "name": view.route_config(port),
+            {"@type": ROUTE_CONFIG_TYPE, "name": view.route_config(port), "validate_clusters": False,
              "virtual_hosts": [viewed.virtual_host(fqdn, host, port) for fqdn, host in laid_out.hosts.items()
                                if any(p.port == port and p.mesh_protocol.routes_requests for p in host.ports)]}
             for port in http_ports)
     # istiod's gateway route configuration matches Host without its port; the edge is its own caller.
     edge_builder = VirtualHosts(plan, laid_out, destinations, problems, laid_out.edge_caller())
-    route_configs.append({"@type": ROUTE_CONFIG_TYPE, "name": EDGE_ROUTE_CONFIG,
+    route_configs.append({"@type": ROUTE_CONFIG_TYPE, "name": EDGE_ROUTE_CONFIG, "validate_clusters": False,
                           "virtual_hosts": edge_builder.edge_virtual_hosts(), "ignore_port_in_host_matching": True})
     domain = plan.policy.spec.cluster_domain
     tcp: dict[tuple[str, int], JsonObject] = {}

@@ -61,7 +61,7 @@ def load_baseline(documents: Iterable[Document], default_namespace: str = "defau
     they are, so a user's VirtualService compares equal to itself (a nullable Istio field may hold a null there)."""
     resources: dict[ObjectKey, Resource] = {}
     problems: list[Problem] = []
-    for location, written in _flatten(documents):
+    for location, written in flatten(documents):
         kind = written.get("kind")
         if not isinstance(kind, str) or kind not in KINDS or written.get("apiVersion") not in _API_VERSIONS[kind]:
             continue
@@ -94,7 +94,9 @@ def baseline_from_objects(objects: Iterable[Mapping[str, Any]], source: str) -> 
     return load_baseline(docs, stored=True)
 
 
-def _flatten(documents: Iterable[Document]) -> Iterable[tuple[Location, dict[str, Any]]]:
+def flatten(documents: Iterable[Document]) -> Iterable[tuple[Location, dict[str, Any]]]:
+    """Each object of the documents with where it was written: a ``List`` (``kubectl get -o yaml``) counts as its
+    items."""
     for doc in documents:
         if doc.body.get("kind") == "List" and isinstance(doc.body.get("items"), list):
             for i, item in enumerate(doc.body["items"]):

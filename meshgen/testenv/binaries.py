@@ -163,6 +163,25 @@ def _build_missing(components: tuple[Component, ...]) -> None:
                                      f"{result.returncode}); see its output above")
 
 
+def istio_samples() -> Path | None:
+    """Istio's ``samples/`` in the pinned istio.io/istio module of the Go module cache, where building istiod puts
+    it (``$GOMODCACHE``, else ``go env GOMODCACHE``, else ``~/go/pkg/mod``), or ``None`` when it is not there: the
+    real-world corpus reads them at test time (:mod:`meshgen.corpus`), nothing vendors them."""
+    version = PILOT_DISCOVERY.version()
+    if version is None:
+        return None
+    roots = [os.environ.get("GOMODCACHE") or ""]
+    if not roots[0] and shutil.which("go"):
+        found = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=False)
+        roots.append(found.stdout.strip() if found.returncode == 0 else "")
+    roots.append(str(Path.home() / "go" / "pkg" / "mod"))
+    for root in filter(None, roots):
+        samples = Path(root) / f"{PILOT_DISCOVERY.module}@{version}" / "samples"
+        if samples.is_dir():
+            return samples
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m meshgen.testenv.binaries [--if-possible]``: make sure the binaries exist (``make testenv``).
 

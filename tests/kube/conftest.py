@@ -29,9 +29,16 @@ from meshgen.testenv import binaries, controlplane, istiod
 from meshgen.testenv.istiomesh import IstioMesh
 
 ROOT = Path(__file__).resolve().parents[2]
+REPORTS = pytest.StashKey[list[str]]()  # tables tests print at the end of the session (the corpus table)
 BOOKINFO = (ROOT / "examples" / "baseline" / "bookinfo.yaml").read_text()
 _counter = itertools.count()
 T = TypeVar("T")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for report in config.stash.get(REPORTS, []):
+        terminalreporter.write_sep("=", report.splitlines()[0])
+        terminalreporter.write_line("\n".join(report.splitlines()[1:]))
 
 
 def _binaries() -> binaries.Binaries:
