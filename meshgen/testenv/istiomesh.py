@@ -85,7 +85,9 @@ from meshgen.kube.client import AlreadyExists, Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.kube.reconciling import NewSpecs, Reconciler
 from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
+from meshgen.plan import http_routes, serving, specificity
 from meshgen.plan.model import Host, Plan
+from meshgen.plan.routing import Route
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import MeshPolicy
 from meshgen.testenv import binaries, controlplane, gateway, networks, processes, rollouts, sidecars, workloads
@@ -360,6 +362,7 @@ class IstioMesh:
     def _wait_configured(self) -> None:
         """Wait until every proxy holds this case's configuration (and nothing left from an earlier one)."""
         clusters, routes, filtered = self._expected()
+        gamma = self._gamma_routes()
         suffixes = tuple(f".{ns}.svc.{self._domain}" for ns in self.namespaces)
         missing: dict[str, str] = {}
 
@@ -370,7 +373,7 @@ class IstioMesh:
             router = proxy.proxy.kind == "router"
             caller = Caller(proxy.proxy.namespace, proxy.proxy.labels, proxy.proxy.address)
             wanted = {name for table in routes.get(_EDGE if router else proxy.proxy.namespace, [])
-                      for name in _held(table, caller)}
+                      for name in _held(table, caller)} | (set() if router else gamma)
             lost = wanted - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
             inbound = proxy.proxy.inbound
@@ -393,6 +396,26 @@ class IstioMesh:
     @property
     def _domain(self) -> str:
         return self.policy.spec.cluster_domain if self.policy is not None else "cluster.local"
+
+    def _gamma_routes(self) -> set[str]:
+        """The names of the routes istiod gives every sidecar from the HTTPRoutes and GRPCRoutes stored in the
+        case's namespaces that attach to a Service there (GAMMA producer routes): per Service, in the order istiod
+        sorts them (:mod:`meshgen.plan.specificity`), up to the first catch-all (istiod drops what follows)."""
+        by_host: dict[str, list[tuple[Route, int]]] = {}
+        for kind in (kinds.HTTP_ROUTE, kinds.GRPC_ROUTE):
+            for ns in self.namespaces:
+                for body in self._list(kind, ns):
+                    resource = Resource(ObjectKey(kind.kind, ns, body["metadata"]["name"]), body)
+                    for host in http_routes.parents(resource, self._domain).hosts:
+                        by_host.setdefault(host, []).extend((r, 0) for r in http_routes.routes_of(resource,
+                                                                                                   self._domain))
+        names: set[str] = set()
+        for entries in by_host.values():
+            for route in specificity.ordered(entries):
+                names.add(str(route.name))
+                if serving.is_catch_all(route):
+                    break
+        return names
 
     def _expected(self) -> tuple[dict[str, set[str]], dict[str, list[list[JsonObject]]], bool]:
         """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
