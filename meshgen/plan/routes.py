@@ -137,12 +137,12 @@ def plan_tables(
         table = _user_table(source, by_key_host, owners_of_host)
         if table is not None:
             tables.append(table)
-    problems.extend(_unwritable(tables, backend))
-
+    refused: set[str] = set()  # claimed hosts meshgen cannot build on, whatever it would edit
     for host in sorted(owners_of_host):
         problem, covered = coverage.of_host(host, sources, backend)
         if problem is not None:
             problems.append(problem)
+            refused.add(host)
         if problem is not None or covered:
             continue
         service = hosts.get(host)
@@ -152,18 +152,22 @@ def plan_tables(
             tables.extend(_owned_http_routes(service, by_key_host, owners_of_host[host]))
         else:
             tables.append(_owned_table(service, by_key_host, owners_of_host[host]))
+    problems.extend(_unwritable(tables, backend, refused))
     tables.sort(key=lambda t: (t.namespace, t.name, t.kind))
     return tuple(tables), problems, warnings
 
 
-def _unwritable(tables: Iterable[RouteTable], backend: Backend) -> list[Problem]:
-    """A user's routing object that would need sandbox routes the backend cannot write into it."""
+def _unwritable(tables: Iterable[RouteTable], backend: Backend, refused: set[str]) -> list[Problem]:
+    """A user's routing object that would need sandbox routes the backend cannot write into it (unless a host
+    it sends to is refused already: that problem says more)."""
     out = []
     for table in tables:
         if table.owned or table.kind in coverage.EDITED[backend] or table.source is None:
             continue
-        claimed = next((h for r in table.routes for h, _ in r.redirects), None) or table.hosts[0]
-        out.append(coverage.wrong_backend(table.source, claimed, backend))
+        claimed = [h for r in table.routes for h, _ in r.redirects]
+        if refused & set(claimed):
+            continue
+        out.append(coverage.wrong_backend(table.source, claimed[0] if claimed else table.hosts[0], backend))
     return out
 
 
