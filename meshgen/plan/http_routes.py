@@ -51,9 +51,6 @@ from meshgen.plan.routing import (
 
 # The redirect codes the Gateway API allows (301 and 302; 302 is its default).
 REDIRECT_CODES = (301, 302)
-# At most this many rules in one route, and matches across all of them (the CRDs' validation).
-MAX_RULES = 16
-MAX_MATCHES = 128
 
 
 @dataclass(frozen=True)

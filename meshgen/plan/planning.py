@@ -24,7 +24,7 @@ from meshgen.baseline.model import (
 )
 from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
 from meshgen.plan import forks as forking
-from meshgen.plan import guardrails, reach, targets
+from meshgen.plan import guardrails, reach, route_limits, targets
 from meshgen.plan.model import (
     Claim,
     Diagnostic,
@@ -219,6 +219,7 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
     problems.extend(table_problems)
     warnings.extend(table_warnings)
     problems.extend(_owned_table_collisions(tables, baseline))
+    problems.extend(route_limits.check(tables, policy, seniority, where))
     target_problems, target_warnings = targets.check(policy, forks, where)
     problems.extend(target_problems)
     warnings.extend(target_warnings)
