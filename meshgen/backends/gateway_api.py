@@ -28,7 +28,7 @@ from typing import Any
 from meshgen import apis
 from meshgen.backends import targets
 from meshgen.backends.backend import Backend, Rendering, make_before_break
-from meshgen.baseline.stored import SERVER_METADATA
+from meshgen.baseline import stored
 from meshgen.documents import JsonObject, clone
 from meshgen.ownership import ANNOTATION_ROUTES, MANAGED_BY, MESHGEN
 from meshgen.plan import targets as target_limits
@@ -67,7 +67,6 @@ def _services(plan: Plan) -> dict[str, Host]:
 def route_object(plan: Plan, table: RouteTable, services: Mapping[str, Host]) -> JsonObject:
     """The route for one table: the user's HTTPRoute or GRPCRoute, edited in place, or an HTTPRoute meshgen owns."""
     rules = [_rule(plan, table, planned, services) for planned in table.routes]
-    names = ",".join(table.added_names)
     if table.owned:
         service = services[table.hosts[0]]
         parent: JsonObject = {"group": "", "kind": "Service", "name": service.name}
@@ -78,18 +77,11 @@ def route_object(plan: Plan, table: RouteTable, services: Mapping[str, Host]) ->
             "apiVersion": GATEWAY_V1,
             "kind": table.kind,
             "metadata": {"name": table.name, "namespace": table.namespace, "labels": {MANAGED_BY: MESHGEN},
-                         "annotations": {ANNOTATION_ROUTES: names}},
+                         "annotations": {ANNOTATION_ROUTES: ",".join(table.added_names)}},
             "spec": {"parentRefs": [parent], "rules": rules},
         }
     assert table.source is not None
-    body = clone(table.source.body)
-    body.pop("status", None)
-    meta = body["metadata"]
-    for key in SERVER_METADATA:
-        meta.pop(key, None)
-    meta.setdefault("annotations", {})[ANNOTATION_ROUTES] = names
-    body["spec"]["rules"] = rules
-    return body
+    return stored.with_routes(table.source.body, rules, table.added_names)
 
 
 def _rule(plan: Plan, table: RouteTable, planned: PlannedRoute, services: Mapping[str, Host]) -> JsonObject:

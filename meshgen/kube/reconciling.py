@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshgen import backends, compiler
-from meshgen.backends.backend import Backend
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import SECRET, Baseline
 from meshgen.documents import JsonObject, locate_all
@@ -186,7 +185,7 @@ class Reconciler:
         left_out.update(refusals or {})
         policy = state.policy
         backend = backends.of(policy)
-        step = transition.step(policy.spec.routing_header, state.live, _filter_ref(policy, backend), backend.routes)
+        step = transition.of_cluster(policy, backend, state.live)
         seniority = discovery.seniority(state.stored)
         while True:
             kept = _without(specs, left_out)
@@ -205,7 +204,7 @@ class Reconciler:
         return Round(state, kept, plan, tuple(desired), tuple(changes), tuple(excluded), step)
 
     @staticmethod
-    def _desired(plan: Plan, list_revision: str, step: transition.Step, backend: Backend) -> list[JsonObject]:
+    def _desired(plan: Plan, list_revision: str, step: transition.Step, backend: backends.Backend) -> list[JsonObject]:
         """Every object the backend renders the plan to, with meshgen's bookkeeping annotations."""
         rendered = compiler.render(plan, backend.name)
         return [diffing.decorate(o, list_revision) for o in transition.annotate(rendered, step, backend.routes)]
@@ -390,13 +389,6 @@ def _without(specs: Specs, left_out: dict[OwnerId, Exclusion]) -> Specs:
     return Specs(tuple(s for s in specs.sandboxes if ("Sandbox", s.name) not in left_out),
                  tuple(g for g in specs.route_groups if ("RouteGroup", g.name) not in left_out),
                  specs.policies, specs.origins)
-
-
-def _filter_ref(policy: MeshPolicy, backend: Backend) -> Ref | None:
-    """The object that runs the routing-key normaliser, if the backend writes one."""
-    if backend.routing_filter is None:
-        return None
-    return Ref("EnvoyFilter", policy.spec.filter_namespace, backend.routing_filter)
 
 
 def _with_object(state: ClusterState, ref: Ref, live: JsonObject) -> Baseline:

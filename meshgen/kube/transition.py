@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from meshgen.backends.backend import Backend
 from meshgen.documents import JsonObject
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_ROUTES, is_owned
 from meshgen.plan.model import HeaderChange
+from meshgen.spec.models import MeshPolicy
 
 ANNOTATION_HEADERS = "meshgen.dev/routing-headers"  # on the EnvoyFilter
 ANNOTATION_HEADER = "meshgen.dev/routing-header"  # on a routing object with meshgen routes
@@ -63,6 +65,18 @@ def _has_routes(body: Mapping[str, object]) -> bool:
     if is_owned(body):
         return True
     return bool(((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ROUTES))  # type: ignore[attr-defined]
+
+
+def filter_ref(policy: MeshPolicy, backend: Backend) -> Ref | None:
+    """The object that runs the routing-key normaliser, if the backend writes one."""
+    if backend.routing_filter is None:
+        return None
+    return Ref("EnvoyFilter", policy.spec.filter_namespace, backend.routing_filter)
+
+
+def of_cluster(policy: MeshPolicy, backend: Backend, live: Mapping[Ref, JsonObject]) -> Step:
+    """This round's step for the policy's routing header, from the live objects of the backend."""
+    return step(policy.spec.routing_header, live, filter_ref(policy, backend), backend.routes)
 
 
 def step(new: str, live: Mapping[Ref, JsonObject], filter_ref: Ref | None, routes: Iterable[str]) -> Step:
