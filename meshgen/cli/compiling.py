@@ -113,7 +113,7 @@ def validate_command(
         click.echo(warning.render(), err=True)
     click.echo(
         f"ok: {len(inputs.specs.sandboxes)} sandbox(es), {len(inputs.specs.route_groups)} route group(s), "
-        f"{len(plan.forks)} fork(s), {len(plan.tables)} VirtualService(s) with sandbox routes"
+        f"{len(plan.forks)} fork(s), {len(plan.tables)} routing object(s) with sandbox routes"
     )
 
 

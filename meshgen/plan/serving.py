@@ -18,6 +18,9 @@ The rules, each istiod's (:mod:`meshgen.baseline.precedence` for which VirtualSe
 - **keys**: a host's :class:`RouteLists` hold the list a request without a claimed key takes (exactly the
   sandbox-free list, DESIGN invariant 1) and per claiming key that key's list: its sandbox copies in their planned
   places among every baseline route (invariant 3). A caller copy is in every list: it matches forks as callers.
+  Where the target runs no normaliser (:mod:`meshgen.plan.targets`), nothing puts the key in one header a data plane
+  could select a list by, so Gateway API routes also come as one ``linear`` list: every copy with its key's
+  conditions as alternatives, among the baseline routes in istiod's order, as a waypoint's Envoy gets them.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from meshgen.baseline import delegation, precedence
 from meshgen.baseline.model import GRPC_ROUTE, HTTP_ROUTE, VIRTUAL_SERVICE, ObjectKey, Resource, gateway_key
 from meshgen.documents import JsonObject
-from meshgen.plan import specificity
+from meshgen.plan import specificity, targets
 from meshgen.plan.model import Plan, RouteRole, RouteTable
 from meshgen.plan.routes import default_route
 from meshgen.plan.routing import MatchKind, Origin, Route, Semantics, source_conditions
@@ -45,17 +48,24 @@ class RouteLists:
 
     baseline: tuple[Route, ...]
     keys: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
+    # Without a normaliser: every route in one list, each copy matching its key itself (None: select by key).
+    linear: tuple[Route, ...] | None = None
 
     def then(self, other: RouteLists) -> RouteLists:
         """These routes followed by ``other``'s (a key one side does not claim takes that side's baseline)."""
+        linear = None
+        if self.linear is not None or other.linear is not None:
+            linear = (self.baseline if self.linear is None else self.linear) + (
+                other.baseline if other.linear is None else other.linear)
         return RouteLists(self.baseline + other.baseline,
                           {key: self.keys.get(key, self.baseline) + other.keys.get(key, other.baseline)
-                           for key in sorted({*self.keys, *other.keys})})
+                           for key in sorted({*self.keys, *other.keys})}, linear)
 
     def catch_all_last(self) -> RouteLists:
         """Every list one route per match block, its catch-all routes moved to the end in order (istiod's
         ``SortVHostRoutes`` for gateways)."""
-        return RouteLists(_catch_all_last(self.baseline), {k: _catch_all_last(v) for k, v in self.keys.items()})
+        return RouteLists(_catch_all_last(self.baseline), {k: _catch_all_last(v) for k, v in self.keys.items()},
+                          None if self.linear is None else _catch_all_last(self.linear))
 
 
 def is_catch_all(route: Route) -> bool:
@@ -194,8 +204,14 @@ class Serving:
                         entries.append((planned.route, 0))
                 elif planned.role is RouteRole.SANDBOX and planned.owner is not None:
                     keys[planned.owner.routing_key].append((planned.route, 1))
+        linear = None
+        policy = self.plan.policy
+        if not targets.capabilities(policy).normaliser:
+            every = [*plain, *((targets.keyed(r, targets.key_matches(policy, self.plan.routing_header, k)), 1)
+                               for k, entries in keys.items() for r, extra in entries if extra)]
+            linear = tuple(specificity.ordered(every))
         return RouteLists(tuple(specificity.ordered(plain)),
-                          {k: tuple(specificity.ordered(entries)) for k, entries in keys.items()})
+                          {k: tuple(specificity.ordered(entries)) for k, entries in keys.items()}, linear)
 
     def expanded(self, route: Route) -> list[Route]:
         """A route, or for a root route with ``delegate`` the delegate's routes merged into it as istiod merges

@@ -26,13 +26,14 @@ DestinationRules: a target without them warns for each fork whose original has o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from meshgen.errors import Location, Problem
 from meshgen.plan.model import Diagnostic, Fork
-from meshgen.plan.routing import HeaderMatch, MatchKind, StringMatch
+from meshgen.plan.routing import HeaderMatch, MatchKind, Route, StringMatch
 from meshgen.spec.models import MeshPolicy, Target
 
 
@@ -71,6 +72,14 @@ def key_matches(policy: MeshPolicy, routing_header: str, key: str) -> tuple[Head
             regex = member_regex(source.kind, source.key, key)
             found.setdefault((source.kind, regex), HeaderMatch(source.kind, StringMatch(MatchKind.REGEX, regex)))
     return tuple(found.values())
+
+
+def keyed(route: Route, conditions: tuple[HeaderMatch, ...]) -> Route:
+    """A sandbox copy as a data plane without the normaliser matches it: each match block once per key condition
+    (:func:`key_matches`), with that condition AND-ed in; the blocks are alternatives."""
+    return dataclasses.replace(route, matches=tuple(
+        dataclasses.replace(block, headers=(*block.headers, condition))
+        for block in route.blocks for condition in conditions))
 
 
 def member_regex(header: str, member: str, key: str) -> str:

@@ -5,10 +5,7 @@ path's tests (test_reconcile.py, test_concurrency.py), for the backend the store
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -20,7 +17,8 @@ from meshgen.ownership import is_owned
 from meshgen.spec import names
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import Backend, MeshPolicy
-from tests.kube.conftest import BOOKINFO, Cluster
+from tests.kube.conftest import BOOKINFO, Cluster, EditsFirst, assert_restored
+from tests.kube.test_concurrency import owned, run_all
 from tests.kube.test_rbac import grant, granted_permissions, used_permissions
 
 pytestmark = pytest.mark.kube
@@ -130,32 +128,13 @@ def test_removing_the_last_sandbox_restores_the_user_httproute_exactly(gamma: Cl
     result = gamma.meshgen("delete", *names)
     assert result.returncode == 0, result.stderr
     restored = gamma.get("HTTPRoute", "reviews")
-    assert json.dumps(restored["spec"], sort_keys=False) == json.dumps(original["spec"], sort_keys=False)
-    assert restored["metadata"].get("annotations") == original["metadata"].get("annotations")
-    assert restored["metadata"].get("labels") == original["metadata"].get("labels")
+    assert_restored(restored, original)
     assert not [o for o in gamma.client().list(kinds.HTTP_ROUTE, gamma.namespace).items if is_owned(o)]
 
 
-class EditsRouteFirst(Client):
-    """Someone else adds a timeout to the user's HTTPRoute's first rule right before meshgen's first patch of it."""
-
-    def __init__(self, admin: Client, ref: kinds.Ref) -> None:
-        super().__init__(admin.api)
-        self.admin, self.ref, self.edited = admin, ref, False
-
-    def patch(self, target: kinds.Ref, operations: Any, dry_run: bool = False) -> dict[str, Any]:
-        if target == self.ref and not self.edited:
-            self.edited = True
-            live = self.admin.get(self.ref)
-            self.admin.patch(self.ref, [{"op": "test", "path": "/metadata/resourceVersion",
-                                         "value": live["metadata"]["resourceVersion"]},
-                                        {"op": "add", "path": "/spec/rules/0/timeouts",
-                                         "value": {"request": "7s"}}])
-        return super().patch(target, operations, dry_run)
-
-
 def test_a_foreign_edit_to_the_user_httproute_during_an_apply_survives(gamma: Cluster) -> None:
-    client = EditsRouteFirst(gamma.client(), kinds.Ref("HTTPRoute", gamma.namespace, "reviews"))
+    client = EditsFirst(gamma.client(), kinds.Ref("HTTPRoute", gamma.namespace, "reviews"), "/spec/rules/0/timeouts",
+                        {"request": "7s"})
     name = f"{gamma.namespace}-e"
     apply(gamma, sandbox(name), client=client)
     assert client.edited and client.counts["get"] >= 1, "the guarded patch conflicted and was recomputed"
@@ -177,22 +156,12 @@ def test_diff_shows_the_route_change_then_nothing(gamma: Cluster) -> None:
     assert after.returncode == 0, after.stdout + after.stderr
 
 
-def run_all(procs: list[subprocess.Popen[str]]) -> list[tuple[int, str]]:
-    out = []
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        out.append((proc.returncode, err))
-    return out
-
-
 def test_concurrent_applies_of_different_sandboxes_on_one_route_lose_nothing(gamma: Cluster) -> None:
     names = [f"{gamma.namespace}-s{i:02d}" for i in range(CONCURRENT)]
     results = run_all([gamma.spawn("apply", "-f", str(gamma.spec_file(sandbox(n)))) for n in names])
-    assert all(code == 0 for code, _ in results), [err for code, err in results if code]
+    assert all(code == 0 for code, _, _ in results), [err for code, _, err in results if code]
     assert rules(gamma) == [f"meshgen-{n}-0" for n in sorted(names)] + ["split"], "all copies, deterministic order"
-    deployments = sorted(o["metadata"]["name"] for o in gamma.client().list(kinds.DEPLOYMENT, gamma.namespace).items
-                         if is_owned(o))
-    assert deployments == sorted(f"reviews-v1-{n}" for n in names)
+    assert owned(gamma, kinds.DEPLOYMENT) == sorted(f"reviews-v1-{n}" for n in names)
     assert pending(gamma) == []
 
 
@@ -206,7 +175,7 @@ def test_concurrent_adds_and_deletes_converge(gamma: Cluster) -> None:
         procs.append(gamma.spawn("delete", gone))
         procs.append(gamma.spawn("apply", "-f", str(gamma.spec_file(sandbox(added)))))
     results = run_all(procs)
-    assert all(code == 0 for code, _ in results), [err for code, err in results if code]
+    assert all(code == 0 for code, _, _ in results), [err for code, _, err in results if code]
     assert rules(gamma) == [f"meshgen-{n}-0" for n in sorted(new)] + ["split"]
     assert pending(gamma) == []
 
@@ -250,3 +219,23 @@ def test_the_printed_rbac_for_the_gateway_api_backend_is_exactly_what_meshgen_us
     assert listed <= used, f"listed kinds never read: {sorted(listed - used)}"
     assert ("patch", "gateway.networking.k8s.io", "httproutes") in used, "the user's route is what it edits"
     assert not {p for p in used if p[2] == "virtualservices" and p[0] != "list"}, "VirtualServices are only read"
+
+
+def test_the_platform_switching_the_backend_moves_every_route_and_leaves_nothing_behind(cluster: Cluster) -> None:
+    """meshgen install with another spec.backend reconciles every host with it: the old backend's routes are
+    removed (owned ones deleted, a user's restored) after the new one's are written."""
+    from meshgen.spec.models import DEFAULT_POLICY
+
+    cluster.create_baseline()  # the example baseline: a VirtualService for reviews, none for ratings
+    reviews = cluster.get("VirtualService", "reviews")
+    name = f"{cluster.namespace}-sw"
+    cluster.apply(SANDBOX.replace("NAME", name).replace("reviews-v1", "ratings-v1"))
+    assert cluster.exists("VirtualService", "meshgen-ratings")
+    installing.install(cluster.client(), GAMMA)
+    assert not cluster.exists("VirtualService", "meshgen-ratings")
+    route = cluster.get("HTTPRoute", "meshgen-ratings")
+    assert [r["name"] for r in route["spec"]["rules"]] == [f"meshgen-{name}-0", "meshgen-default"]
+    assert cluster.get("VirtualService", "reviews")["spec"] == reviews["spec"], "a host no sandbox forks: untouched"
+    installing.install(cluster.client(), DEFAULT_POLICY)
+    assert not cluster.exists("HTTPRoute", "meshgen-ratings")
+    assert cluster.exists("VirtualService", "meshgen-ratings")
