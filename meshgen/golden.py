@@ -13,7 +13,8 @@ MeshPolicy can name, ``backends/<name>/`` holds the same three files, for the ca
 A case that routes also has ``traffic.yaml`` (requests and what must answer them, see :mod:`meshgen.traffic`) and
 optionally ``topology.yaml``; given a running mesh, :func:`check` applies the case to it and sends every request.
 The mesh is passed in (anything with ``apply`` and ``send``: the plain-Envoy mesh or the istiod mesh of
-:mod:`meshgen.testenv`), so this module starts no process itself.
+:mod:`meshgen.testenv`), so this module starts no process itself. A mesh that cannot run a case says why
+(:class:`~meshgen.errors.CannotRun`): the case's traffic is then reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 from meshgen import compiler, traffic
 from meshgen.backends import localmesh
 from meshgen.documents import JsonObject
-from meshgen.errors import InvalidInput, Location, MeshgenError
+from meshgen.errors import CannotRun, InvalidInput, Location, MeshgenError
 from meshgen.plan.model import Plan
 from meshgen.spec.loading import Specs
 from meshgen.spec.models import DEFAULT_POLICY
@@ -106,11 +107,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Result:
-    """The verdict on one case."""
+    """The verdict on one case (``skipped``: its traffic could not run in this mesh, ``detail`` says why)."""
 
     case: Case
     ok: bool
     detail: str = ""
+    skipped: bool = False
 
 
 def discover(root: Path, names: Sequence[str] = ()) -> list[Case]:
@@ -157,7 +159,10 @@ def check(case: Case, mesh: Mesh | None = None, backend: str | None = None) -> R
     result = _check_compile(case, outcome, case.expectations(backend))
     if mesh is None or case.traffic is None or outcome.plan is None:
         return result
-    failures = check_traffic(case, outcome, mesh)
+    try:
+        failures = check_traffic(case, outcome, mesh)
+    except CannotRun as exc:
+        return Result(case, result.ok, result.detail or f"traffic skipped: {exc}\n", skipped=result.ok)
     if not failures:
         return result
     compile_detail = [result.detail.rstrip("\n")] if result.detail else []
@@ -173,6 +178,8 @@ def check_traffic(case: Case, outcome: Outcome, mesh: Mesh) -> list[str]:
         mesh.apply(outcome.plan, traffic.load_topology(topology_file if topology_file.exists() else None),
                    outcome.documents)
         verdicts = traffic.run(checks, mesh)
+    except CannotRun:
+        raise
     except MeshgenError as exc:
         return [f"traffic: {str(exc).replace(f'{case.path}/', '')}"]
     return [traffic.report(v.check, v.response, v.problems) for v in verdicts if not v.ok]

@@ -18,7 +18,9 @@ reconciler, routed by upstream Envoy sidecars that istiod configures. The "via i
    ``Sidecar`` resource binding its outbound listeners to its own loopback address. A workload reaches the
    services it calls through its own sidecar (its directory points there);
 6. the edge: the Gateway ``istio-system/meshgen-edge`` (and one like it for each other gateway the case's
-   VirtualServices name) and the router Envoy that serves it (:mod:`meshgen.testenv.gateway`);
+   VirtualServices name) and the router Envoy that serves it (:mod:`meshgen.testenv.gateway`); a case with a Gateway
+   API Gateway is refused up front (:class:`~meshgen.errors.CannotRun`, its traffic reported as skipped), as
+   istiod serves one on a listener without a bind address;
 7. ready means: every proxy connected and every type acked (``/debug/syncz``), no NACK, and every proxy's
    accepted configuration holding exactly the case's Services as clusters (with the endpoints their selectors
    pick), every named route of the VirtualServices exported to it (for the router: of the gateway-bound ones), the
@@ -69,6 +71,7 @@ from meshgen.baseline.model import (
     AUTHORIZATION_POLICY,
     DESTINATION_RULE,
     GATEWAY,
+    KUBERNETES_GATEWAY,
     PEER_AUTHENTICATION,
     REQUEST_AUTHENTICATION,
     ROLLOUT,
@@ -79,7 +82,7 @@ from meshgen.baseline.model import (
     selects,
 )
 from meshgen.documents import Document, JsonObject
-from meshgen.errors import EnvironmentProblem, Location
+from meshgen.errors import CannotRun, EnvironmentProblem, Location
 from meshgen.kube import discovery, installing, kinds
 from meshgen.kube.client import AlreadyExists, Client, NotFound
 from meshgen.kube.kinds import Ref
@@ -146,6 +149,7 @@ class IstioMesh:
         self.policy, self.hosts = plan.policy, all_hosts(plan)
         self._check_ports()
         _check_transport(plan)
+        _check_edge(plan)
         # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
         # sidecars import configuration from every namespace the case writes to, as a default Sidecar would.
         scope = sorted(set(self.namespaces) | {r.namespace for r in plan.baseline.resources})
@@ -513,6 +517,18 @@ def _check_transport(plan: Plan) -> None:
                 "have, so the cluster never warms and the sidecar is never ready; SIMPLE and MUTUAL originate TLS "
                 "to the workload itself, and the echo workloads speak plaintext. Run this case --via envoy (it "
                 "accepts tls as transport-only, with a warning)")
+
+
+def _check_edge(plan: Plan) -> None:
+    """Refuse, up front and saying why, a Gateway API Gateway: this environment's edge cannot serve one."""
+    for found in plan.baseline.of_kind(KUBERNETES_GATEWAY):
+        raise CannotRun(
+            f"Gateway {found.namespace}/{found.name} (gateway.networking.k8s.io) is one the istio test environment "
+            "cannot serve: istiod gives a Gateway API Gateway's listeners to the proxies behind the Service its "
+            "deployment controller creates for it (or, deployed by hand, the one its spec.addresses names), with no "
+            "bind address, so they would listen on 0.0.0.0 beside every other loopback listener of the machine; "
+            "the router here serves Istio Gateways bound to its own address only. The Envoy backend's mesh routes "
+            "it (--via envoy)")
 
 
 def _creation_order(resources: Sequence[Resource]) -> list[tuple[Resource, bool]]:
