@@ -32,7 +32,7 @@ from meshgen.errors import InvalidInput, Location, Problem
 from meshgen.plan.model import Plan
 from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import DEFAULT_NAMESPACE, Specs, load_policy, load_specs, with_namespace
-from meshgen.spec.models import Backend, MeshPolicy, Target
+from meshgen.spec.models import Backend, MeshPolicy
 
 OutputFormat = Literal["yaml", "json"]
 
@@ -162,9 +162,8 @@ def for_backend(inputs: Inputs, backend: str | None) -> Inputs:
     of the policy's own."""
     if backend is None or backend not in backends.CLUSTER_BACKENDS or backend == inputs.policy.spec.backend.value:
         return inputs
+    # Not revalidated here: a backend the policy's target cannot run is reported by the planner, at spec.target.
     spec = inputs.policy.spec.model_copy(update={"backend": Backend(backend)})
-    if backend == Backend.ISTIO.value:
-        spec = spec.model_copy(update={"target": Target.ISTIO_SIDECAR})  # the only target it runs on
     return dataclasses.replace(inputs, policy=inputs.policy.model_copy(update={"spec": spec}))
 
 

@@ -99,6 +99,9 @@ def check(policy: MeshPolicy, forks: Iterable[Fork], where: Callable[[str, str],
     at = where("MeshPolicy", policy.metadata.name)
     problems: list[Problem] = []
     warnings: list[Diagnostic] = []
+    mismatch = policy.spec.backend_mismatch()
+    if mismatch is not None:
+        problems.append(Problem(at.at("spec", "target"), *mismatch))
     if can.normaliser:
         return problems, warnings
     subject = f"MeshPolicy {policy.metadata.name}"

@@ -18,7 +18,7 @@ from meshgen.spec import names
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import Backend, MeshPolicy
 from tests.kube.conftest import BOOKINFO, Cluster, EditsFirst, assert_restored
-from tests.kube.test_concurrency import owned, run_all
+from tests.kube.test_concurrency import adds_and_deletes, owned, run_all
 from tests.kube.test_rbac import grant, granted_permissions, used_permissions
 
 pytestmark = pytest.mark.kube
@@ -166,17 +166,8 @@ def test_concurrent_applies_of_different_sandboxes_on_one_route_lose_nothing(gam
 
 
 def test_concurrent_adds_and_deletes_converge(gamma: Cluster) -> None:
-    old = [f"{gamma.namespace}-old{i}" for i in range(CONCURRENT // 2)]
-    new = [f"{gamma.namespace}-new{i}" for i in range(CONCURRENT // 2)]
-    setup = gamma.meshgen("apply", "-f", str(gamma.spec_file("---\n".join(sandbox(n) for n in old))))
-    assert setup.returncode == 0, setup.stderr
-    procs = []
-    for gone, added in zip(old, new, strict=True):
-        procs.append(gamma.spawn("delete", gone))
-        procs.append(gamma.spawn("apply", "-f", str(gamma.spec_file(sandbox(added)))))
-    results = run_all(procs)
-    assert all(code == 0 for code, _, _ in results), [err for code, _, err in results if code]
-    assert rules(gamma) == [f"meshgen-{n}-0" for n in sorted(new)] + ["split"]
+    new = adds_and_deletes(gamma, sandbox, CONCURRENT // 2)
+    assert rules(gamma) == [f"meshgen-{n}-0" for n in new] + ["split"]
     assert pending(gamma) == []
 
 
@@ -239,3 +230,27 @@ def test_the_platform_switching_the_backend_moves_every_route_and_leaves_nothing
     installing.install(cluster.client(), DEFAULT_POLICY)
     assert not cluster.exists("HTTPRoute", "meshgen-ratings")
     assert cluster.exists("VirtualService", "meshgen-ratings")
+
+
+def test_a_stale_applier_never_prunes_the_copies_a_newer_list_wrote_into_the_user_httproute(gamma: Cluster) -> None:
+    """The fencing rule of tests/kube/test_concurrency.py on a user's HTTPRoute: an applier whose sandbox list
+    predates sandbox B would remove B's copy from the route and B's fork; every such write is fenced, and its loop
+    re-lists, sees B, and converges with B intact."""
+    from meshgen.kube import discovery, patching
+
+    a, b = f"{gamma.namespace}-a", f"{gamma.namespace}-b"
+    apply(gamma, sandbox(a))
+    stale = Reconciler(gamma.client(), GAMMA)
+    before_b = discovery.list_specs(stale.client)
+    apply(gamma, sandbox(b))
+    assert rules(gamma) == [f"meshgen-{a}-0", f"meshgen-{b}-0", "split"]
+    state = stale.observe().with_stored(before_b)
+    changes = stale.changes(state, discovery.specs_of(before_b), {})
+    assert {(c.action.value, c.ref.kind) for c in changes} >= {("update", "HTTPRoute")}, "B's copy looks orphaned"
+    outcomes = {patching.write(stale.client, c, before_b.revision)[0] for c in changes}
+    assert outcomes == {patching.Outcome.FENCED}
+    assert rules(gamma) == [f"meshgen-{a}-0", f"meshgen-{b}-0", "split"]
+    report = stale.converge(state, Report())
+    assert report.fenced and report.rounds == 2 and report.changes == []
+    assert rules(gamma) == [f"meshgen-{a}-0", f"meshgen-{b}-0", "split"]
+    assert owned(gamma, kinds.DEPLOYMENT) == sorted([f"reviews-v1-{a}", f"reviews-v1-{b}"]) and pending(gamma) == []
