@@ -23,7 +23,8 @@ from meshgen.errors import InvalidInput, Problem
 @options.output
 @click.option("--backend", type=click.Choice(sorted(BACKENDS)), default=None,
               help="What to generate: istio (VirtualServices), gateway-api (HTTPRoutes and GRPCRoutes) or envoy "
-                   "(one local Envoy's configuration). Default: the MeshPolicy's spec.backend (istio).")
+                   "(one local Envoy's configuration). Default: the MeshPolicy's spec.backend (istio). Its spec.target "
+                   "stays: istio on a target other than istio-sidecar is an error.")
 @click.option("--analyze", is_flag=True,
               help="Also run `istioctl analyze` (from PATH) on the output together with the baseline: its errors "
                    "fail the compile (exit 2, nothing printed), its warnings go to stderr.")
