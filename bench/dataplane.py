@@ -35,14 +35,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from meshgen.backends import envoy, envoy_routes, envoy_vhosts, istio
-from meshgen.backends.envoy_clusters import Destinations
+from meshgen.backends import envoy, istio
+from meshgen.backends.envoy import routes as envoy_routes
+from meshgen.backends.envoy.clusters import Destinations
 from meshgen.backends.localmesh import LocalMesh, addresses
 from meshgen.baseline.loading import load_baseline
 from meshgen.documents import Document
 from meshgen.errors import Location
+from meshgen.plan import virtual_services
 from meshgen.plan.model import Plan
 from meshgen.plan.planning import build_plan
+from meshgen.plan.routes import default_route
+from meshgen.plan.routing import Origin
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import DEFAULT_POLICY
 from meshgen.testenv.envoy import envoy_binary
@@ -100,10 +104,12 @@ def matcher_vhost(plan: Plan) -> dict[str, Any]:
 def linear_vhost(plan: Plan) -> dict[str, Any]:
     """(b) The Istio backend's VirtualService for the host as a linear route list, answering directly."""
     tables = [t for t in plan.tables if HOST in t.hosts]
-    http = istio.virtual_service(plan, tables[0])["spec"]["http"] if tables else [envoy_vhosts.default_route(HOST)]
+    http = istio.virtual_service(plan, tables[0])["spec"]["http"] if tables else []
+    read = [virtual_services.read_route(entry, Origin(None, i, entry), "bench", plan.policy.spec.cluster_domain)
+            for i, entry in enumerate(http)] or [default_route(HOST)]
     destinations = Destinations(plan, addresses(plan))
-    source = envoy_routes.RouteSource(None, PORT, lambda d: destinations.cluster_of(d, "bench", PORT))
-    routes = [r for i, route in enumerate(http) for r in envoy_routes.translate(route, i, source)]
+    source = envoy_routes.RouteSource(PORT, lambda d: destinations.cluster_of(d, PORT))
+    routes = [r for route in read for r in envoy_routes.translate(route, source)]
     return {"name": f"{HOST}:{PORT}", "domains": ["*"], "routes": direct(routes)}
 
 

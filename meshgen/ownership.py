@@ -16,9 +16,13 @@ ANNOTATION_FORK_OF = "meshgen.dev/fork-of"
 ANNOTATION_SERVICE_OF = "meshgen.dev/service-of"
 # On a fork's copy of a baseline policy (AuthorizationPolicy, NetworkPolicy...): the policy it copies.
 ANNOTATION_POLICY_OF = "meshgen.dev/policy-of"
-# On every VirtualService meshgen writes: the names of the routes meshgen added, in order.
+# On every routing object meshgen writes (a VirtualService, an HTTPRoute): the names of the routes meshgen added,
+# in order.
 ANNOTATION_ROUTES = "meshgen.dev/routes"
 ROUTE_PREFIX = "meshgen-"
+# Where each kind of routing object keeps its routes (named entries of a list in ``spec``): meshgen adds its own
+# there, and removes only those.
+ROUTE_LISTS: Mapping[str, str] = {"VirtualService": "http", "HTTPRoute": "rules", "GRPCRoute": "rules"}
 # Written by the reconciler on every object it writes: the resourceVersion of the sandbox list the object was
 # computed from (fencing: a writer never replaces or deletes an object computed from a newer list).
 ANNOTATION_COMPUTED_FROM = "meshgen.dev/computed-from"
@@ -48,9 +52,9 @@ def meshgen_route_names(body: Mapping[str, Any]) -> frozenset[str]:
 
 
 def without_meshgen_routes(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A user's VirtualService as it was before meshgen edited it: meshgen's routes and annotation removed.
-    Only routes both listed in the annotation and carrying the meshgen prefix are removed, so a user's own
-    route can never be taken for meshgen's."""
+    """A user's routing object (:data:`ROUTE_LISTS`) as it was before meshgen edited it: meshgen's routes and
+    annotation removed. Only routes both listed in the annotation and carrying the meshgen prefix are removed, so a
+    user's own route can never be taken for meshgen's."""
     names = meshgen_route_names(body)
     out = dict(body)
     meta = dict(out.get("metadata") or {})
@@ -61,9 +65,10 @@ def without_meshgen_routes(body: Mapping[str, Any]) -> dict[str, Any]:
         meta.pop("annotations", None)
     out["metadata"] = meta
     spec = dict(out.get("spec") or {})
-    if "http" in spec and names:
-        spec["http"] = [
-            r for r in spec["http"]
+    field = ROUTE_LISTS.get(str(body.get("kind")), "http")
+    if field in spec and names:
+        spec[field] = [
+            r for r in spec[field]
             if not (isinstance(r, dict) and r.get("name") in names and str(r.get("name")).startswith(ROUTE_PREFIX))
         ]
     out["spec"] = spec

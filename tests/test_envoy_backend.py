@@ -17,11 +17,14 @@ import pytest
 from hypothesis import given
 
 from meshgen import compiler, golden
-from meshgen.backends import envoy, envoy_routes
+from meshgen.backends import envoy
+from meshgen.backends.envoy import routes as envoy_routes
 from meshgen.baseline.loading import load_baseline
 from meshgen.errors import InvalidInput
+from meshgen.plan import virtual_services
 from meshgen.plan.model import Plan, ServicePort
 from meshgen.plan.planning import build_plan
+from meshgen.plan.routing import Destination, Origin
 from meshgen.spec.loading import Specs, load_specs
 from meshgen.spec.models import DEFAULT_POLICY
 from meshgen.testenv.envoy import envoy_binary
@@ -342,22 +345,26 @@ ROUTE_FACTS = [
 ]
 
 
-def _cluster(destination: dict[str, Any]) -> str:
-    subset = destination.get("subset")
-    return f"C({destination['host']}{f'/{subset}' if subset else ''})"
+def _cluster(destination: Destination) -> str:
+    subset = destination.subset
+    return f"C({destination.host.split('.')[0]}{f'/{subset}' if subset else ''})"
+
+
+def _translated(istio_route: dict[str, Any], port: int) -> list[dict[str, Any]]:
+    """An Istio ``http`` entry, read as istiod reads it and translated for ``port``."""
+    route = virtual_services.read_route(istio_route, Origin(None, 0, istio_route), "bookinfo", "cluster.local")
+    return envoy_routes.translate(route, envoy_routes.RouteSource(port, _cluster))
 
 
 @pytest.mark.parametrize(("istio_route", "expected"), ROUTE_FACTS)
 def test_istio_route_translation(istio_route: dict[str, Any], expected: Any) -> None:
-    source = envoy_routes.RouteSource(None, 9080, _cluster)
-    assert envoy_routes.translate(istio_route, 0, source) == (expected if isinstance(expected, list) else [expected])
+    assert _translated(istio_route, 9080) == (expected if isinstance(expected, list) else [expected])
 
 
 def test_match_blocks_for_another_port_are_dropped() -> None:
     route = {"match": [{"port": 9080, "uri": {"prefix": "/a"}}, {"port": 9090}], "retries": {"attempts": 0},
              "route": [{"destination": {"host": "api"}}]}
-    translated = envoy_routes.translate(route, 0, envoy_routes.RouteSource(None, 9090, _cluster))
-    assert [r["match"] for r in translated] == [{"prefix": "/"}]
+    assert [r["match"] for r in _translated(route, 9090)] == [{"prefix": "/"}]
 
 
 VS_HEAD = """\

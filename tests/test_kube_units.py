@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from meshgen.backends import BACKENDS
+from meshgen.backends.backend import DELETE, UPSERT, Backend
 from meshgen.kube import crds, diffing, discovery, ordering, storing
 from meshgen.kube.diffing import Action, Change, ForeignObject
 from meshgen.kube.kinds import Ref
@@ -39,21 +41,28 @@ def change(action: Action, kind: str, name: str = "x") -> Change:
 
 # -- ordering ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["Deployment", "Service", "DestinationRule", "EnvoyFilter"])
-def test_routes_are_added_after_and_removed_before_what_they_point_to(backend: str) -> None:
-    rank = ordering.ranks()
-    assert rank[(ordering.UPSERT, backend)] < rank[(ordering.UPSERT, "VirtualService")]
-    assert rank[(ordering.DELETE, "VirtualService")] < rank[(ordering.DELETE, backend)]
-    assert rank[(ordering.UPSERT, "VirtualService")] < rank[(ordering.DELETE, backend)]
+CLUSTER_BACKENDS = [b for b in BACKENDS.values() if b.cluster]
+
+
+@pytest.mark.parametrize("backend", CLUSTER_BACKENDS, ids=[b.name for b in CLUSTER_BACKENDS])
+@pytest.mark.parametrize("target", ["Deployment", "Service", "DestinationRule", "EnvoyFilter"])
+def test_routes_are_added_after_and_removed_before_what_they_point_to(backend: Backend, target: str) -> None:
+    rank = ordering.ranks(backend.order)
+    assert backend.routes
+    for routes in backend.routes:
+        assert rank[(UPSERT, target)] < rank[(UPSERT, routes)]
+        assert rank[(DELETE, routes)] < rank[(DELETE, target)]
+        assert rank[(UPSERT, routes)] < rank[(DELETE, target)]
 
 
 def test_ordering_is_deterministic_whatever_the_input_order() -> None:
     changes = [change(Action.CREATE, k, n) for k in ("VirtualService", "Service", "Deployment") for n in "ba"]
     changes += [change(Action.DELETE, k, "old") for k in ("Deployment", "VirtualService", "Service")]
-    expected = ordering.ordered(changes)
+    rules = BACKENDS["istio"].order
+    expected = ordering.ordered(changes, rules)
     for seed in range(5):
         random.Random(seed).shuffle(changes)
-        assert ordering.ordered(changes) == expected
+        assert ordering.ordered(changes, rules) == expected
     assert [(c.action.value, c.ref.kind, c.ref.name) for c in expected] == [
         ("create", "Deployment", "a"), ("create", "Deployment", "b"), ("create", "Service", "a"),
         ("create", "Service", "b"), ("create", "VirtualService", "a"), ("create", "VirtualService", "b"),

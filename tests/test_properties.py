@@ -118,7 +118,7 @@ def test_sandbox_routes_are_faithful_copies_placed_before_their_route(scenario) 
             nxt = next(r for r in following if r.role.value != "sandbox")
             assert nxt.baseline_index == planned.baseline_index
             assert all(r.baseline_index == planned.baseline_index for r in following[:following.index(nxt)])
-            base = table.baseline_routes[planned.baseline_index]
+            base = table.baseline[planned.baseline_index].origin.body
             copy_ = rendered[position]
             ignored = {"name", "match", "route"}
             assert {k: v for k, v in copy_.items() if k not in ignored} == \

@@ -175,7 +175,7 @@ FILTER = Ref("EnvoyFilter", "istio-system", "meshgen-routing-key")
 ])
 def test_each_step_keeps_every_live_route_on_a_header_the_live_filter_writes(state: Any, routes: str,
                                                                              also: tuple[str, ...]) -> None:
-    step = transition.step("new", state, FILTER)
+    step = transition.step("new", state, FILTER, ("VirtualService",))
     assert (step.routes, step.also) == (routes, also)
     assert step.change() == (None if step.done else HeaderChange(routes, also))
     written = set(step.written())

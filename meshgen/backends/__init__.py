@@ -1,42 +1,37 @@
-"""Backends: Plan -> resources for one mesh. One module per mesh, one entry in :data:`BACKENDS`."""
+"""Backends: Plan -> resources for one mesh. One module or package per backend, one entry in :data:`BACKENDS`;
+what a backend is to the rest of meshgen: :mod:`meshgen.backends.backend`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from meshgen.backends import envoy, istio
+from meshgen.apis import Kind
+from meshgen.backends import envoy, gateway_api, istio
+from meshgen.backends.backend import Backend, Rendering
 from meshgen.documents import JsonObject
-from meshgen.plan.model import Diagnostic, Plan
+
+__all__ = ["BACKENDS", "CLUSTER_BACKENDS", "Backend", "Rendering", "of", "render", "rendered_kinds", "rendering"]
+from meshgen.plan.model import Plan
+from meshgen.spec.models import MeshPolicy
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (envoy.BACKEND, gateway_api.BACKEND, istio.BACKEND)}
+# The backends a cluster's MeshPolicy can name (``spec.backend``): those that render objects for a cluster.
+CLUSTER_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.cluster)
 
 
-@dataclass(frozen=True)
-class Rendering:
-    """A backend's objects for a plan, and what it warns about (a field it accepts without translating it)."""
-
-    objects: list[JsonObject]
-    warnings: tuple[Diagnostic, ...] = ()
+def of(policy: MeshPolicy) -> Backend:
+    """The backend a policy names (``spec.backend``): what a cluster is written with."""
+    return BACKENDS[policy.spec.backend.value]
 
 
-def _envoy(plan: Plan) -> Rendering:
-    config = envoy.build(plan)
-    return Rendering(config.resources(), config.warnings)
+def rendering(plan: Plan, backend: str | None = None) -> Rendering:
+    """Render ``plan`` with the named backend (by default the one its policy names), with its warnings."""
+    return (BACKENDS[backend] if backend is not None else of(plan.policy)).render(plan)
 
 
-def _istio(plan: Plan) -> Rendering:
-    return Rendering(istio.render(plan))
-
-
-Backend = Callable[[Plan], Rendering]
-
-BACKENDS: dict[str, Backend] = {"envoy": _envoy, "istio": _istio}
-
-
-def rendering(plan: Plan, backend: str = "istio") -> Rendering:
-    """Render ``plan`` with the named backend, with its warnings."""
-    return BACKENDS[backend](plan)
-
-
-def render(plan: Plan, backend: str = "istio") -> list[JsonObject]:
-    """Render ``plan`` with the named backend."""
+def render(plan: Plan, backend: str | None = None) -> list[JsonObject]:
+    """Render ``plan`` with the named backend (by default the one its policy names)."""
     return rendering(plan, backend).objects
+
+
+def rendered_kinds() -> tuple[Kind, ...]:
+    """Every kind some backend writes or edits, each once: what meshgen may create, change or delete anywhere."""
+    return tuple(dict.fromkeys(k for b in BACKENDS.values() if b.cluster for k in b.kinds))

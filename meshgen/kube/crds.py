@@ -10,13 +10,15 @@ as ``nullable``, no ``default`` (the server must store exactly what the user wro
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 
+from meshgen import backends
 from meshgen.documents import JsonObject
 from meshgen.errors import ClusterError
-from meshgen.kube import diffing, kinds
+from meshgen.kube import diffing, discovery, kinds
 from meshgen.kube.client import Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.ownership import ANNOTATION_DESIRED_HASH
@@ -124,31 +126,35 @@ CI_GROUP = "meshgen-appliers"
 PLATFORM_GROUP = "meshgen-platform"
 
 
-def _applier_rules() -> list[dict[str, Any]]:
-    """What ``meshgen apply|diff|delete|get|gc`` use: the stored specs and their status, the objects meshgen
-    renders, and reading (never writing) the platform's MeshPolicy."""
-    return [
+def _applier_rules(policy: MeshPolicy, every_backend: bool = False) -> list[dict[str, Any]]:
+    """What ``meshgen apply|diff|delete|get|gc`` use: the stored specs and their status, the objects the policy's
+    backend writes and edits (forks and their policy copies included; with ``every_backend``, what any backend
+    does), reading the rest of the baseline (Argo Rollouts, the other backend's routing objects), and reading
+    (never writing) the platform's MeshPolicy."""
+    rules: list[dict[str, Any]] = [
         {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes", "routegroups"], "verbs": _VERBS_OWNED},
         {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes/status", "routegroups/status"], "verbs": ["update"]},
         {"apiGroups": ["meshgen.dev"], "resources": ["meshpolicies"], "verbs": ["list"]},
-        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": _VERBS_OWNED},
-        {"apiGroups": [""], "resources": ["services"], "verbs": _VERBS_OWNED},
-        {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices", "destinationrules", "envoyfilters"],
-         "verbs": _VERBS_OWNED},
-        # copies of the label-keyed policies that govern a forked workload
-        {"apiGroups": ["security.istio.io"],
-         "resources": ["authorizationpolicies", "peerauthentications", "requestauthentications"],
-         "verbs": _VERBS_OWNED},
-        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": _VERBS_OWNED},
-        # Argo Rollouts are read (a Rollout's fork is a Deployment), never written
-        {"apiGroups": ["argoproj.io"], "resources": ["rollouts"], "verbs": ["list"]},
     ]
+    written = backends.rendered_kinds() if every_backend else backends.of(policy).kinds
+    rules += _by_group(written, _VERBS_OWNED)
+    rules += _by_group([k for k in discovery.listed_kinds(policy) if k not in written], ["list"])
+    return rules
 
 
-def _platform_rules() -> list[dict[str, Any]]:
+def _by_group(found: Iterable[kinds.Kind], verbs: list[str]) -> list[dict[str, Any]]:
+    """One rule per API group (in the order the groups first appear) for ``verbs`` on these kinds."""
+    groups: dict[str, list[str]] = {}
+    for kind in found:
+        groups.setdefault(kind.group, []).append(kind.plural)
+    return [{"apiGroups": [group], "resources": plurals, "verbs": list(verbs)} for group, plurals in groups.items()]
+
+
+def _platform_rules(policy: MeshPolicy) -> list[dict[str, Any]]:
     """What ``meshgen install`` uses besides: the CRDs, the MeshPolicy, the admission policy and its binding
-    (and, to reconcile every host after a policy change, everything an applier may do)."""
-    rules = _applier_rules()
+    (and, to reconcile every host after a policy change, everything an applier of any backend may do: a change of
+    ``spec.backend`` removes the routes the old one wrote)."""
+    rules = _applier_rules(policy, every_backend=True)
     rules[2] = {"apiGroups": ["meshgen.dev"], "resources": ["meshpolicies"], "verbs": _VERBS_OWNED}
     return [
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
@@ -171,7 +177,7 @@ def rbac(policy: MeshPolicy = DEFAULT_POLICY, subject_group: str = CI_GROUP,
     meshgen never lists Secrets."""
     name = "meshgen-platform" if platform else "meshgen-applier"
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": name}, "rules": _platform_rules() if platform else _applier_rules()}
+            "metadata": {"name": name}, "rules": _platform_rules(policy) if platform else _applier_rules(policy)}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": name},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},

@@ -5,8 +5,8 @@ What counts as "unchanged" decides whether a no-op apply makes zero writes:
 - an object meshgen owns is unchanged when the hash of what meshgen wants (``meshgen.dev/desired-hash``, written
   with it) matches; the server's defaults (``imagePullPolicy``, ``clusterIP``...) never show up as changes, and a
   field meshgen stops setting is still noticed (the hash moves).
-- a user's VirtualService is unchanged when its spec equals the one meshgen computed from it and meshgen's
-  annotation lists the same routes.
+- a user's routing object (a VirtualService, an HTTPRoute) is unchanged when its spec equals the one meshgen
+  computed from it and meshgen's annotation lists the same routes.
 
 The fencing annotation (``meshgen.dev/computed-from``) never counts: writing it alone would be a useless write.
 """
@@ -32,6 +32,7 @@ from meshgen.ownership import (
     ANNOTATION_COMPUTED_FROM,
     ANNOTATION_DESIRED_HASH,
     ANNOTATION_ROUTES,
+    ROUTE_LISTS,
     is_owned,
     meshgen_route_names,
     without_meshgen_routes,
@@ -69,7 +70,7 @@ class Change:
     def summary(self) -> str:
         """kubectl-style: ``deployment.apps/x -n ns created``, ``virtualservice... configured (1 route added)``."""
         verb = {Action.CREATE: "created", Action.UPDATE: "configured", Action.DELETE: "deleted"}[self.action]
-        detail = route_delta(self.live, self.desired) if self.ref.kind == "VirtualService" else ""
+        detail = route_delta(self.live, self.desired) if self.ref.kind in ROUTE_LISTS else ""
         return f"{self.ref} {verb}{detail}"
 
     def target(self) -> JsonObject | None:
@@ -185,7 +186,7 @@ def updated(live: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
     """``live`` changed into ``desired``, keeping the server's metadata.
 
     Objects meshgen owns take desired's labels, annotations and body wholesale (the server re-applies its
-    defaults). A user's VirtualService keeps its own labels and annotations; only meshgen's annotations and the
+    defaults). A user's routing object keeps its own labels and annotations; only meshgen's annotations and the
     spec (where only meshgen's routes differ) are taken from ``desired``."""
     meta = dict(live["metadata"])
     desired_meta = desired.get("metadata") or {}
@@ -214,7 +215,7 @@ def updated(live: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
 
 
 def restored(live: Mapping[str, Any]) -> JsonObject:
-    """A user's VirtualService with every meshgen route and annotation removed: exactly the user's spec."""
+    """A user's routing object with every meshgen route and annotation removed: exactly the user's spec."""
     body = without_meshgen_routes(live)
     meta = dict(body["metadata"])
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
@@ -243,7 +244,7 @@ def change_for(desired: JsonObject | None, live: JsonObject | None) -> Change | 
             return None
         if is_owned(live):
             return Change(Action.DELETE, Ref.of(live), None, live)
-        if live.get("kind") == "VirtualService" and annotation(live, ANNOTATION_ROUTES) is not None:
+        if live.get("kind") in ROUTE_LISTS and annotation(live, ANNOTATION_ROUTES) is not None:
             return Change(Action.UPDATE, Ref.of(live), restored(live), live)
         return None
     ref = Ref.of(desired)
@@ -259,7 +260,8 @@ def change_for(desired: JsonObject | None, live: JsonObject | None) -> Change | 
 
 def changes(desired: Iterable[JsonObject], live: Mapping[Ref, JsonObject]) -> list[Change]:
     """Every change from ``live`` to ``desired``: creates and updates for desired objects, deletes for owned
-    objects no longer desired, restores for user VirtualServices meshgen no longer edits."""
+    objects no longer desired (of any kind some backend writes), restores for users' routing objects meshgen no
+    longer edits."""
     wanted = {Ref.of(o): o for o in desired}
     out = [c for ref, body in wanted.items() if (c := change_for(body, live.get(ref))) is not None]
     for ref, body in live.items():

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshgen import backends
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import Baseline
 from meshgen.documents import Document, JsonObject
@@ -28,8 +29,10 @@ from meshgen.spec.loading import Specs, load_specs, validate_document
 from meshgen.spec.models import MeshPolicy
 
 CLUSTER_SOURCE = "cluster"
-_BASELINE_KINDS = (kinds.DEPLOYMENT, kinds.STATEFUL_SET, kinds.ROLLOUT, kinds.SERVICE, kinds.VIRTUAL_SERVICE,
-                   kinds.DESTINATION_RULE, *kinds.POLICIES)
+# What the baseline is read from, whatever the backend: workloads, Services, every kind of routing object (a
+# backend must know of the others' routes to a host: istiod applies only one of them) and traffic policies.
+BASELINE_KINDS = (kinds.DEPLOYMENT, kinds.STATEFUL_SET, kinds.ROLLOUT, kinds.SERVICE, kinds.VIRTUAL_SERVICE,
+                  kinds.HTTP_ROUTE, kinds.GRPC_ROUTE, kinds.DESTINATION_RULE, *kinds.POLICIES)
 
 
 def revision(resource_version: str) -> int | None:
@@ -110,17 +113,24 @@ def list_specs(client: Client) -> StoredSpecs:
     return StoredSpecs(sandboxes.items, groups.items, resource_version, policies.items)
 
 
+def listed_kinds(policy: MeshPolicy) -> tuple[kinds.Kind, ...]:
+    """What a command lists: every kind the policy's backend writes or edits, then the rest of the baseline's."""
+    return tuple(dict.fromkeys((*backends.of(policy).kinds, *BASELINE_KINDS)))
+
+
 def observe(client: Client, namespaces: Sequence[str], policy_of: Callable[[StoredSpecs], MeshPolicy]) -> ClusterState:
-    """Stored specs and the policy ``policy_of`` picks from them, then every object of a kind meshgen renders
-    (workloads, Services, VirtualServices, DestinationRules, EnvoyFilters, label-keyed policies) and of the optional
-    kinds it reads (Argo Rollouts, when the cluster serves them): all namespaces, or only ``namespaces`` plus the
-    policy's filter namespace for EnvoyFilters; and the one Secret the policy names, if any (read by name: meshgen
-    never lists Secrets)."""
+    """Stored specs and the policy ``policy_of`` picks from them, then every object of a kind the policy's backend
+    writes or edits (workloads, Services, its routing objects, DestinationRules, EnvoyFilters, label-keyed
+    policies) and of the kinds the baseline is read from (:data:`BASELINE_KINDS`; one the cluster does not serve and
+    the backend does not write, such as Argo Rollouts or HTTPRoutes without their CRD, has none): all namespaces,
+    or only ``namespaces`` plus the policy's filter namespace for EnvoyFilters; and the one Secret the policy
+    names, if any (read by name: meshgen never lists Secrets)."""
     stored = list_specs(client)
     policy = policy_of(stored)
     filter_namespace, secret = policy.spec.filter_namespace, policy.spec.ingress.token_secret
+    written = backends.of(policy).kinds
     live: dict[Ref, JsonObject] = {}
-    for kind in (*kinds.RENDERED, *kinds.OPTIONAL):
+    for kind in listed_kinds(policy):
         scopes: Iterable[str | None] = namespaces or (None,)
         if namespaces and kind is kinds.ENVOY_FILTER:
             scopes = sorted({*namespaces, filter_namespace})
@@ -128,14 +138,13 @@ def observe(client: Client, namespaces: Sequence[str], policy_of: Callable[[Stor
             try:
                 listing = client.list(kind, scope)
             except NotFound as exc:
-                if kind in kinds.OPTIONAL:
+                if kind not in written:
                     break  # the CRD is not installed: there are none
-                if not kind.group.endswith("istio.io"):
-                    raise
-                raise ClusterError(f"{exc}; Istio's CRDs are not installed in this cluster") from exc
+                raise ClusterError(f"{exc}; the CRD of {kind.display} is not installed in this cluster, and the "
+                                   f"MeshPolicy's backend {policy.spec.backend.value} writes it") from exc
             for item in listing.items:
                 live[Ref.of(item)] = item
-    objects = [o for r, o in sorted(live.items()) if r.api in _BASELINE_KINDS]
+    objects = [o for r, o in sorted(live.items()) if r.api in BASELINE_KINDS]
     if secret is not None:
         with contextlib.suppress(NotFound):  # the planner reports a missing Secret, with the fix
             objects.append(client.get(Ref("Secret", secret.namespace, secret.name)))

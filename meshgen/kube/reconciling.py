@@ -36,8 +36,7 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meshgen import compiler
-from meshgen.backends.istio import ENVOY_FILTER_NAME
+from meshgen import backends, compiler
 from meshgen.baseline.loading import baseline_from_objects
 from meshgen.baseline.model import SECRET, Baseline
 from meshgen.documents import JsonObject, locate_all
@@ -185,8 +184,8 @@ class Reconciler:
                                               if (e.kind.value, e.name) not in mine}
         left_out.update(refusals or {})
         policy = state.policy
-        step = transition.step(policy.spec.routing_header, state.live,
-                               Ref("EnvoyFilter", policy.spec.filter_namespace, ENVOY_FILTER_NAME))
+        backend = backends.of(policy)
+        step = transition.of_cluster(policy, backend, state.live)
         seniority = discovery.seniority(state.stored)
         while True:
             kept = _without(specs, left_out)
@@ -195,19 +194,20 @@ class Reconciler:
             except InvalidInput as exc:
                 raise locate_all(exc, texts) from None
             plan = dataclasses.replace(plan, header_change=step.change())
-            desired = self._desired(plan, state.stored.resource_version, step)
+            desired = self._desired(plan, state.stored.resource_version, step, backend)
             foreign = self._foreign(desired, state.live, mine)
             if not foreign:
                 break
             left_out.update(foreign)
         excluded = sorted([*left_out.values(), *plan.excluded], key=lambda e: (e.kind.value, e.name))
-        changes = ordering.ordered(diffing.changes(desired, state.live))
+        changes = ordering.ordered(diffing.changes(desired, state.live), backend.order)
         return Round(state, kept, plan, tuple(desired), tuple(changes), tuple(excluded), step)
 
     @staticmethod
-    def _desired(plan: Plan, list_revision: str, step: transition.Step) -> list[JsonObject]:
-        """Every object the plan renders to, with meshgen's bookkeeping annotations."""
-        return [diffing.decorate(o, list_revision) for o in transition.annotate(compiler.render(plan), step)]
+    def _desired(plan: Plan, list_revision: str, step: transition.Step, backend: backends.Backend) -> list[JsonObject]:
+        """Every object the backend renders the plan to, with meshgen's bookkeeping annotations."""
+        rendered = compiler.render(plan, backend.name)
+        return [diffing.decorate(o, list_revision) for o in transition.annotate(rendered, step, backend.routes)]
 
     @staticmethod
     def _foreign(desired: Iterable[JsonObject], live: Mapping[Ref, JsonObject],
@@ -346,20 +346,21 @@ class Reconciler:
         return outcome
 
     def _recompute(self, current: Round) -> patching.Recompute:
-        """On conflict, a user's VirtualService is replanned from its fresh live object (so an edit someone
-        made meanwhile is kept); what meshgen owns does not depend on the live object."""
+        """On conflict, a user's routing object (one the backend edits) is replanned from its fresh live object (so
+        an edit someone made meanwhile is kept); what meshgen owns does not depend on the live object."""
         state = current.state
+        backend = backends.of(state.policy)
 
         def recompute(change: Change, live: JsonObject | None) -> JsonObject | None:
-            if change.ref.kind == "VirtualService" and live is not None and not is_owned(live):
+            if backend.edits_kind(change.ref.kind) and live is not None and not is_owned(live):
                 plan = isolating_plan(current.specs, _with_object(state, change.ref, live), state.policy,
                                       _ids(current.specs), discovery.seniority(state.stored))
                 plan = dataclasses.replace(plan, header_change=current.step.change())
-                found = [o for o in self._desired(plan, state.stored.resource_version, current.step)
+                found = [o for o in self._desired(plan, state.stored.resource_version, current.step, backend)
                          if Ref.of(o) == change.ref]
                 return found[0] if found else None
             if live is None and change.desired is not None and not is_owned(change.desired):
-                return None  # a user's VirtualService that is gone: nothing left to edit
+                return None  # a user's routing object that is gone: nothing left to edit
             return change.desired
 
         return recompute

@@ -1,7 +1,7 @@
 """What a stored Sandbox or RouteGroup says about itself: ``status`` (the status subresource).
 
 Every cluster command ends by writing the status of each stored spec whose status changed: its routing key, the
-hosts it claims, the objects meshgen made for it (forks, Services, DestinationRules, the VirtualServices carrying
+hosts it claims, the objects meshgen made for it (forks, Services, DestinationRules, the routing objects carrying
 its routes; a route group's member sandboxes), and ``conditions``, a list (a later ``Ready`` joins
 ``Reconciled``) in the Kubernetes convention: ``type``, ``status`` True/False, ``reason``, ``message``,
 ``observedGeneration``, ``lastTransitionTime`` (kept while ``status`` stays the same).
@@ -65,14 +65,16 @@ class Outcome:
         for claim in plan.claims:
             hosts.setdefault(claim.owner, set()).add(claim.host)
             members.setdefault(claim.owner, set()).add(claim.sandbox)
-        tables: dict[tuple[str, str], set[Owner]] = {}
+        tables: dict[tuple[str, str, str], set[Owner]] = {}
         for table in plan.tables:
-            tables[(table.namespace, table.name)] = {r.owner for r in table.sandbox_routes if r.owner is not None}
+            owners = {r.owner for r in table.sandbox_routes if r.owner is not None}
+            tables[(table.kind, table.namespace, table.name)] = owners
         objects: dict[tuple[str, str], list[JsonObject]] = {}
         for body in rendered:
             meta = body["metadata"]
-            if body["kind"] == "VirtualService":
-                for owner in tables.get((meta.get("namespace"), meta["name"]), ()):
+            table_key = (str(body["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
+            if table_key in tables:
+                for owner in tables[table_key]:
                     objects.setdefault((owner.kind.value, owner.name), []).append(_object(body))
             elif (meta.get("labels") or {}).get(LABEL_SANDBOX):
                 objects.setdefault((OwnerKind.SANDBOX.value, meta["labels"][LABEL_SANDBOX]), []).append(_object(body))

@@ -55,6 +55,7 @@ from meshgen.ownership import (
 from meshgen.plan import pods, policies
 from meshgen.plan.model import Fork, ForkService, Host, ServicePort
 from meshgen.plan.patching import PatchFailed, apply_patch
+from meshgen.plan.sources import Sources
 from meshgen.plan.traffic_policy import HostPolicies
 from meshgen.spec import models as spec
 from meshgen.spec.models import ENV_ROUTING_KEY, ENV_SANDBOX, RESERVED_ENV
@@ -131,7 +132,7 @@ def build_fork(
     _set_identity(body, sandbox.name, routing_key, where.at("customizations", "patch"))
     _check_isolated(baseline, original, body, where)
 
-    traffic = traffic or HostPolicies(baseline, cluster_domain)
+    traffic = traffic or HostPolicies(baseline, Sources(baseline, cluster_domain), cluster_domain)
     services = tuple(
         _fork_service(svc, sandbox.name, selector, cluster_domain, ref, hosts or {}, traffic, original,
                       original_labels) for svc in fronting

@@ -4,8 +4,10 @@ A Plan says, independently of any mesh's resource format:
 - which forks exist (a derived Deployment and one Service per baseline Service that fronted the original);
 - which routing keys claim which baseline hosts, and where each claim sends the request (a fork host, or the
   baseline itself for a virtual workload);
-- for every route table that reaches a claimed host (a user's VirtualService, or one meshgen will own), the final
-  order of routes: which baseline route each sandbox route copies, and where it sits.
+- for every route table that reaches a claimed host (a user's VirtualService or HTTPRoute, or one meshgen will
+  own), the final order of routes: which baseline route each sandbox route copies, where it sits and where it
+  sends (:mod:`meshgen.plan.tables`, in the neutral terms of :mod:`meshgen.plan.routing`);
+- which routes serve each host for a proxy in each namespace, as istiod picks them (:mod:`meshgen.plan.serving`).
 
 Backends render this; they never decide routing. A new backend needs no change here.
 """
@@ -15,40 +17,20 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from meshgen.baseline import protocols
 from meshgen.baseline.model import Baseline, ObjectKey, Resource
 from meshgen.documents import JsonObject
 from meshgen.errors import Problem
-from meshgen.ownership import ROUTE_PREFIX
+from meshgen.plan.owners import Owner, OwnerKind
+from meshgen.plan.sources import Sources
+from meshgen.plan.tables import CallerMatch, PlannedRoute, RouteRole, RouteTable
 from meshgen.spec.models import IngressMode, MeshPolicy, WorkloadRef
 
-
-class OwnerKind(enum.StrEnum):
-    """Who a routing key belongs to."""
-
-    SANDBOX = "Sandbox"
-    ROUTE_GROUP = "RouteGroup"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """A routing key and the sandbox or route group it belongs to."""
-
-    kind: OwnerKind
-    name: str
-    routing_key: str
-
-    @property
-    def order(self) -> tuple[int, str]:
-        """Sandboxes before route groups, then by name: the order of an owner's routes in a table."""
-        return (0 if self.kind is OwnerKind.SANDBOX else 1, self.name)
-
-    @property
-    def route_prefix(self) -> str:
-        """Prefix of the names of routes this owner adds (``meshgen-<sandbox>`` / ``meshgen-rg-<group>``)."""
-        return f"{ROUTE_PREFIX}{self.name}" if self.kind is OwnerKind.SANDBOX else f"{ROUTE_PREFIX}rg-{self.name}"
+# Owners and route tables are defined apart (meshgen.plan.owners, meshgen.plan.tables) and read here too.
+__all__ = ["CallerMatch", "Claim", "Diagnostic", "Edge", "Exclusion", "ExclusionReason", "Fork", "ForkPolicy",
+           "ForkService", "HeaderChange", "Host", "Owner", "OwnerKind", "Plan", "PlannedRoute", "RouteRole",
+           "RouteTable", "ServicePort"]
 
 
 @dataclass(frozen=True)
@@ -163,72 +145,6 @@ class Claim:
         return self.target == self.host
 
 
-class RouteRole(enum.StrEnum):
-    """What a route in a planned table is."""
-
-    FAST_PATH = "fast-path"  # requests without a routing key go straight to the baseline
-    SANDBOX = "sandbox"  # a copy of a baseline route, AND-ed with one key match, redirected to forks
-    CALLER = "caller"  # a copy of a baseline route that matches the original as caller (sourceLabels): the fork
-    BASELINE = "baseline"  # the user's route (or the default route of a meshgen-owned table), unchanged
-
-
-@dataclass(frozen=True)
-class CallerMatch:
-    """How a copy matches a fork as the caller: the ``match`` blocks of the baseline route (by index) whose
-    ``sourceLabels`` select the original, each with ``sourceLabels`` replaced by ``source_labels`` (the fork's
-    selector)."""
-
-    fork: ObjectKey
-    blocks: tuple[int, ...]
-    source_labels: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class PlannedRoute:
-    """One entry of a route table, in final order.
-
-    ``baseline_index`` is the baseline route it copies or is. For sandbox routes, ``redirects`` maps each
-    claimed destination host to its target, and ``name`` is the route name meshgen gives it. ``caller`` is set on
-    a caller copy, and on the sandbox copies of one: they match the fork as the caller instead of the original.
-    """
-
-    role: RouteRole
-    baseline_index: int
-    name: str | None = None
-    owner: Owner | None = None
-    redirects: tuple[tuple[str, str], ...] = ()
-    caller: CallerMatch | None = None
-
-    @property
-    def redirect_map(self) -> Mapping[str, str]:
-        return dict(self.redirects)
-
-
-@dataclass(frozen=True)
-class RouteTable:
-    """The routes for one mesh VirtualService: the user's (edited in place) or one meshgen owns.
-
-    ``baseline_routes`` are the user's ``spec.http`` entries verbatim, or for an owned table one default route
-    to ``hosts[0]``. ``routes`` is the final order. ``namespace``/``name`` identify the VirtualService.
-    """
-
-    namespace: str
-    name: str
-    hosts: tuple[str, ...]
-    owned: bool
-    baseline_routes: tuple[JsonObject, ...] = field(compare=False, hash=False)
-    routes: tuple[PlannedRoute, ...]
-    source: Resource | None = field(default=None, compare=False, hash=False)
-
-    @property
-    def key(self) -> ObjectKey:
-        return ObjectKey("VirtualService", self.namespace, self.name)
-
-    @property
-    def sandbox_routes(self) -> tuple[PlannedRoute, ...]:
-        return tuple(r for r in self.routes if r.role is RouteRole.SANDBOX)
-
-
 @dataclass(frozen=True)
 class Edge:
     """Who may bring a routing key into the mesh at its edge (ingress gateways, the local mesh's edge listener).
@@ -305,6 +221,13 @@ class Plan:
     excluded: tuple[Exclusion, ...] = ()
     # A routing-header change still in progress on a cluster (meshgen.kube.transition); None: none.
     header_change: HeaderChange | None = None
+    # The baseline's routing objects, read once (meshgen.plan.sources); None: read on first use.
+    sources: Sources | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def routing_sources(self) -> Sources:
+        """The baseline's routing objects, read."""
+        return self.sources if self.sources is not None else Sources(self.baseline, self.policy.spec.cluster_domain)
 
     @property
     def routing_header(self) -> str:
@@ -327,9 +250,3 @@ class Plan:
     @property
     def is_empty(self) -> bool:
         return not self.claims and not self.forks
-
-
-def route_destinations(route: Mapping[str, Any]) -> list[JsonObject]:
-    """The ``route`` (weighted destinations) list of an Istio HTTP route, or empty."""
-    dests = route.get("route")
-    return [d for d in dests if isinstance(d, dict)] if isinstance(dests, list) else []

@@ -18,8 +18,9 @@ plus a ``portLevelSettings`` entry for every Service port where the merge differ
 from a port entry alone, so a port whose merged policy needs tunnel, proxyProtocol or retryBudget besides a port
 entry cannot be reproduced: meshgen says so.
 
-Which subset: the ones the baseline's VirtualServices route to for the host whose labels select the original
-(and "no subset" where a route names none). When those disagree, the first one routed to wins, with a warning.
+Which subset: the ones the baseline's routes (:mod:`meshgen.plan.sources`) send to for the host whose labels select
+the original (and "no subset" where a route names none). When those disagree, the first one routed to wins, with a
+warning.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from meshgen.baseline.model import DESTINATION_RULE, VIRTUAL_SERVICE, Baseline, ObjectKey, Resource, resolve_host
+from meshgen.baseline.model import DESTINATION_RULE, Baseline, ObjectKey, Resource, resolve_host
 from meshgen.documents import JsonObject, clone
-from meshgen.plan.model import Host, route_destinations
+from meshgen.plan.model import Host
+from meshgen.plan.sources import Sources
 
 PORT_FIELDS = ("connectionPool", "loadBalancer", "outlierDetection", "tls")
 FIELDS = (*PORT_FIELDS, "tunnel", "proxyProtocol", "retryBudget")
@@ -119,19 +121,16 @@ class ForkTraffic:
 class HostPolicies:
     """The baseline's DestinationRules and routes, indexed once per plan."""
 
-    def __init__(self, baseline: Baseline, cluster_domain: str) -> None:
+    def __init__(self, baseline: Baseline, sources: Sources, cluster_domain: str) -> None:
         self.baseline = baseline
         self.domain = cluster_domain
         # host -> the subsets routes name for it, in route order (None: a destination without a subset)
         self.routed: dict[str, list[str | None]] = {}
-        for vs in baseline.of_kind(VIRTUAL_SERVICE):
-            for route in vs.spec.get("http") or []:
-                for dest in route_destinations(route):
-                    fqdn = resolve_host(str(dest["destination"]["host"]), vs.namespace, cluster_domain)
-                    subset = dest["destination"].get("subset")
-                    routed = self.routed.setdefault(fqdn, [])
-                    if subset not in routed:
-                        routed.append(subset)
+        for _, route in sources.routes():
+            for dest in route.destinations:
+                routed = self.routed.setdefault(dest.host, [])
+                if dest.subset not in routed:
+                    routed.append(dest.subset)
         self._memo: dict[tuple[str, ObjectKey], ForkTraffic] = {}
 
     def for_fork(self, host: Host, original: Resource, labels: Mapping[str, str]) -> ForkTraffic:

@@ -405,9 +405,28 @@ class Guardrails(Model):
         return names.parse_duration(self.max_ttl) if self.max_ttl else None
 
 
+class Backend(enum.StrEnum):
+    """Which routing API meshgen writes on a cluster."""
+
+    ISTIO = "istio"  # Istio VirtualServices (with DestinationRules and the normaliser's EnvoyFilter)
+    GATEWAY_API = "gateway-api"  # Gateway API HTTPRoutes and GRPCRoutes (GAMMA: parentRefs to Services)
+
+
+class Target(enum.StrEnum):
+    """The data plane that runs the routes: what it can do decides what meshgen can promise
+    (:mod:`meshgen.plan.targets`)."""
+
+    ISTIO_SIDECAR = "istio-sidecar"  # Envoy sidecars and gateways configured by istiod: EnvoyFilters run
+    ISTIO_AMBIENT = "istio-ambient"  # ztunnel and waypoint proxies: HTTPRoutes, no EnvoyFilter
+    LINKERD = "linkerd"  # Linkerd's proxies: HTTPRoutes (and GRPCRoutes), no EnvoyFilter
+    GENERIC = "generic"  # any GAMMA implementation: the Gateway API's core features only
+
+
 class MeshPolicySpec(Model):
     """How routing keys travel, who may set them, what sandboxes may do, and where meshgen's shared objects live."""
 
+    backend: Backend = Backend.ISTIO
+    target: Target = Target.ISTIO_SIDECAR
     routing_header: KeyHeader = Field(default=DEFAULT_ROUTING_HEADER, alias="routingHeader")
     propagation: tuple[PropagationSource, ...] = Field(default=DEFAULT_PROPAGATION, min_length=1)
     filter_namespace: DnsLabel = Field(default="istio-system", alias="filterNamespace")
@@ -421,6 +440,23 @@ class MeshPolicySpec(Model):
         if len(set(seen)) != len(seen):
             raise ValueError("propagation lists the same source twice")
         return self
+
+    @model_validator(mode="after")
+    def _backend_runs_on_target(self) -> MeshPolicySpec:
+        mismatch = self.backend_mismatch()
+        if mismatch is not None:
+            raise FieldProblem(*mismatch)
+        return self
+
+    def backend_mismatch(self) -> tuple[str, str] | None:
+        """Why the backend cannot run on the target, and the fix (None: it can). Checked when a policy is read,
+        and again for a compile whose ``--backend`` replaces the policy's."""
+        if self.backend is Backend.ISTIO and self.target is not Target.ISTIO_SIDECAR:
+            return (f"backend istio needs target istio-sidecar (got {self.target.value}): it writes VirtualServices "
+                    "and an EnvoyFilter that runs the routing-key normaliser, and only Istio's sidecars and gateways "
+                    "run EnvoyFilters",
+                    f"use backend: gateway-api with target: {self.target.value}")
+        return None
 
 
 class MeshPolicy(Model):

@@ -20,7 +20,7 @@ from typing import Any
 
 from meshgen.documents import parse_documents
 from meshgen.errors import EnvironmentProblem
-from meshgen.testenv import pki, processes
+from meshgen.testenv import binaries, pki, processes
 from meshgen.testenv.binaries import Binaries
 
 STATE_FILE = "state.json"
@@ -72,6 +72,8 @@ class ControlPlane:
             self.start_apiserver()
             self.write_kubeconfig(self.kubeconfig, self.credentials.admin)
             self.install_manifests(self.binaries.istio_crds.read_text(), str(self.binaries.istio_crds))
+            for crds in binaries.gateway_api_crds():  # HTTPRoutes for the gateway-api backend, when available
+                self.install_manifests(crds.read_text(), str(crds))
             self.create_namespace(ISTIO_NAMESPACE)
             self.save_state()
         except BaseException:

@@ -18,7 +18,9 @@ reconciler, routed by upstream Envoy sidecars that istiod configures. The "via i
    ``Sidecar`` resource binding its outbound listeners to its own loopback address. A workload reaches the
    services it calls through its own sidecar (its directory points there);
 6. the edge: the Gateway ``istio-system/meshgen-edge`` (and one like it for each other gateway the case's
-   VirtualServices name) and the router Envoy that serves it (:mod:`meshgen.testenv.gateway`);
+   VirtualServices name) and the router Envoy that serves it (:mod:`meshgen.testenv.gateway`); a case with a Gateway
+   API Gateway is refused up front (:class:`~meshgen.errors.CannotRun`, its traffic reported as skipped), as
+   istiod serves one on a listener without a bind address;
 7. ready means: every proxy connected and every type acked (``/debug/syncz``), no NACK, and every proxy's
    accepted configuration holding exactly the case's Services as clusters (with the endpoints their selectors
    pick), every named route of the VirtualServices exported to it (for the router: of the gateway-bound ones), the
@@ -57,7 +59,7 @@ from types import TracebackType
 from typing import Any
 
 from meshgen import traffic
-from meshgen.backends import envoy_routes, normaliser
+from meshgen.backends import normaliser
 from meshgen.backends.localmesh import (
     EDGE_PORT,
     TEST_CLIENT,
@@ -77,6 +79,7 @@ from meshgen.baseline.model import (
     AUTHORIZATION_POLICY,
     DESTINATION_RULE,
     GATEWAY,
+    KUBERNETES_GATEWAY,
     PEER_AUTHENTICATION,
     REQUEST_AUTHENTICATION,
     ROLLOUT,
@@ -87,13 +90,15 @@ from meshgen.baseline.model import (
     selects,
 )
 from meshgen.documents import Document, JsonObject
-from meshgen.errors import EnvironmentProblem, Location
+from meshgen.errors import CannotRun, EnvironmentProblem, Location
 from meshgen.kube import discovery, installing, kinds
 from meshgen.kube.client import AlreadyExists, Client, NotFound
 from meshgen.kube.kinds import Ref
 from meshgen.kube.reconciling import NewSpecs, Reconciler
 from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX, is_owned
+from meshgen.plan import http_routes, serving, specificity
 from meshgen.plan.model import Host, Plan
+from meshgen.plan.routing import Route
 from meshgen.spec.loading import load_specs
 from meshgen.spec.models import MeshPolicy
 from meshgen.testenv import binaries, controlplane, gateway, networks, processes, rollouts, sidecars, workloads
@@ -155,6 +160,7 @@ class IstioMesh:
         hosts = all_hosts(plan)
         _check_ports(hosts)
         _check_transport(plan)
+        _check_edge(plan)
         self._retire({(str(d.get("kind")), str((d.get("metadata") or {}).get("name"))) for d in specs})
         self.namespaces, self.policy, self.hosts = namespaces, plan.policy, hosts
         # A baseline object may live where no workload or host does (a VirtualService in a tools namespace);
@@ -418,6 +424,7 @@ class IstioMesh:
     def _wait_configured(self) -> None:
         """Wait until every proxy holds this case's configuration (and nothing left from an earlier one)."""
         clusters, routes, filtered = self._expected()
+        gamma = self._gamma_routes()
         suffixes = tuple(f".{ns}.svc.{self._domain}" for ns in self.namespaces)
         missing: dict[str, str] = {}
 
@@ -431,7 +438,7 @@ class IstioMesh:
             router = proxy.proxy.kind == "router"
             caller = Caller(proxy.proxy.namespace, proxy.proxy.labels, proxy.proxy.address)
             wanted = {name for table in routes.get(_EDGE if router else proxy.proxy.namespace, [])
-                      for name in _held(table, caller)}
+                      for name in _held(table, caller)} | (set() if router else gamma)
             lost = wanted - proxy.route_names()
             has_filter = normaliser.FILTER_NAME in proxy.listener_text()
             inbound = proxy.proxy.inbound
@@ -456,6 +463,26 @@ class IstioMesh:
     @property
     def _domain(self) -> str:
         return self.policy.spec.cluster_domain if self.policy is not None else "cluster.local"
+
+    def _gamma_routes(self) -> set[str]:
+        """The names of the routes istiod gives every sidecar from the HTTPRoutes and GRPCRoutes stored in the
+        case's namespaces that attach to a Service there (GAMMA producer routes): per Service, in the order istiod
+        sorts them (:mod:`meshgen.plan.specificity`), up to the first catch-all (istiod drops what follows)."""
+        by_host: dict[str, list[tuple[Route, int]]] = {}
+        for kind in (kinds.HTTP_ROUTE, kinds.GRPC_ROUTE):
+            for ns in self.namespaces:
+                for body in self._list(kind, ns):
+                    resource = Resource(ObjectKey(kind.kind, ns, body["metadata"]["name"]), body)
+                    for host in http_routes.parents(resource, self._domain).hosts:
+                        by_host.setdefault(host, []).extend((r, 0) for r in http_routes.routes_of(resource,
+                                                                                                   self._domain))
+        names: set[str] = set()
+        for entries in by_host.values():
+            for route in specificity.ordered(entries):
+                names.add(str(route.name))
+                if serving.is_catch_all(route):
+                    break
+        return names
 
     def _expected(self) -> tuple[dict[str, set[str]], dict[str, list[list[JsonObject]]], bool]:
         """From the cluster as it is now: each Service port's cluster with the addresses of the WorkloadEntries
@@ -505,12 +532,19 @@ def _held(routes: Sequence[JsonObject], caller: Caller) -> set[str]:
     sourceNamespace), up to and including the first that is a catch-all for it; istiod drops everything after."""
     held: set[str] = set()
     for route in routes:
-        blocks = [b for b in route.get("match") or [{}] if envoy_routes.applies_to(b, caller)]
+        blocks = [b for b in route.get("match") or [{}] if _applies_to(b, caller)]
         if blocks and route.get("name"):
             held.add(str(route["name"]))
         if any(_catch_all(b) for b in blocks):
             break
     return held
+
+
+def _applies_to(block: Mapping[str, Any], caller: Caller) -> bool:
+    """Whether a match block applies to the caller's proxy (istiod's ``sourceMatchHTTP``)."""
+    labels = block.get("sourceLabels") or {}
+    return all(caller.labels.get(k) == v for k, v in labels.items()) and block.get("sourceNamespace") in (
+        None, "", caller.namespace)
 
 
 def _catch_all(block: Mapping[str, Any]) -> bool:
@@ -568,6 +602,18 @@ def _check_transport(plan: Plan) -> None:
                 "have, so the cluster never warms and the sidecar is never ready; SIMPLE and MUTUAL originate TLS "
                 "to the workload itself, and the echo workloads speak plaintext. Run this case --via envoy (it "
                 "accepts tls as transport-only, with a warning)")
+
+
+def _check_edge(plan: Plan) -> None:
+    """Refuse, up front and saying why, a Gateway API Gateway: this environment's edge cannot serve one."""
+    for found in plan.baseline.of_kind(KUBERNETES_GATEWAY):
+        raise CannotRun(
+            f"Gateway {found.namespace}/{found.name} (gateway.networking.k8s.io) is one the istio test environment "
+            "cannot serve: istiod gives a Gateway API Gateway's listeners to the proxies behind the Service its "
+            "deployment controller creates for it (or, deployed by hand, the one its spec.addresses names), with no "
+            "bind address, so they would listen on 0.0.0.0 beside every other loopback listener of the machine; "
+            "the router here serves Istio Gateways bound to its own address only. The Envoy backend's mesh routes "
+            "it (--via envoy)")
 
 
 def _creation_order(resources: Sequence[Resource]) -> list[tuple[Resource, bool]]:
@@ -657,6 +703,7 @@ def refusal(plan: Plan) -> str | None:
     """Why this environment cannot run ``plan`` (what :meth:`IstioMesh.apply` would refuse up front), or None."""
     try:
         _check_transport(plan)
+        _check_edge(plan)
     except EnvironmentProblem as exc:
         return str(exc)
     return None

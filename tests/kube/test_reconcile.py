@@ -9,7 +9,7 @@ import pytest
 
 from meshgen.kube import kinds
 from meshgen.kube.reconciling import DryRun
-from tests.kube.conftest import Cluster, EditsFirst
+from tests.kube.conftest import Cluster, EditsFirst, assert_restored
 
 pytestmark = pytest.mark.kube
 
@@ -77,9 +77,7 @@ def test_removing_the_last_sandbox_restores_the_user_virtual_service_exactly(clu
     result = cluster.meshgen("delete", *names)
     assert result.returncode == 0, result.stderr
     restored = cluster.get("VirtualService", "reviews")
-    assert json.dumps(restored["spec"], sort_keys=False) == json.dumps(original["spec"], sort_keys=False)
-    assert restored["metadata"].get("annotations") == original["metadata"].get("annotations")
-    assert restored["metadata"].get("labels") == original["metadata"].get("labels")
+    assert_restored(restored, original)
     assert not cluster.exists("Deployment", f"reviews-v1-{names[0]}")
 
 
