@@ -53,9 +53,11 @@ fuzz: $(STAMP)
 golden: $(STAMP)
 	$(BIN)/meshgen golden
 
-## golden-istio: every golden case's traffic through meshgen apply, a local kube-apiserver and real istiod
+## golden-istio: every golden case's traffic through meshgen apply, a local kube-apiserver and real istiod, for
+## each backend (make test runs the same through tests/kube/test_istio.py)
 golden-istio: $(STAMP) testenv
 	$(BIN)/meshgen golden --via istio
+	$(BIN)/meshgen golden --via istio --backend gateway-api
 
 ## golden-update: rewrite golden expectations from the current compiler; review with git diff
 golden-update: $(STAMP)

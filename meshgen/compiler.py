@@ -32,7 +32,7 @@ from meshgen.errors import InvalidInput, Location, Problem
 from meshgen.plan.model import Plan
 from meshgen.plan.planning import build_plan
 from meshgen.spec.loading import DEFAULT_NAMESPACE, Specs, load_policy, load_specs, with_namespace
-from meshgen.spec.models import MeshPolicy
+from meshgen.spec.models import Backend, MeshPolicy
 
 OutputFormat = Literal["yaml", "json"]
 
@@ -154,6 +154,17 @@ def read_inputs(
     if problems or policy is None:
         raise InvalidInput(problems)
     return Inputs(specs, baseline, policy, texts, tuple(d.body for d in documents))
+
+
+def for_backend(inputs: Inputs, backend: str | None) -> Inputs:
+    """The inputs compiled for ``backend`` (``compile --backend``): a backend a MeshPolicy can name
+    (``istio``, ``gateway-api``) replaces the policy's; any other (the local mesh's ``envoy``) renders the plan
+    of the policy's own."""
+    if backend is None or backend not in backends.CLUSTER_BACKENDS or backend == inputs.policy.spec.backend.value:
+        return inputs
+    # Not revalidated here: a backend the policy's target cannot run is reported by the planner, at spec.target.
+    spec = inputs.policy.spec.model_copy(update={"backend": Backend(backend)})
+    return dataclasses.replace(inputs, policy=inputs.policy.model_copy(update={"spec": spec}))
 
 
 def plan_of(inputs: Inputs) -> Plan:

@@ -119,6 +119,10 @@ class EnvironmentProblem(MeshgenError):
     """Something outside meshgen's input is missing: a binary, a free port, a toolchain."""
 
 
+class CannotRun(EnvironmentProblem):
+    """A test environment cannot run what it was given, and says why (reported as skipped, never as passed)."""
+
+
 class ChecksFailed(MeshgenError):
     """Checks ran and some failed (golden cases, traffic expectations); the report is already printed, the
     message sums it up."""

@@ -6,10 +6,15 @@ with neither must compile. A case whose compile warns has ``expected-warnings.tx
 line); one without that file must not warn. ``update`` rewrites the expectations from the current output, for
 review in a diff.
 
+Expectations are for the backend the case's policy names (``istio`` without a policy). For every other backend a
+MeshPolicy can name, ``backends/<name>/`` holds the same three files, for the case compiled with that backend
+(``meshgen golden --backend <name>``): what it writes, or why it cannot express the case.
+
 A case that routes also has ``traffic.yaml`` (requests and what must answer them, see :mod:`meshgen.traffic`) and
 optionally ``topology.yaml``; given a running mesh, :func:`check` applies the case to it and sends every request.
 The mesh is passed in (anything with ``apply`` and ``send``: the plain-Envoy mesh or the istiod mesh of
-:mod:`meshgen.testenv`), so this module starts no process itself.
+:mod:`meshgen.testenv`), so this module starts no process itself. A mesh that cannot run a case says why
+(:class:`~meshgen.errors.CannotRun`): the case's traffic is then reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from typing import Any, Protocol
 from meshgen import compiler, traffic
 from meshgen.backends import localmesh
 from meshgen.documents import JsonObject
-from meshgen.errors import InvalidInput, Location, MeshgenError
+from meshgen.errors import CannotRun, InvalidInput, Location, MeshgenError
 from meshgen.plan.model import Plan
+from meshgen.spec.loading import Specs
+from meshgen.spec.models import DEFAULT_POLICY
 
 SANDBOXES = "sandboxes.yaml"
 BASELINE = "baseline"
@@ -32,6 +39,7 @@ POLICY = "policy.yaml"
 EXPECTED = "expected.yaml"
 EXPECTED_ERROR = "expected-error.txt"
 EXPECTED_WARNINGS = "expected-warnings.txt"
+BACKENDS = "backends"
 TRAFFIC = "traffic.yaml"
 TOPOLOGY = "topology.yaml"
 
@@ -64,6 +72,23 @@ class Case:
         path = self.path / TRAFFIC
         return path if path.exists() else None
 
+    def expectations(self, backend: str | None = None) -> Path:
+        """Where the expectations for ``backend`` are (None: the case's own backend)."""
+        if backend is None or backend == self.backend:
+            return self.path
+        return self.path / BACKENDS / backend
+
+    @property
+    def backend(self) -> str:
+        """The backend the case's policy names (the top-level expectations are its; an unreadable policy: the
+        default, and the compile says what is wrong with it)."""
+        if self.policy is None:
+            return DEFAULT_POLICY.spec.backend.value
+        try:
+            return compiler.read_policy(str(self.policy), Specs())[0].spec.backend.value
+        except InvalidInput:
+            return DEFAULT_POLICY.spec.backend.value
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -82,11 +107,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Result:
-    """The verdict on one case."""
+    """The verdict on one case (``skipped``: its traffic could not run in this mesh, ``detail`` says why)."""
 
     case: Case
     ok: bool
     detail: str = ""
+    skipped: bool = False
 
 
 def discover(root: Path, names: Sequence[str] = ()) -> list[Case]:
@@ -110,28 +136,33 @@ def discover(root: Path, names: Sequence[str] = ()) -> list[Case]:
     return found
 
 
-def compile_case(case: Case) -> Outcome:
-    """Compile a case the way ``meshgen compile`` would; errors are rendered with case-relative paths."""
+def compile_case(case: Case, backend: str | None = None) -> Outcome:
+    """Compile a case the way ``meshgen compile [--backend B]`` would; errors are rendered with case-relative
+    paths."""
     baseline = case.path / BASELINE
     try:
-        inputs = compiler.read_inputs(
+        inputs = compiler.for_backend(compiler.read_inputs(
             [str(case.path / SANDBOXES)],
             [str(baseline)] if baseline.exists() else [],
             str(case.policy) if case.policy else None,
-        )
+        ), backend)
         plan = compiler.plan_of(inputs)
         return Outcome(compiler.dump(compiler.render(plan)), None, plan, inputs.documents)
     except InvalidInput as exc:
         return Outcome(None, exc.render().replace(f"{case.path}/", "") + "\n")
 
 
-def check(case: Case, mesh: Mesh | None = None) -> Result:
-    """Compare a case's compile outcome with its expectation; with a ``mesh``, also check its traffic."""
-    outcome = compile_case(case)
-    result = _check_compile(case, outcome)
+def check(case: Case, mesh: Mesh | None = None, backend: str | None = None) -> Result:
+    """Compare a case's compile outcome (for ``backend``; None: the case's own) with its expectation; with a
+    ``mesh``, also check its traffic."""
+    outcome = compile_case(case, backend)
+    result = _check_compile(case, outcome, case.expectations(backend))
     if mesh is None or case.traffic is None or outcome.plan is None:
         return result
-    failures = check_traffic(case, outcome, mesh)
+    try:
+        failures = check_traffic(case, outcome, mesh)
+    except CannotRun as exc:
+        return Result(case, result.ok, result.detail or f"traffic skipped: {exc}\n", skipped=result.ok)
     if not failures:
         return result
     compile_detail = [result.detail.rstrip("\n")] if result.detail else []
@@ -147,40 +178,48 @@ def check_traffic(case: Case, outcome: Outcome, mesh: Mesh) -> list[str]:
         mesh.apply(outcome.plan, traffic.load_topology(topology_file if topology_file.exists() else None),
                    outcome.documents)
         verdicts = traffic.run(checks, mesh)
+    except CannotRun:
+        raise
     except MeshgenError as exc:
         return [f"traffic: {str(exc).replace(f'{case.path}/', '')}"]
     return [traffic.report(v.check, v.response, v.problems) for v in verdicts if not v.ok]
 
 
-def _check_compile(case: Case, outcome: Outcome) -> Result:
-    expected_file = case.path / EXPECTED
-    error_file = case.path / EXPECTED_ERROR
+def _check_compile(case: Case, outcome: Outcome, where: Path) -> Result:
+    if not where.is_dir():
+        return Result(case, False, f"no expectations in {where.relative_to(case.path.parent)} (run meshgen golden "
+                                   f"--update --backend {where.name} and review them)\n")
+    expected_file = where / EXPECTED
+    error_file = where / EXPECTED_ERROR
     if error_file.exists():
         want = error_file.read_text(encoding="utf-8")
         if outcome.error is None:
             return Result(case, False, f"expected an error, but the case compiled:\n{want}")
-        return _compare(case, EXPECTED_ERROR, want, outcome.error)
+        return _compare(case, _shown(case, where, EXPECTED_ERROR), want, outcome.error)
     if outcome.error is not None:
         return Result(case, False, f"compile failed:\n{outcome.error}")
-    warnings_file = case.path / EXPECTED_WARNINGS
+    warnings_file = where / EXPECTED_WARNINGS
     want = warnings_file.read_text(encoding="utf-8") if warnings_file.exists() else ""
     if want != outcome.warnings:
-        return _compare(case, EXPECTED_WARNINGS, want, outcome.warnings)
+        return _compare(case, _shown(case, where, EXPECTED_WARNINGS), want, outcome.warnings)
     if expected_file.exists():
-        return _compare(case, EXPECTED, expected_file.read_text(encoding="utf-8"), outcome.output or "")
+        return _compare(case, _shown(case, where, EXPECTED), expected_file.read_text(encoding="utf-8"),
+                        outcome.output or "")
     return Result(case, True)
 
 
-def update(case: Case) -> Result:
-    """Rewrite a case's expectation from its current outcome."""
-    outcome = compile_case(case)
+def update(case: Case, backend: str | None = None) -> Result:
+    """Rewrite a case's expectation (for ``backend``; None: the case's own) from its current outcome."""
+    outcome = compile_case(case, backend)
+    where = case.expectations(backend)
+    where.mkdir(parents=True, exist_ok=True)
     keep, drop = (EXPECTED_ERROR, EXPECTED) if outcome.error is not None else (EXPECTED, EXPECTED_ERROR)
     text = outcome.error if outcome.error is not None else outcome.output
-    target = case.path / keep
+    target = where / keep
     changed = not target.exists() or target.read_text(encoding="utf-8") != text
     target.write_text(text or "", encoding="utf-8")
-    (case.path / drop).unlink(missing_ok=True)
-    warnings_file = case.path / EXPECTED_WARNINGS
+    (where / drop).unlink(missing_ok=True)
+    warnings_file = where / EXPECTED_WARNINGS
     before = warnings_file.read_text(encoding="utf-8") if warnings_file.exists() else ""
     changed = changed or before != outcome.warnings
     if outcome.warnings:
@@ -188,6 +227,11 @@ def update(case: Case) -> Result:
     else:
         warnings_file.unlink(missing_ok=True)
     return Result(case, True, "updated" if changed else "")
+
+
+def _shown(case: Case, where: Path, name: str) -> str:
+    """An expectation file's name as a diff shows it (``backends/<name>/expected.yaml`` for another backend's)."""
+    return str((where / name).relative_to(case.path))
 
 
 def _compare(case: Case, name: str, want: str, got: str) -> Result:

@@ -27,16 +27,15 @@ BOOKINFO = GOLDEN / "_shared" / "bookinfo.yaml"
 def istio_samples() -> Path:
     """Istio's ``samples/`` from the pinned istio.io/istio module in the Go module cache (the test environment's
     build downloads it): real-world input read at test time, never vendored. Skips (fails under CI) without it."""
-    from meshgen.testenv.binaries import PILOT_DISCOVERY
+    from meshgen.testenv.binaries import istio_samples as found
 
-    cache = Path(os.environ.get("GOMODCACHE") or Path.home() / "go" / "pkg" / "mod")
-    found = cache / f"{PILOT_DISCOVERY.module}@{PILOT_DISCOVERY.version()}" / "samples"
-    if not found.is_dir():
-        message = f"Istio's samples are not in the Go module cache ({found}): run `make testenv`"
+    samples = found()
+    if samples is None:
+        message = "Istio's samples are not in the Go module cache: run `make testenv`"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    return found
+    return samples
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_validate_with_and_without_baseline(meshgen, tmp_path) -> None:
     alone = meshgen("validate", "-f", str(tmp_path / "s.yaml"))
     assert alone.exit_code == 0 and "ok: 1 sandbox(es), 0 route group(s)" in alone.stdout
     full = meshgen("validate", "-f", str(tmp_path / "s.yaml"), "--baseline", str(BOOKINFO))
-    assert full.exit_code == 0 and "1 fork(s), 1 VirtualService(s)" in full.stdout
+    assert full.exit_code == 0 and "1 fork(s), 1 routing object(s)" in full.stdout
     (tmp_path / "s.yaml").write_text(SANDBOX.replace("reviews-v1", "nope"))
     assert meshgen("validate", "-f", str(tmp_path / "s.yaml")).exit_code == 0  # spec-only check passes
     assert meshgen("validate", "-f", str(tmp_path / "s.yaml"), "--baseline", str(BOOKINFO)).exit_code == 2

@@ -13,7 +13,7 @@ import pytest
 from meshgen.baseline.loading import load_baseline
 from meshgen.documents import parse_documents
 from meshgen.errors import ClusterError, InvalidInput, Location
-from meshgen.kube import admission, discovery, indexes, policies, statuses, storing, transition
+from meshgen.kube import admission, discovery, indexes, kinds, policies, statuses, storing, transition
 from meshgen.kube.kinds import Ref
 from meshgen.plan import guardrails
 from meshgen.plan.model import ExclusionReason, HeaderChange
@@ -124,11 +124,19 @@ def test_the_admission_policy_has_a_validation_per_rule_and_always_the_probe() -
     strict = policy(allowedNamespaces=["shop"], allowedRegistries=["r.example.com"], maxTTL="1d",
                     requiredLabels=["team"])
     assert len(admission.validations(strict)) == 2 + 2 + 1 + 2 + 1 + 1
-    vap, binding = admission.objects(strict)
+    vap, binding, group_vap, group_binding = admission.objects(strict)
     assert vap["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["sandboxes"]
     assert binding["spec"] == {"policyName": "meshgen-guardrails", "validationActions": ["Deny"]}
+    # A route group carries requiredLabels only, in a policy of its own (its schema has no forks or ttl)
+    assert group_vap["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["routegroups"]
+    assert "variables" not in group_vap["spec"]
+    assert len(group_vap["spec"]["validations"]) == 1 + 1
+    assert "route group" in group_vap["spec"]["validations"][0]["messageExpression"]
+    assert group_binding["spec"]["policyName"] == "meshgen-guardrails-route-groups"
+    assert len(admission.validations(DEFAULT_POLICY, kinds.ROUTE_GROUP)) == 1  # the probe
     assert admission.policy_hash(strict) != admission.policy_hash(DEFAULT_POLICY)
     assert admission.probe(strict)["metadata"]["labels"] == {"team": "probe"}
+    assert admission.probe(strict, kinds.ROUTE_GROUP)["kind"] == "RouteGroup"
 
 
 def test_registry_entries_match_on_reference_boundaries() -> None:

@@ -4,7 +4,7 @@ what a backend is to the rest of meshgen: :mod:`meshgen.backends.backend`."""
 from __future__ import annotations
 
 from meshgen.apis import Kind
-from meshgen.backends import envoy, istio
+from meshgen.backends import envoy, gateway_api, istio
 from meshgen.backends.backend import Backend, Rendering
 from meshgen.documents import JsonObject
 
@@ -12,7 +12,7 @@ __all__ = ["BACKENDS", "CLUSTER_BACKENDS", "Backend", "Rendering", "of", "render
 from meshgen.plan.model import Plan
 from meshgen.spec.models import MeshPolicy
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (envoy.BACKEND, istio.BACKEND)}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (envoy.BACKEND, gateway_api.BACKEND, istio.BACKEND)}
 # The backends a cluster's MeshPolicy can name (``spec.backend``): those that render objects for a cluster.
 CLUSTER_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.cluster)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from meshgen import apis
 from meshgen.backends import targets
 from meshgen.backends.backend import Backend, Rendering, make_before_break
-from meshgen.baseline.stored import SERVER_METADATA
+from meshgen.baseline import stored
 from meshgen.documents import JsonObject, clone
 from meshgen.ownership import ANNOTATION_ROUTES, MANAGED_BY, MESHGEN
 from meshgen.plan.model import Plan, PlannedRoute, RouteRole, RouteTable
@@ -62,14 +62,7 @@ def virtual_service(plan: Plan, table: RouteTable) -> JsonObject:
             "spec": {"hosts": list(table.hosts), "http": http},
         }
     assert table.source is not None
-    body = clone(table.source.body)
-    body.pop("status", None)
-    meta = body["metadata"]
-    for key in SERVER_METADATA:
-        meta.pop(key, None)
-    meta.setdefault("annotations", {})[ANNOTATION_ROUTES] = ",".join(names)
-    body["spec"]["http"] = http
-    return body
+    return stored.with_routes(table.source.body, http, names)
 
 
 def render_route(plan: Plan, table: RouteTable, route: PlannedRoute) -> JsonObject:

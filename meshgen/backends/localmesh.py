@@ -33,6 +33,7 @@ from typing import Any
 
 from meshgen.baseline.model import (
     GATEWAY,
+    KUBERNETES_GATEWAY,
     MESH_GATEWAY,
     WORKLOAD_KINDS,
     Baseline,
@@ -136,8 +137,10 @@ class Addresses:
 
 
 def edge_gateways(baseline: Baseline) -> tuple[ObjectKey, ...]:
-    """The Gateways the edge stands for: the local meshes' own, and every Gateway of the baseline (sorted)."""
-    return tuple(sorted({EDGE_GATEWAY, *(g.key for g in baseline.of_kind(GATEWAY))}))
+    """The Gateways the edge stands for: the local meshes' own, and every Gateway of the baseline, Istio's and the
+    Gateway API's (sorted)."""
+    return tuple(sorted({EDGE_GATEWAY, *(g.key for kind in (GATEWAY, KUBERNETES_GATEWAY)
+                                         for g in baseline.of_kind(kind))}))
 
 
 def served_at_edge(virtual_service: Resource, existing: tuple[ObjectKey, ...]) -> bool:

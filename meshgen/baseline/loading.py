@@ -1,7 +1,7 @@
 """Reading the baseline from Kubernetes manifests (``--baseline DIR``) or from objects a cluster returned.
 
-Only the kinds the planner needs are kept (workloads, Services, VirtualServices, DestinationRules, the policies
-keyed on pod labels, the edge token's Secret); everything else in a manifest directory (ConfigMaps, CRDs) is
+Only the kinds the planner needs are kept (workloads, Services, routing objects, DestinationRules, Gateways, the
+policies keyed on pod labels, the edge token's Secret); everything else in a manifest directory (ConfigMaps, CRDs) is
 ignored. The fields meshgen relies on are checked here, so the planner can trust their shape.
 """
 
@@ -14,9 +14,14 @@ from meshgen.baseline.model import (
     DEPLOYMENT,
     DESTINATION_RULE,
     GATEWAY,
+    GATEWAY_API_GROUP,
+    GRPC_ROUTE,
+    HTTP_ROUTE,
     KINDS,
+    KUBERNETES_GATEWAY,
     NETWORK_POLICY,
     ROLLOUT,
+    ROUTE_KINDS,
     SECRET,
     SECURITY_POLICY_KINDS,
     SERVICE,
@@ -43,6 +48,9 @@ _API_VERSIONS: Mapping[str, tuple[str, ...]] = {
     DESTINATION_RULE: ISTIO_NETWORKING_VERSIONS,
     SECRET: ("v1",),
     GATEWAY: ISTIO_NETWORKING_VERSIONS,
+    HTTP_ROUTE: (f"{GATEWAY_API_GROUP}/v1", f"{GATEWAY_API_GROUP}/v1beta1"),
+    GRPC_ROUTE: (f"{GATEWAY_API_GROUP}/v1",),
+    KUBERNETES_GATEWAY: (f"{GATEWAY_API_GROUP}/v1", f"{GATEWAY_API_GROUP}/v1beta1"),
     NETWORK_POLICY: ("networking.k8s.io/v1",),
     **dict.fromkeys(SECURITY_POLICY_KINDS, ISTIO_SECURITY_VERSIONS),
 }
@@ -53,7 +61,7 @@ def load_baseline(documents: Iterable[Document], default_namespace: str = "defau
     namespace are placed in ``default_namespace`` (what ``kubectl apply -n`` would do).
 
     meshgen's own output is not baseline: objects it owns are skipped and the routes it added to a user's
-    VirtualService are removed, so compiling over a cluster (or over earlier output) gives the same result as
+    routing object are removed, so compiling over a cluster (or over earlier output) gives the same result as
     compiling over the untouched baseline.
 
     Objects from files are read in the form the API server would store them (nulls absent, see
@@ -61,18 +69,18 @@ def load_baseline(documents: Iterable[Document], default_namespace: str = "defau
     they are, so a user's VirtualService compares equal to itself (a nullable Istio field may hold a null there)."""
     resources: dict[ObjectKey, Resource] = {}
     problems: list[Problem] = []
-    for location, written in _flatten(documents):
-        kind = written.get("kind")
-        if not isinstance(kind, str) or kind not in KINDS or written.get("apiVersion") not in _API_VERSIONS[kind]:
+    for location, written in flatten(documents):
+        kind = _kind(written)
+        if kind is None:
             continue
         raw = written if stored else absent(written)  # Helm's empty `labels:`, `env:` are absent
-        found = check_object(raw, location)
+        found = check_object(raw, location, kind)
         if found:
             problems.extend(found)
             continue
         if is_owned(raw):
             continue
-        body = without_meshgen_routes(raw) if kind == VIRTUAL_SERVICE else raw
+        body = without_meshgen_routes(raw) if kind in ROUTE_KINDS else raw
         meta = body["metadata"]
         key = ObjectKey(kind, meta.get("namespace") or default_namespace, meta["name"])
         if key in resources:
@@ -88,13 +96,28 @@ def load_baseline(documents: Iterable[Document], default_namespace: str = "defau
     return Baseline.of(resources.values())
 
 
+def _kind(written: Mapping[str, Any]) -> str | None:
+    """The baseline kind of a manifest (a Gateway API Gateway is ``Gateway.gateway.networking.k8s.io``), or None
+    for one meshgen does not read."""
+    kind = written.get("kind")
+    if not isinstance(kind, str):
+        return None
+    if kind == GATEWAY and str(written.get("apiVersion", "")).startswith(f"{GATEWAY_API_GROUP}/"):
+        kind = KUBERNETES_GATEWAY
+    if kind not in KINDS or written.get("apiVersion") not in _API_VERSIONS[kind]:
+        return None
+    return kind
+
+
 def baseline_from_objects(objects: Iterable[Mapping[str, Any]], source: str) -> Baseline:
     """Build the baseline from objects read from a cluster (already namespaced)."""
     docs = [Document(Location(source, i), dict(o)) for i, o in enumerate(objects)]
     return load_baseline(docs, stored=True)
 
 
-def _flatten(documents: Iterable[Document]) -> Iterable[tuple[Location, dict[str, Any]]]:
+def flatten(documents: Iterable[Document]) -> Iterable[tuple[Location, dict[str, Any]]]:
+    """Each object of the documents with where it was written: a ``List`` (``kubectl get -o yaml``) counts as its
+    items."""
     for doc in documents:
         if doc.body.get("kind") == "List" and isinstance(doc.body.get("items"), list):
             for i, item in enumerate(doc.body["items"]):

@@ -1,9 +1,9 @@
-"""What already runs: the baseline's workloads (Deployments, StatefulSets, Argo Rollouts), Services,
-VirtualServices, DestinationRules, and the policies keyed on pod labels (AuthorizationPolicy, PeerAuthentication,
-RequestAuthentication, NetworkPolicy).
+"""What already runs: the baseline's workloads (Deployments, StatefulSets, Argo Rollouts), Services, routing
+objects (Istio VirtualServices, Gateway API HTTPRoutes and GRPCRoutes), DestinationRules, Gateways, and the policies
+keyed on pod labels (AuthorizationPolicy, PeerAuthentication, RequestAuthentication, NetworkPolicy).
 
 Objects keep their raw Kubernetes bodies (never mutated; anything derived is a copy) because meshgen must emit a
-user's VirtualService with nothing changed but its own routes. The model knows Kubernetes semantics that the
+user's routing object with nothing changed but its own routes. The model knows Kubernetes semantics that the
 planner needs — which Services select a workload, how Istio resolves short host names — and nothing about
 sandboxes.
 """
@@ -27,6 +27,12 @@ VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
 SECRET = "Secret"  # read only when the MeshPolicy names one (the edge token); its data is never printed
 GATEWAY = "Gateway"  # which gateways exist: istiod serves a gateway-bound VirtualService only on an existing one
+# The Gateway API's routing objects (gateway.networking.k8s.io), and its Gateway: keyed by ``<kind>.<group>``
+# beside Istio's Gateway of the same kind name.
+HTTP_ROUTE = "HTTPRoute"
+GRPC_ROUTE = "GRPCRoute"
+KUBERNETES_GATEWAY = "Gateway.gateway.networking.k8s.io"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 AUTHORIZATION_POLICY = "AuthorizationPolicy"
 PEER_AUTHENTICATION = "PeerAuthentication"
 REQUEST_AUTHENTICATION = "RequestAuthentication"
@@ -35,7 +41,8 @@ WORKLOAD_KINDS = (DEPLOYMENT, STATEFUL_SET, ROLLOUT)
 # security.istio.io kinds that reach workloads by ``spec.selector.matchLabels``.
 SECURITY_POLICY_KINDS = (AUTHORIZATION_POLICY, PEER_AUTHENTICATION, REQUEST_AUTHENTICATION)
 POLICY_KINDS = (*SECURITY_POLICY_KINDS, NETWORK_POLICY)
-KINDS = (*WORKLOAD_KINDS, SERVICE, VIRTUAL_SERVICE, DESTINATION_RULE, SECRET, GATEWAY, *POLICY_KINDS)
+ROUTE_KINDS = (VIRTUAL_SERVICE, HTTP_ROUTE, GRPC_ROUTE)  # every kind of routing object
+KINDS = (*WORKLOAD_KINDS, SERVICE, *ROUTE_KINDS, DESTINATION_RULE, SECRET, GATEWAY, KUBERNETES_GATEWAY, *POLICY_KINDS)
 MESH_GATEWAY = "mesh"
 # The Argo Rollouts controller adds this key to the selectors of a Rollout's canary and stable Services (and to
 # its pods); which revision it names changes with every rollout, so matching a Rollout's pods ignores it.

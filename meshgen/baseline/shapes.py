@@ -111,7 +111,7 @@ class HTTPMatch(_Lenient):
     source_namespace: str | None = Field(default=None, alias="sourceNamespace")
 
 
-class HTTPRoute(_Lenient):
+class IstioRoute(_Lenient):
     name: str | None = None
     match: list[HTTPMatch] | None = None
     route: list[RouteDestination] | None = None
@@ -120,7 +120,83 @@ class HTTPRoute(_Lenient):
 class VirtualServiceSpec(_Lenient):
     hosts: list[str] = Field(default_factory=list)
     gateways: list[str] | None = None
-    http: list[HTTPRoute] = Field(default_factory=list)
+    http: list[IstioRoute] = Field(default_factory=list)
+
+
+class ParentRef(_Lenient):
+    group: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+    name: str = Field(min_length=1)
+    port: int | None = None
+
+
+class BackendRef(_Lenient):
+    group: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+    name: str = Field(min_length=1)
+    port: int | None = None
+    weight: int | None = Field(default=None, ge=0)
+    filters: list[dict[str, Any]] | None = None
+
+
+class GatewayHeaderMatch(_Lenient):
+    type: Literal["Exact", "RegularExpression"] | None = None
+    name: str = Field(min_length=1)
+    value: str
+
+
+class PathMatch(_Lenient):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] | None = None
+    value: str | None = None
+
+
+class HTTPRouteMatch(_Lenient):
+    path: PathMatch | None = None
+    headers: list[GatewayHeaderMatch] | None = None
+    query_params: list[GatewayHeaderMatch] | None = Field(default=None, alias="queryParams")
+    method: str | None = None
+
+
+class GRPCMethodMatch(_Lenient):
+    type: Literal["Exact", "RegularExpression"] | None = None
+    service: str | None = None
+    method: str | None = None
+
+
+class GRPCRouteMatch(_Lenient):
+    method: GRPCMethodMatch | None = None
+    headers: list[GatewayHeaderMatch] | None = None
+
+
+class RouteFilter(_Lenient):
+    type: str
+
+
+class HTTPRouteRule(_Lenient):
+    name: str | None = None
+    matches: list[HTTPRouteMatch] | None = None
+    filters: list[RouteFilter] | None = None
+    backend_refs: list[BackendRef] | None = Field(default=None, alias="backendRefs")
+    timeouts: dict[str, str] | None = None
+
+
+class GRPCRouteRule(_Lenient):
+    name: str | None = None
+    matches: list[GRPCRouteMatch] | None = None
+    filters: list[RouteFilter] | None = None
+    backend_refs: list[BackendRef] | None = Field(default=None, alias="backendRefs")
+
+
+class HTTPRouteSpec(_Lenient):
+    parent_refs: list[ParentRef] = Field(default_factory=list, alias="parentRefs")
+    hostnames: list[str] | None = None
+    rules: list[HTTPRouteRule] = Field(default_factory=list)
+
+
+class GRPCRouteSpec(HTTPRouteSpec):
+    rules: list[GRPCRouteRule] = Field(default_factory=list)  # type: ignore[assignment]
 
 
 class Subset(_Lenient):
@@ -220,6 +296,14 @@ class Gateway(_Object):
     spec: dict[str, Any] = Field(default_factory=dict)
 
 
+class HTTPRoute(_Object):
+    spec: HTTPRouteSpec = HTTPRouteSpec()
+
+
+class GRPCRoute(_Object):
+    spec: GRPCRouteSpec = GRPCRouteSpec()
+
+
 class Secret(_Object):
     data: Labels | None = None
     string_data: Labels | None = Field(default=None, alias="stringData")
@@ -228,15 +312,17 @@ class Secret(_Object):
 SHAPES: Mapping[str, type[_Object]] = {
     "Deployment": Deployment, "StatefulSet": StatefulSet, "Rollout": Rollout, "Service": Service,
     "VirtualService": VirtualService, "DestinationRule": DestinationRule, "Secret": Secret, "Gateway": Gateway,
+    "HTTPRoute": HTTPRoute, "GRPCRoute": GRPCRoute, "Gateway.gateway.networking.k8s.io": Gateway,
     "AuthorizationPolicy": SecurityPolicy, "PeerAuthentication": SecurityPolicy,
     "RequestAuthentication": SecurityPolicy, "NetworkPolicy": NetworkPolicy,
 }
 
 
-def check_object(body: Mapping[str, Any], location: Location) -> list[Problem]:
-    """Problems with the fields of a baseline object that meshgen reads (empty when it has the right shape)."""
+def check_object(body: Mapping[str, Any], location: Location, kind: str | None = None) -> list[Problem]:
+    """Problems with the fields of a baseline object that meshgen reads (empty when it has the right shape);
+    ``kind``: its baseline kind, when that is not the body's (a Gateway API Gateway)."""
     try:
-        validate_model(SHAPES[str(body["kind"])], body, location)
+        validate_model(SHAPES[kind or str(body["kind"])], body, location)
     except InvalidInput as exc:
         return list(exc.problems)
     return []

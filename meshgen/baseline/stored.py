@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshgen.documents import JsonObject
+from meshgen.documents import JsonObject, clone
+from meshgen.ownership import ANNOTATION_ROUTES, ROUTE_LISTS
 
 SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
                    "deletionTimestamp", "deletionGracePeriodSeconds")
@@ -45,4 +46,18 @@ def for_create(body: JsonObject) -> JsonObject:
             spec["ports"] = [{k: v for k, v in p.items() if k != "nodePort"} if isinstance(p, dict) else p
                              for p in ports]
         out["spec"] = spec
+    return out
+
+
+def with_routes(body: JsonObject, routes: list[JsonObject], names: list[str]) -> JsonObject:
+    """A user's routing object (:data:`~meshgen.ownership.ROUTE_LISTS`) as meshgen writes it back: its routes
+    ``routes`` (meshgen's, ``names``, among the user's own), listed in the ``meshgen.dev/routes`` annotation;
+    everything else as the user wrote it, without status and server-set metadata."""
+    out = clone(body)
+    out.pop("status", None)
+    meta = out["metadata"]
+    for key in SERVER_METADATA:
+        meta.pop(key, None)
+    meta.setdefault("annotations", {})[ANNOTATION_ROUTES] = ",".join(names)
+    out["spec"][ROUTE_LISTS[str(body["kind"])]] = routes
     return out

@@ -69,9 +69,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from meshgen.cli import cluster, compiling, demo, golden, schema, testenv, verify
+    from meshgen.cli import cluster, compiling, corpus, demo, golden, schema, testenv, verify
 
-    for module in (compiling, demo, golden, schema, cluster, testenv, verify):
+    for module in (compiling, demo, golden, schema, cluster, testenv, verify, corpus):
         for command in module.COMMANDS:
             main.add_command(command)
 

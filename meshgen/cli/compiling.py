@@ -21,8 +21,10 @@ from meshgen.errors import InvalidInput, Problem
 @options.policy
 @options.namespace
 @options.output
-@click.option("--backend", type=click.Choice(sorted(BACKENDS)), default="istio", show_default=True,
-              help="Which mesh to generate configuration for.")
+@click.option("--backend", type=click.Choice(sorted(BACKENDS)), default=None,
+              help="What to generate: istio (VirtualServices), gateway-api (HTTPRoutes and GRPCRoutes) or envoy "
+                   "(one local Envoy's configuration). Default: the MeshPolicy's spec.backend (istio). Its spec.target "
+                   "stays: istio on a target other than istio-sidecar is an error.")
 @click.option("--analyze", is_flag=True,
               help="Also run `istioctl analyze` (from PATH) on the output together with the baseline: its errors "
                    "fail the compile (exit 2, nothing printed), its warnings go to stderr.")
@@ -32,7 +34,7 @@ def compile_command(
     policy_path: str | None,
     namespace: str,
     output: compiler.OutputFormat,
-    backend: str,
+    backend: str | None,
     analyze: bool,
 ) -> None:
     """Compile sandboxes and route groups into mesh resources, printed to stdout.
@@ -46,11 +48,13 @@ def compile_command(
       meshgen compile -f sandboxes/ --baseline k8s/ --policy policies/signadot-compat.yaml -o json
       cat pr-1234.yaml | meshgen compile -f - --baseline k8s/
       meshgen compile -f pr-1234.yaml --baseline k8s/ --analyze | kubectl apply -f -
+      meshgen compile -f pr-1234.yaml --baseline k8s/ --backend gateway-api   # HTTPRoutes, whatever the policy says
     """
-    if analyze and backend != "istio":
-        raise click.UsageError("--analyze checks Istio resources: use it with --backend istio")
+    if analyze and backend not in (None, "istio", "gateway-api"):
+        raise click.UsageError("--analyze checks what istiod reads: use it with --backend istio or gateway-api")
     with compiler.batch():
-        inputs = compiler.read_inputs(filenames, baseline_paths, policy_path, namespace)
+        inputs = compiler.for_backend(compiler.read_inputs(filenames, baseline_paths, policy_path, namespace),
+                                      backend)
         plan = compiler.plan_of(inputs)
         try:
             rendered = compiler.rendering(plan, backend)
@@ -110,7 +114,7 @@ def validate_command(
         click.echo(warning.render(), err=True)
     click.echo(
         f"ok: {len(inputs.specs.sandboxes)} sandbox(es), {len(inputs.specs.route_groups)} route group(s), "
-        f"{len(plan.forks)} fork(s), {len(plan.tables)} VirtualService(s) with sandbox routes"
+        f"{len(plan.forks)} fork(s), {len(plan.tables)} routing object(s) with sandbox routes"
     )
 
 

@@ -22,7 +22,7 @@ def baseline(required: bool = True) -> Callable[[F], F]:
     """``--baseline``: baseline manifests."""
     return click.option(
         "--baseline", "baseline_paths", multiple=True, required=required, metavar="FILE|DIR",
-        help="Baseline manifests (Deployments, Services, VirtualServices, DestinationRules), repeatable.",
+        help="Baseline manifests (Deployments, Services, VirtualServices, HTTPRoutes, DestinationRules), repeatable.",
     )
 
 

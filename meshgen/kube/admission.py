@@ -1,16 +1,18 @@
-"""The guardrails as a ValidatingAdmissionPolicy: the API server itself refuses a violating Sandbox, however it
-is written (``kubectl apply`` as much as ``meshgen apply``).
+"""The guardrails as ValidatingAdmissionPolicies: the API server itself refuses a violating Sandbox or RouteGroup,
+however it is written (``kubectl apply`` as much as ``meshgen apply``).
 
 Generated from the stored MeshPolicy by ``meshgen install`` (admissionregistration.k8s.io/v1, CEL, GA since
 Kubernetes 1.30; no webhook server). What CEL can decide from the Sandbox alone is here: allowed and denied
 namespaces, requiredLabels, maxTTL, allowedRegistries for ``customizations.images``. What needs more than the
 object (images a patch adds: the baseline Deployment; maxSandboxesPerHost: the other sandboxes) stays in meshgen's
-own check. Every message is built by the functions of :mod:`meshgen.plan.guardrails` that meshgen's check uses,
-turned into a CEL ``messageExpression``, so both say the same thing.
+own check. A RouteGroup carries only ``requiredLabels`` (the rest concern what only sandboxes hold), in a policy of
+its own: CEL is type-checked against each kind's schema, and a RouteGroup has no ``forks``. Every message is built
+by the functions of :mod:`meshgen.plan.guardrails` that meshgen's check uses, turned into a CEL
+``messageExpression``, so both say the same thing.
 
-The policy cannot tell when the API server starts enforcing it (its status is written by a controller a bare
-control plane lacks), so one validation refuses a *probe*: a Sandbox annotated with this policy's hash.
-:func:`wait_enforced` sends that probe as a server-side dry run until it is refused.
+A policy cannot tell when the API server starts enforcing it (its status is written by a controller a bare
+control plane lacks), so one validation of each refuses a *probe*: an object of its kind annotated with this
+policy's hash. :func:`wait_enforced` sends the probes as server-side dry runs until both are refused.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from meshgen.spec import images
 from meshgen.spec.models import API_VERSION, Guardrails, MeshPolicy
 
 NAME = "meshgen-guardrails"
+ROUTE_GROUP_NAME = "meshgen-guardrails-route-groups"
 PROBE_ANNOTATION = "meshgen.dev/admission-probe"
 ADMISSION_V1 = "admissionregistration.k8s.io/v1"
 _DURATION = r"^(?:[0-9]+w)?(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?$"
@@ -110,14 +113,14 @@ def _namespaces(policy: str, rules: Guardrails) -> list[JsonObject]:
     return out
 
 
-def _labels(policy: str, rules: Guardrails) -> list[JsonObject]:
+def _labels(policy: str, rules: Guardrails, kind: kinds.Kind) -> list[JsonObject]:
     if not rules.required_labels:
         return []
     required = literal_list(rules.required_labels)
     missing = f"{required}.filter(k, {_NO_LABEL}).join(', ')"
     return [_validation(f"!{required}.exists(k, {_NO_LABEL})",
-                        message_expression(guardrails.missing_labels_message, policy, Cel("object.metadata.name"),
-                                           Cel(missing)))]
+                        message_expression(guardrails.missing_labels_message, policy, guardrails.kind_word(kind.kind),
+                                           Cel("object.metadata.name"), Cel(missing)))]
 
 
 def seconds_expression(duration: str) -> str:
@@ -199,16 +202,22 @@ _VARIABLES = [
 ]
 
 
-def validations(policy: MeshPolicy) -> list[JsonObject]:
-    """Every validation the policy's guardrails make of a Sandbox, and the probe."""
-    name, rules = policy.metadata.name, policy.spec.guardrails
+def _probe_validation(policy: MeshPolicy) -> JsonObject:
     probe = policy_hash(policy)
     annotation = f"object.metadata.annotations[{literal(PROBE_ANNOTATION)}]"
     probed = (f"has(object.metadata.annotations) && {literal(PROBE_ANNOTATION)} in object.metadata.annotations && "
               f"{annotation} == {literal(probe)}")
+    return _validation(f"!({probed})", literal(probe_message(probe)))
+
+
+def validations(policy: MeshPolicy, kind: kinds.Kind = kinds.SANDBOX) -> list[JsonObject]:
+    """Every validation the policy's guardrails make of a Sandbox (or a RouteGroup), and the probe."""
+    name, rules = policy.metadata.name, policy.spec.guardrails
+    if kind == kinds.ROUTE_GROUP:
+        return [*_labels(name, rules, kind), _probe_validation(policy)]
     return [
-        *_namespaces(name, rules), *_labels(name, rules), *_ttl(name, rules), *_registries(name, rules),
-        _validation(f"!({probed})", literal(probe_message(probe))),
+        *_namespaces(name, rules), *_labels(name, rules, kind), *_ttl(name, rules), *_registries(name, rules),
+        _probe_validation(policy),
     ]
 
 
@@ -216,51 +225,64 @@ def probe_message(probe: str) -> str:
     return f"meshgen admission probe {probe}: this guardrails policy is enforced"
 
 
+# Each admission policy: its name, the kind it admits, the CEL variables its validations use.
+_POLICIES: tuple[tuple[str, kinds.Kind, list[JsonObject]], ...] = (
+    (NAME, kinds.SANDBOX, _VARIABLES), (ROUTE_GROUP_NAME, kinds.ROUTE_GROUP, []))
+
+
 def objects(policy: MeshPolicy) -> list[JsonObject]:
-    """The ValidatingAdmissionPolicy for Sandboxes and its binding."""
-    vap = {
-        "apiVersion": ADMISSION_V1, "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": NAME, "labels": {"app.kubernetes.io/part-of": "meshgen"},
-                     "annotations": {"meshgen.dev/policy": policy.metadata.name,
-                                     "meshgen.dev/policy-hash": policy_hash(policy)}},
-        "spec": {
+    """The ValidatingAdmissionPolicies for Sandboxes and for RouteGroups, each with its binding."""
+    out: list[JsonObject] = []
+    for name, kind, variables in _POLICIES:
+        spec: JsonObject = {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{
-                "apiGroups": [kinds.SANDBOX.group], "apiVersions": [kinds.SANDBOX.version],
-                "operations": ["CREATE", "UPDATE"], "resources": [kinds.SANDBOX.plural]}]},
-            "variables": _VARIABLES,
-            "validations": validations(policy),
-        },
-    }
-    binding = {
-        "apiVersion": ADMISSION_V1, "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": NAME, "labels": {"app.kubernetes.io/part-of": "meshgen"}},
-        "spec": {"policyName": NAME, "validationActions": ["Deny"]},
-    }
-    return [vap, binding]
+                "apiGroups": [kind.group], "apiVersions": [kind.version],
+                "operations": ["CREATE", "UPDATE"], "resources": [kind.plural]}]},
+        }
+        if variables:
+            spec["variables"] = variables
+        spec["validations"] = validations(policy, kind)
+        out.append({
+            "apiVersion": ADMISSION_V1, "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "meshgen"},
+                         "annotations": {"meshgen.dev/policy": policy.metadata.name,
+                                         "meshgen.dev/policy-hash": policy_hash(policy)}},
+            "spec": spec,
+        })
+        out.append({
+            "apiVersion": ADMISSION_V1, "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "meshgen"}},
+            "spec": {"policyName": name, "validationActions": ["Deny"]},
+        })
+    return out
 
 
-def probe(policy: MeshPolicy) -> JsonObject:
-    """The Sandbox the admission policy of ``policy`` refuses, and nothing else would: it has every required
-    label and a one-second TTL, forks nothing and uses no image."""
+def probe(policy: MeshPolicy, kind: kinds.Kind = kinds.SANDBOX) -> JsonObject:
+    """The object of ``kind`` the admission policy of ``policy`` refuses, and nothing else would: it has every
+    required label; a Sandbox probe has a one-second TTL, forks nothing and uses no image, a RouteGroup probe
+    matches a label no sandbox has."""
     labels = {k: "probe" for k in policy.spec.guardrails.required_labels}
-    return {"apiVersion": API_VERSION, "kind": "Sandbox",
+    spec: JsonObject = ({"ttl": {"duration": "1s"}} if kind == kinds.SANDBOX else
+                        {"match": {"all": [{"label": {"key": PROBE_ANNOTATION, "value": "probe"}}]}})
+    return {"apiVersion": API_VERSION, "kind": kind.kind,
             "metadata": {"name": "meshgen-admission-probe", "labels": labels,
                          "annotations": {PROBE_ANNOTATION: policy_hash(policy)}},
-            "spec": {"ttl": {"duration": "1s"}}}
+            "spec": spec}
 
 
 def wait_enforced(client: Client, policy: MeshPolicy, timeout: float = 30.0) -> None:
-    """Return once the API server refuses the probe (a server-side dry run: nothing is stored)."""
+    """Return once the API server refuses both probes (server-side dry runs: nothing is stored)."""
     expected = probe_message(policy_hash(policy))
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.create(probe(policy), dry_run=True)
-        except Invalid as exc:
-            if expected in str(exc):
-                return
-        if time.monotonic() > deadline:
-            raise ClusterError(f"the API server does not enforce ValidatingAdmissionPolicy {NAME} after "
-                               f"{timeout:.0f}s (is the admission plugin ValidatingAdmissionPolicy enabled?)")
-        time.sleep(0.2)
+    for name, kind, _ in _POLICIES:
+        while True:
+            try:
+                client.create(probe(policy, kind), dry_run=True)
+            except Invalid as exc:
+                if expected in str(exc):
+                    break
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the API server does not enforce ValidatingAdmissionPolicy {name} after "
+                                   f"{timeout:.0f}s (is the admission plugin ValidatingAdmissionPolicy enabled?)")
+            time.sleep(0.2)

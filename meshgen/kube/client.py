@@ -173,10 +173,14 @@ class Client:
         return self._call("update", "PUT", ref.path() + "/status", f"{ref} status", body=body)
 
     def delete(self, ref: Ref, resource_version: str | None = None, dry_run: bool = False) -> None:
-        """Delete, only if the object still has ``resource_version`` (409 otherwise)."""
+        """Delete, only if the object still has ``resource_version`` (409 otherwise). A dry run says so in the
+        body: the API server reads a DELETE's options from its body when it has one, and ignores ``?dryRun=All``
+        beside it (measured: the object was deleted)."""
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         if resource_version:
             body["preconditions"] = {"resourceVersion": resource_version}
+        if dry_run:
+            body["dryRun"] = ["All"]
         self._call("delete", "DELETE", ref.path(), str(ref), body=body, query=_dry(dry_run))
 
     # -- transport -------------------------------------------------------------------------------------------

@@ -126,16 +126,17 @@ CI_GROUP = "meshgen-appliers"
 PLATFORM_GROUP = "meshgen-platform"
 
 
-def _applier_rules(policy: MeshPolicy) -> list[dict[str, Any]]:
+def _applier_rules(policy: MeshPolicy, every_backend: bool = False) -> list[dict[str, Any]]:
     """What ``meshgen apply|diff|delete|get|gc`` use: the stored specs and their status, the objects the policy's
-    backend writes and edits (forks and their policy copies included), reading the rest of the baseline (Argo
-    Rollouts, the other backend's routing objects), and reading (never writing) the platform's MeshPolicy."""
+    backend writes and edits (forks and their policy copies included; with ``every_backend``, what any backend
+    does), reading the rest of the baseline (Argo Rollouts, the other backend's routing objects), and reading
+    (never writing) the platform's MeshPolicy."""
     rules: list[dict[str, Any]] = [
         {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes", "routegroups"], "verbs": _VERBS_OWNED},
         {"apiGroups": ["meshgen.dev"], "resources": ["sandboxes/status", "routegroups/status"], "verbs": ["update"]},
         {"apiGroups": ["meshgen.dev"], "resources": ["meshpolicies"], "verbs": ["list"]},
     ]
-    written = backends.of(policy).kinds
+    written = backends.rendered_kinds() if every_backend else backends.of(policy).kinds
     rules += _by_group(written, _VERBS_OWNED)
     rules += _by_group([k for k in discovery.listed_kinds(policy) if k not in written], ["list"])
     return rules
@@ -151,8 +152,9 @@ def _by_group(found: Iterable[kinds.Kind], verbs: list[str]) -> list[dict[str, A
 
 def _platform_rules(policy: MeshPolicy) -> list[dict[str, Any]]:
     """What ``meshgen install`` uses besides: the CRDs, the MeshPolicy, the admission policy and its binding
-    (and, to reconcile every host after a policy change, everything an applier may do)."""
-    rules = _applier_rules(policy)
+    (and, to reconcile every host after a policy change, everything an applier of any backend may do: a change of
+    ``spec.backend`` removes the routes the old one wrote)."""
+    rules = _applier_rules(policy, every_backend=True)
     rules[2] = {"apiGroups": ["meshgen.dev"], "resources": ["meshpolicies"], "verbs": _VERBS_OWNED}
     return [
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],

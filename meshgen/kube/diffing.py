@@ -46,6 +46,9 @@ SPEC_KINDS = ("Sandbox", "RouteGroup")
 # Metadata only the server sets; dropped before showing an object.
 
 
+_SELECTOR_IMMUTABLE = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"})
+
+
 class Action(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
@@ -78,6 +81,16 @@ class Change:
             return self.desired
         assert self.live is not None and self.desired is not None
         return updated(self.live, self.desired)
+
+    @property
+    def recreates(self) -> bool:
+        """Whether the update changes what the API server never lets change in place: a workload's pod selector
+        (``spec.selector``). A fork's selector follows the labels the baseline's Services select on, so a Service
+        selecting on one more label changes it; such an object is deleted and created again."""
+        if self.action is not Action.UPDATE or self.ref.kind not in _SELECTOR_IMMUTABLE:
+            return False
+        assert self.live is not None and self.desired is not None
+        return bool((self.live.get("spec") or {}).get("selector") != (self.desired.get("spec") or {}).get("selector"))
 
     def operations(self) -> list[dict[str, Any]]:
         """The JSON patch for an update, guarded by a test on the live resourceVersion."""

@@ -46,7 +46,8 @@ def install(client: Client, policy: MeshPolicy | None, dry_run: bool = False,
     if dry_run:
         return Report()
     admission.wait_enforced(client, chosen)
-    on_line(f"validatingadmissionpolicy.admissionregistration.k8s.io/{admission.NAME} enforced")
+    for name in (admission.NAME, admission.ROUTE_GROUP_NAME):
+        on_line(f"validatingadmissionpolicy.admissionregistration.k8s.io/{name} enforced")
 
     if not tenants:
         return Report()

@@ -4,6 +4,8 @@
   kube-apiserver answers a failed test with 422 (measured on v1.37), so a 422 is re-read and counted as a
   conflict when the object has moved on, and as a real validation error otherwise;
 - a delete carries a resourceVersion precondition (409 on mismatch);
+- an update that changes a workload's pod selector, which the API server keeps immutable (422), is a delete (with
+  that precondition) and a create (:attr:`~meshgen.kube.diffing.Change.recreates`);
 - a create that meets an existing object re-reads it: an object meshgen owns becomes an update, anything else is
   an error (:class:`~meshgen.kube.diffing.ForeignObject`);
 - fencing: an object recording a newer sandbox-list revision than mine is never replaced or deleted; the write is
@@ -80,6 +82,11 @@ def _send(client: Client, change: Change, dry_run: bool) -> None:
     if change.action is Action.CREATE:
         assert change.desired is not None
         client.create(change.desired, dry_run=dry_run)
+    elif change.recreates:
+        assert change.live is not None and change.desired is not None
+        client.delete(change.ref, change.live["metadata"]["resourceVersion"], dry_run=dry_run)
+        if not dry_run:  # a dry-run delete leaves the object there: its successor cannot be tried server-side
+            client.create(change.desired)
     elif change.action is Action.UPDATE:
         client.patch(change.ref, change.operations(), dry_run=dry_run)
     else:

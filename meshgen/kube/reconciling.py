@@ -252,8 +252,7 @@ class Reconciler:
         left_out.update(refusals or {})
         policy = state.policy
         backend = backends.of(policy)
-        step = transition.step(policy.spec.routing_header, state.routing, transition.filter_ref(policy, backend),
-                               backend.routes)
+        step = transition.of_cluster(policy, backend, state.routing)
         seniority = discovery.seniority(state.stored)
         while True:
             kept = _without(specs, left_out)
@@ -464,5 +463,3 @@ def _without(specs: Specs, left_out: dict[OwnerId, Exclusion]) -> Specs:
     return Specs(tuple(s for s in specs.sandboxes if ("Sandbox", s.name) not in left_out),
                  tuple(g for g in specs.route_groups if ("RouteGroup", g.name) not in left_out),
                  specs.policies, specs.origins)
-
-

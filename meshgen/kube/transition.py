@@ -56,13 +56,6 @@ class Step:
         return None if self.done else HeaderChange(self.routes, self.also)
 
 
-def filter_ref(policy: MeshPolicy, backend: Backend) -> Ref | None:
-    """The object that runs the routing-key normaliser, if the backend writes one."""
-    if backend.routing_filter is None:
-        return None
-    return Ref("EnvoyFilter", policy.spec.filter_namespace, backend.routing_filter)
-
-
 def _headers(body: Mapping[str, object], key: str) -> tuple[str, ...]:
     value = ((body.get("metadata") or {}).get("annotations") or {}).get(key)  # type: ignore[attr-defined]
     return tuple(h for h in str(value).split(",") if h) if value else ()
@@ -72,6 +65,18 @@ def _has_routes(body: Mapping[str, object]) -> bool:
     if is_owned(body):
         return True
     return bool(((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ROUTES))  # type: ignore[attr-defined]
+
+
+def filter_ref(policy: MeshPolicy, backend: Backend) -> Ref | None:
+    """The object that runs the routing-key normaliser, if the backend writes one."""
+    if backend.routing_filter is None:
+        return None
+    return Ref("EnvoyFilter", policy.spec.filter_namespace, backend.routing_filter)
+
+
+def of_cluster(policy: MeshPolicy, backend: Backend, live: Mapping[Ref, JsonObject]) -> Step:
+    """This round's step for the policy's routing header, from the live objects of the backend."""
+    return step(policy.spec.routing_header, live, filter_ref(policy, backend), backend.routes)
 
 
 def step(new: str, live: Mapping[Ref, JsonObject], filter_ref: Ref | None, routes: Iterable[str]) -> Step:

@@ -1,4 +1,5 @@
-"""Guardrails: the limits a MeshPolicy sets on sandboxes, checked while planning, before anything is written.
+"""Guardrails: the limits a MeshPolicy sets on sandboxes (and, for ``requiredLabels``, route groups), checked
+while planning, before anything is written.
 
 Every violation names the rule (``guardrail maxTTL``), points at the offending field of the offending spec, and
 says what the policy allows, so the author of a sandbox can fix it without reading the policy.
@@ -17,7 +18,7 @@ from meshgen.baseline.model import Baseline
 from meshgen.errors import Location, Problem
 from meshgen.plan.model import Claim, Fork
 from meshgen.spec import images
-from meshgen.spec.models import Guardrails, MeshPolicy, Sandbox, WorkloadRef
+from meshgen.spec.models import Guardrails, MeshPolicy, RouteGroup, Sandbox, WorkloadRef
 
 Where = Callable[[str, str], Location]
 PREFIX = "guardrail "
@@ -30,12 +31,16 @@ def check(
     claims: Iterable[Claim],
     baseline: Baseline,
     where: Where,
+    groups: Sequence[RouteGroup] = (),
 ) -> list[Problem]:
-    """Every guardrail violation among ``sandboxes`` and what was derived from them."""
+    """Every guardrail violation among ``sandboxes`` (and ``groups``: a route group is owned, so it carries the
+    required labels too; the other rules concern what only sandboxes hold) and what was derived from them."""
     rules = policy.spec.guardrails
     name = policy.metadata.name
     by_workload = {(f.sandbox, f.workload): f for f in forks}
     problems: list[Problem] = []
+    for group in groups:
+        problems.extend(_labels(rules, name, group, where("RouteGroup", group.name)))
     for sandbox in sandboxes:
         origin = where("Sandbox", sandbox.name)
         problems.extend(_labels(rules, name, sandbox, origin))
@@ -52,9 +57,14 @@ def _rule(rule: str, policy: str, message: str) -> str:
 
 # -- the messages (shared with the admission policy) ----------------------------------------------------------
 
-def missing_labels_message(policy: str, sandbox: str, missing: str) -> str:
-    """``missing``: the label keys, joined with ", "."""
-    return _rule("requiredLabels", policy, f"sandbox {sandbox} lacks label(s) {missing}")
+def missing_labels_message(policy: str, kind: str, name: str, missing: str) -> str:
+    """``kind``: ``sandbox`` or ``route group``; ``missing``: the label keys, joined with ", "."""
+    return _rule("requiredLabels", policy, f"{kind} {name} lacks label(s) {missing}")
+
+
+def kind_word(kind: str) -> str:
+    """How a message names a kind of spec: ``sandbox``, ``route group``."""
+    return "route group" if kind == "RouteGroup" else "sandbox"
 
 
 def ttl_missing_message(policy: str) -> str:
@@ -79,11 +89,12 @@ def registry_message(policy: str, image: str, allowed: Sequence[str]) -> str:
 
 # -- the checks -----------------------------------------------------------------------------------------------
 
-def _labels(rules: Guardrails, policy: str, sandbox: Sandbox, origin: Location) -> list[Problem]:
-    missing = [k for k in rules.required_labels if k not in sandbox.metadata.labels]
+def _labels(rules: Guardrails, policy: str, spec: Sandbox | RouteGroup, origin: Location) -> list[Problem]:
+    missing = [k for k in rules.required_labels if k not in spec.metadata.labels]
     if not missing:
         return []
-    return [Problem(origin.at("metadata", "labels"), missing_labels_message(policy, sandbox.name, ", ".join(missing)),
+    return [Problem(origin.at("metadata", "labels"),
+                    missing_labels_message(policy, kind_word(spec.kind), spec.name, ", ".join(missing)),
                     f"add {', '.join(f'{k}: <value>' for k in missing)} under metadata.labels")]
 
 

@@ -18,15 +18,13 @@ from typing import Any
 from meshgen.baseline.model import (
     DESTINATION_RULE,
     SERVICE,
-    VIRTUAL_SERVICE,
     Baseline,
     ObjectKey,
-    resolve_host,
     selects,
 )
 from meshgen.errors import InvalidInput, Location, Problem, raise_if_any
 from meshgen.plan import forks as forking
-from meshgen.plan import guardrails, reach
+from meshgen.plan import guardrails, reach, route_limits, targets
 from meshgen.plan.model import (
     Claim,
     Diagnostic,
@@ -110,18 +108,19 @@ def _without(specs: Specs, excluded: Collection[OwnerId]) -> Specs:
 def _blame(problem: Problem, documents: Mapping[tuple[str, int], OwnerId], baseline: Baseline,
            claims: Iterable[Claim], cluster_domain: str) -> set[OwnerId]:
     """Who a problem belongs to: the sandbox or route group in whose document it was found; for a problem in a
-    baseline VirtualService (one meshgen cannot add routes to), every sandbox claiming a host it binds."""
+    baseline routing object (one meshgen cannot add routes to), every sandbox claiming a host it binds or sends
+    to."""
     where = problem.location
     if where is None:
         return set()
     owner = documents.get((where.source, where.document))
     if owner is not None:
         return {owner}
-    for resource in baseline.of_kind(VIRTUAL_SERVICE):
-        at = resource.location
+    for source in Sources(baseline, cluster_domain).all():
+        at = source.resource.location
         if at is not None and (at.source, at.document) == (where.source, where.document):
-            bound = {resolve_host(str(h), resource.namespace, cluster_domain) for h in resource.spec.get("hosts") or []}
-            return {("Sandbox", c.sandbox) for c in claims if c.host in bound}
+            touched = {*source.hosts, *(h for r in source.routes for h in r.destination_hosts())}
+            return {("Sandbox", c.sandbox) for c in claims if c.host in touched}
     return set()
 
 
@@ -214,11 +213,16 @@ def _attempt(specs: Specs, baseline: Baseline, policy: MeshPolicy,
     problems.extend(_name_collisions(forks, baseline, where))
     warnings.extend(_rules_left_behind(forks, baseline))
     sandbox_claims = [c for s in sandboxes for c in claims_by_sandbox.get(s.name, [])]
-    problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where))
-    tables, table_problems, table_warnings = plan_tables(sources, all_claims, hosts, domain, baseline, forks)
+    problems.extend(guardrails.check(policy, sandboxes, forks, sandbox_claims, baseline, where, groups))
+    tables, table_problems, table_warnings = plan_tables(sources, all_claims, hosts, domain, baseline, forks,
+                                                         policy.spec.backend)
     problems.extend(table_problems)
     warnings.extend(table_warnings)
     problems.extend(_owned_table_collisions(tables, baseline))
+    problems.extend(route_limits.check(tables, policy, seniority, where))
+    target_problems, target_warnings = targets.check(policy, forks, where)
+    problems.extend(target_problems)
+    warnings.extend(target_warnings)
     edge = _edge(policy, baseline, where)
     if isinstance(edge, Problem):
         problems.append(edge)
@@ -349,12 +353,12 @@ def _owned_table_collisions(tables: Iterable[RouteTable], baseline: Baseline) ->
     problems = []
     for table in tables:
         key = table.key
-        existing = baseline.get(VIRTUAL_SERVICE, key.namespace, key.name)
+        existing = baseline.get(key.kind, key.namespace, key.name)
         if table.owned and existing is not None:
             problems.append(Problem(
                 existing.at("metadata", "name"),
-                f"meshgen needs the name {key} for the VirtualService it owns, and the baseline already has one "
+                f"meshgen needs the name {key} for the {key.kind} it owns, and the baseline already has one "
                 "by that name that does not bind the same host",
-                "rename that VirtualService",
+                f"rename that {key.kind}",
             ))
     return problems

@@ -26,10 +26,10 @@ from meshgen.baseline.model import (
     ObjectKey,
     Resource,
     gateways,
-    host_matches,
     selects,
 )
 from meshgen.errors import Problem
+from meshgen.plan import coverage, specificity
 from meshgen.plan.model import (
     CallerMatch,
     Claim,
@@ -42,8 +42,10 @@ from meshgen.plan.model import (
     RouteRole,
     RouteTable,
 )
-from meshgen.plan.routing import Destination, Origin, Route
+from meshgen.plan.routing import Destination, Match, MatchKind, Origin, Route, Semantics, StringMatch
 from meshgen.plan.sources import Source, Sources
+from meshgen.plan.tables import GRPC_ROUTE, HTTP_ROUTE
+from meshgen.spec.models import Backend
 from meshgen.spec.names import fit_name
 
 FAST_PATH_ROUTE = "meshgen-no-key"
@@ -91,12 +93,15 @@ def plan_tables(
     cluster_domain: str,
     baseline: Baseline,
     forks: Sequence[Fork] = (),
+    backend: Backend = Backend.ISTIO,
 ) -> tuple[tuple[RouteTable, ...], list[Problem], list[Diagnostic]]:
     """Every route table that reaches a claimed host or matches a forked workload as caller, with sandbox and
     caller routes placed; plus problems and warnings.
 
     Of mesh VirtualServices defining one host, istiod applies one (:mod:`meshgen.baseline.precedence`): meshgen
-    edits that one, never one istiod ignores, and warns as ``istioctl analyze`` does (IST0109)."""
+    edits that one, never one istiod ignores, and warns as ``istioctl analyze`` does (IST0109). Which kind of
+    routing object a claimed host may have, and where meshgen refuses to build on one, is
+    :mod:`meshgen.plan.coverage`'s; a host with none gets a table meshgen owns, of the kind the backend writes."""
     callers = _callers(sources, baseline, forks)
     by_key_host: dict[tuple[Owner, str], str] = {}
     owners_of_host: dict[str, set[Owner]] = {}
@@ -126,28 +131,44 @@ def plan_tables(
     warnings.extend(_conflicts(user_services, touched, set(owners_of_host), {t.key for t in tables},
                                cluster_domain))
 
+    for source in [*sources.of_kind(HTTP_ROUTE), *sources.of_kind(GRPC_ROUTE)]:
+        if source.consumers:
+            continue  # never edited (a consumer route touching a claimed host is refused below)
+        table = _user_table(source, by_key_host, owners_of_host)
+        if table is not None:
+            tables.append(table)
+    refused: set[str] = set()  # claimed hosts meshgen cannot build on, whatever it would edit
     for host in sorted(owners_of_host):
-        covering = [s for s in sources.of_kind(VIRTUAL_SERVICE) if any(host_matches(h, host) for h in s.hosts)]
-        if any(s.mesh for s in covering):
-            continue
-        gateway_only = [s for s in covering if host in s.hosts]
-        if gateway_only:
-            vs = gateway_only[0].resource
-            problems.append(Problem(
-                vs.at("spec", "gateways"),
-                f"VirtualService {vs.namespace}/{vs.name} binds {host} only to gateways "
-                f"({', '.join(gateways(vs))}), so it does not route mesh traffic and meshgen cannot add sandbox "
-                "routes to it without a second VirtualService for the same host",
-                "add 'mesh' to spec.gateways so the routes also apply inside the mesh, or bind the gateway "
-                "VirtualService to an external host name instead of the Service host",
-            ))
+        problem, covered = coverage.of_host(host, sources, backend)
+        if problem is not None:
+            problems.append(problem)
+            refused.add(host)
+        if problem is not None or covered:
             continue
         service = hosts.get(host)
         if service is None:
             continue  # claims come from baseline Services, so every claimed host is known
-        tables.append(_owned_table(service, by_key_host, owners_of_host[host]))
-    tables.sort(key=lambda t: (t.namespace, t.name))
+        if backend is Backend.GATEWAY_API:
+            tables.extend(_owned_http_routes(service, by_key_host, owners_of_host[host]))
+        else:
+            tables.append(_owned_table(service, by_key_host, owners_of_host[host]))
+    problems.extend(_unwritable(tables, backend, refused))
+    tables.sort(key=lambda t: (t.namespace, t.name, t.kind))
     return tuple(tables), problems, warnings
+
+
+def _unwritable(tables: Iterable[RouteTable], backend: Backend, refused: set[str]) -> list[Problem]:
+    """A user's routing object that would need sandbox routes the backend cannot write into it (unless a host
+    it sends to is refused already: that problem says more)."""
+    out = []
+    for table in tables:
+        if table.owned or table.kind in coverage.EDITED[backend] or table.source is None:
+            continue
+        claimed = [h for r in table.routes for h, _ in r.redirects]
+        if refused & set(claimed):
+            continue
+        out.append(coverage.wrong_backend(table.source, claimed[0] if claimed else table.hosts[0], backend))
+    return out
 
 
 def _conflicts(user_services: Sequence[Resource], touched: set[ObjectKey], claimed: set[str],
@@ -253,6 +274,7 @@ def _user_table(
     callers: Sequence[_Caller] = (),
 ) -> RouteTable | None:
     counters: dict[Owner, int] = {}
+    placed: dict[int, list[PlannedRoute]] = {}  # position in the object's list -> the copies placed before it
     routes: list[PlannedRoute] = []
     touched = False
     for i, route in enumerate(source.routes):
@@ -264,11 +286,14 @@ def _user_table(
             touched = True
         if dests:
             copies = _copies(route, i, dests, by_key_host, owners_of_host, counters)
-            routes.extend(copies)
+            where = specificity.anchor(source.routes, i) if route.semantics is Semantics.SPECIFICITY else i
+            placed.setdefault(where, []).extend(copies)
             touched = touched or bool(copies)
+        routes.extend(placed.pop(i, []))
         routes.append(PlannedRoute(RouteRole.BASELINE, i, route, route.name))
     if not touched:
         return None
+    routes.extend(placed.pop(len(source.routes), []))
     return RouteTable(
         namespace=source.namespace,
         name=source.name,
@@ -300,3 +325,25 @@ def _owned_table(
         baseline=(default,),
         routes=tuple(routes),
     )
+
+
+def _owned_http_routes(service: Host, by_key_host: Mapping[tuple[Owner, str], str],
+                       owners: set[Owner]) -> list[RouteTable]:
+    """The HTTPRoutes meshgen owns for a Service no routing object covers (the Gateway API backend): one rule per
+    routing key, then the default rule to the Service, all on one port (a backendRef names the port it sends to, so
+    a Service with several ports gets one route per port, ``meshgen-<service>-<port>``). There is no fast path:
+    the Gateway API cannot match a header's absence."""
+    ports = [p for p in service.ports if p.mesh_protocol.routes_requests]
+    out = []
+    for port in ports:
+        default = Route(Origin(None, 0), name=DEFAULT_ROUTE, semantics=Semantics.SPECIFICITY,
+                        matches=(Match(path=StringMatch(MatchKind.PREFIX, "/"),
+                                       port=port.port if len(ports) > 1 else None),),
+                        destinations=(Destination(service.fqdn, port.port),))
+        counters: dict[Owner, int] = {}
+        routes = _copies(default, 0, [service.fqdn], by_key_host, {service.fqdn: owners}, counters)
+        routes.append(PlannedRoute(RouteRole.BASELINE, 0, default, DEFAULT_ROUTE))
+        name = owned_table_name(service.name if len(ports) == 1 else f"{service.name}-{port.port}")
+        out.append(RouteTable(namespace=service.namespace, name=name, hosts=(service.fqdn,), owned=True,
+                              baseline=(default,), routes=tuple(routes), kind=HTTP_ROUTE))
+    return out

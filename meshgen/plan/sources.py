@@ -1,8 +1,9 @@
 """The baseline's routing objects, each read once into neutral routes: what the planner edits and what every
 backend's view of the mesh starts from.
 
-A :class:`Source` is one object that holds HTTP routes — an Istio VirtualService today, a Gateway API HTTPRoute or
-GRPCRoute too (:mod:`meshgen.plan.http_routes`) — with the hosts it routes, whether sidecars apply it (``mesh``)
+A :class:`Source` is one object that holds HTTP routes — an Istio VirtualService (:mod:`meshgen.plan.virtual_services`)
+or a Gateway API HTTPRoute or GRPCRoute (:mod:`meshgen.plan.http_routes`) — with the hosts it routes (a
+VirtualService's ``hosts``; the Services a Gateway API route is attached to), whether sidecars apply it (``mesh``)
 and which gateways it is bound to.
 """
 
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from meshgen.baseline.model import (
+    GRPC_ROUTE,
+    HTTP_ROUTE,
     VIRTUAL_SERVICE,
     Baseline,
     ObjectKey,
@@ -20,7 +23,7 @@ from meshgen.baseline.model import (
     is_mesh_bound,
     resolve_host,
 )
-from meshgen.plan import virtual_services
+from meshgen.plan import http_routes, virtual_services
 from meshgen.plan.routing import Route
 
 
@@ -34,6 +37,10 @@ class Source:
     routes: tuple[Route, ...] = field(compare=False, hash=False)
     mesh: bool = True  # sidecars apply its routes
     gateways: tuple[str, ...] = ()  # the gateways it is bound to, as written (besides ``mesh``)
+    # Gateway API: the Gateways it is attached to, and the Services of other namespaces it names (consumer routes)
+    attached: tuple[ObjectKey, ...] = ()
+    consumers: tuple[str, ...] = ()
+    hostnames: tuple[str, ...] = ()  # Gateway API: the host names it routes at a Gateway (none: every one)
 
     @property
     def kind(self) -> str:
@@ -64,6 +71,11 @@ class Sources:
             self.by_key[vs.key] = Source(vs, vs.key, virtual_service_hosts(vs, cluster_domain),
                                          virtual_services.routes_of(vs, cluster_domain), is_mesh_bound(vs),
                                          tuple(g for g in gateways(vs) if g != "mesh"))
+        for route in (*baseline.of_kind(HTTP_ROUTE), *baseline.of_kind(GRPC_ROUTE)):
+            found = http_routes.parents(route, cluster_domain)
+            names = tuple(str(h).lower() for h in route.spec.get("hostnames") or ())
+            self.by_key[route.key] = Source(route, route.key, found.hosts, http_routes.routes_of(route, cluster_domain),
+                                            bool(found.services), (), found.gateways, found.consumers, names)
         self._by_kind: dict[str, list[Source]] = {}
         for source in self.by_key.values():
             self._by_kind.setdefault(source.kind, []).append(source)

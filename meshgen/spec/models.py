@@ -443,13 +443,20 @@ class MeshPolicySpec(Model):
 
     @model_validator(mode="after")
     def _backend_runs_on_target(self) -> MeshPolicySpec:
-        if self.backend is Backend.ISTIO and self.target is not Target.ISTIO_SIDECAR:
-            raise FieldProblem(
-                f"backend istio needs target istio-sidecar (got {self.target.value}): it writes VirtualServices and "
-                "an EnvoyFilter that runs the routing-key normaliser, and only Istio's sidecars and gateways run "
-                "EnvoyFilters",
-                f"use backend: gateway-api with target: {self.target.value}")
+        mismatch = self.backend_mismatch()
+        if mismatch is not None:
+            raise FieldProblem(*mismatch)
         return self
+
+    def backend_mismatch(self) -> tuple[str, str] | None:
+        """Why the backend cannot run on the target, and the fix (None: it can). Checked when a policy is read,
+        and again for a compile whose ``--backend`` replaces the policy's."""
+        if self.backend is Backend.ISTIO and self.target is not Target.ISTIO_SIDECAR:
+            return (f"backend istio needs target istio-sidecar (got {self.target.value}): it writes VirtualServices "
+                    "and an EnvoyFilter that runs the routing-key normaliser, and only Istio's sidecars and gateways "
+                    "run EnvoyFilters",
+                    f"use backend: gateway-api with target: {self.target.value}")
+        return None
 
 
 class MeshPolicy(Model):

@@ -122,6 +122,28 @@ def locate_istio() -> IstioBinaries | None:
     return IstioBinaries(pilot, istioctl) if pilot and istioctl else None
 
 
+GATEWAY_API = Component("istio", "sigs.k8s.io/gateway-api", "gateway-api-crds.yaml")
+# The Gateway API's standard channel: what its CRDs' bundle ships besides the CRDs (a ValidatingAdmissionPolicy
+# against installing the experimental channel over it) is left out.
+_GATEWAY_API_STANDARD = "config/crd/standard"
+
+
+def gateway_api_crds() -> list[Path]:
+    """The Gateway API's standard-channel CRDs, of the version the pinned istio.io/istio requires (read at test
+    time: ``$MESHGEN_TESTENV_BIN/gateway-api-crds.yaml``, or the module in the Go module cache, which the Istio
+    build downloads); none when neither is there."""
+    if os.environ.get("MESHGEN_TESTENV_BIN"):
+        bundled = Path(os.environ["MESHGEN_TESTENV_BIN"]) / GATEWAY_API.file
+        if bundled.is_file():
+            return [bundled]
+    version = GATEWAY_API.version()
+    cache = Path(os.environ.get("GOMODCACHE") or Path.home() / "go" / "pkg" / "mod")
+    found = cache / f"{GATEWAY_API.module}@{version}" / _GATEWAY_API_STANDARD if version else None
+    if found is None or not found.is_dir():
+        return []
+    return sorted(p for p in found.glob("gateway.networking.k8s.io_*.yaml") if "vap" not in p.name)
+
+
 def missing(components: tuple[Component, ...] = CONTROL_PLANE + ISTIO) -> list[str]:
     """Names of the files that cannot be found."""
     return [c.file for c in components if find(c) is None]
@@ -161,6 +183,25 @@ def _build_missing(components: tuple[Component, ...]) -> None:
         if result.returncode != 0 or find(component) is None:
             raise EnvironmentProblem(f"testenv/build.sh {_BUILD_TARGET[component]} failed (exit "
                                      f"{result.returncode}); see its output above")
+
+
+def istio_samples() -> Path | None:
+    """Istio's ``samples/`` in the pinned istio.io/istio module of the Go module cache, where building istiod puts
+    it (``$GOMODCACHE``, else ``go env GOMODCACHE``, else ``~/go/pkg/mod``), or ``None`` when it is not there: the
+    real-world corpus reads them at test time (:mod:`meshgen.corpus`), nothing vendors them."""
+    version = PILOT_DISCOVERY.version()
+    if version is None:
+        return None
+    roots = [os.environ.get("GOMODCACHE") or ""]
+    if not roots[0] and shutil.which("go"):
+        found = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=False)
+        roots.append(found.stdout.strip() if found.returncode == 0 else "")
+    roots.append(str(Path.home() / "go" / "pkg" / "mod"))
+    for root in filter(None, roots):
+        samples = Path(root) / f"{PILOT_DISCOVERY.module}@{version}" / "samples"
+        if samples.is_dir():
+            return samples
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 from meshgen.documents import parse_documents
 from meshgen.errors import EnvironmentProblem
-from meshgen.testenv import pki, processes
+from meshgen.testenv import binaries, pki, processes
 from meshgen.testenv.binaries import Binaries
 
 STATE_FILE = "state.json"
@@ -72,6 +72,8 @@ class ControlPlane:
             self.start_apiserver()
             self.write_kubeconfig(self.kubeconfig, self.credentials.admin)
             self.install_manifests(self.binaries.istio_crds.read_text(), str(self.binaries.istio_crds))
+            for crds in binaries.gateway_api_crds():  # HTTPRoutes for the gateway-api backend, when available
+                self.install_manifests(crds.read_text(), str(crds))
             self.create_namespace(ISTIO_NAMESPACE)
             self.save_state()
         except BaseException:
@@ -114,7 +116,9 @@ class ControlPlane:
             f"--service-account-key-file={creds.service_account_public}",
             f"--service-account-signing-key-file={creds.service_account_key}",
             "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/16",  # /24 holds only 254 Services; the benchmark makes 1,000+
+            # /24 holds only 254 Services (the benchmark makes 1,000+); dual-stack, as most clusters now are, so the
+            # Services of Istio's dual-stack and IPv6 samples are stored (single-stack refuses them with 422).
+            "--service-cluster-ip-range=10.0.0.0/16,fd00:10::/108",
             "--disable-admission-plugins=ServiceAccount",
             f"--audit-policy-file={self.directory / 'audit-policy.json'}",
             f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=0",

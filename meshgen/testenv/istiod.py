@@ -15,6 +15,10 @@ mesh ``outboundTrafficPolicy: REGISTRY_ONLY``       an unknown host gets a clean
 ``ENABLE_CA_SERVER=false``, ``--secureGRPCAddr ""``  no CA and no TLS xDS port: plaintext xDS only, no certificates
 ``INJECT_ENABLED=false``, webhook names empty       no injector, no webhook patching (there are no pods to inject)
 ``ENABLE_LEADER_ELECTION=false``                    one istiod, no Lease objects
+``PILOT_ENABLE_GATEWAY_API_STATUS=false``,          the Gateway API is on (``PILOT_ENABLE_GATEWAY_API``, true by
+``..._DEPLOYMENT_CONTROLLER=false``,                default: HTTPRoutes and GRPCRoutes with a Service parent are
+``..._GATEWAYCLASS_CONTROLLER=false``               mesh routes, GAMMA), but istiod writes no route status, no
+                                                    Deployment for a Gateway and no GatewayClass
 ==================================================  =============================================================
 
 istiod writes nothing to the cluster with these settings. Its debug endpoints (on the plaintext HTTP port, no
@@ -65,6 +69,9 @@ SETTINGS: dict[str, str] = {
     "ENABLE_CA_SERVER": "false", "PILOT_CERT_PROVIDER": "none", "INJECT_ENABLED": "false",
     "INJECTION_WEBHOOK_CONFIG_NAME": "", "VALIDATION_WEBHOOK_CONFIG_NAME": "", "ENABLE_LEADER_ELECTION": "false",
     "PILOT_ENABLE_ALPN_FILTER": "false", "PILOT_ENABLE_METADATA_EXCHANGE": "false",
+    "PILOT_ENABLE_GATEWAY_API": "true", "PILOT_ENABLE_GATEWAY_API_STATUS": "false",
+    "PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER": "false",
+    "PILOT_ENABLE_GATEWAY_API_GATEWAYCLASS_CONTROLLER": "false",
 }
 
 

@@ -187,15 +187,17 @@ class SidecarEnvoy(EnvoyProcess):
                 for route in vhost.get("routes") or [] if "name" in route}
 
     def listener_text(self) -> str:
-        """The accepted listeners as JSON text (to look for a filter by name)."""
-        return self.admin("/config_dump?resource=dynamic_listeners")
+        """The listeners in service as JSON text (to look for a filter by name): the active state of each, not a
+        version Envoy still drains after an update (for its drain time, minutes: it would still show a filter
+        istiod has already removed)."""
+        dump = json.loads(self.admin("/config_dump?resource=dynamic_listeners"))
+        return json.dumps([(entry.get("active_state") or {}).get("listener") for entry in dump.get("configs") or []])
 
     def listening(self) -> set[tuple[str, int]]:
         """The address and port of every active listener."""
-        dump = json.loads(self.listener_text())
         found = set()
-        for entry in dump.get("configs") or []:
-            address = (((entry.get("active_state") or {}).get("listener") or {}).get("address") or {})
+        for listener in json.loads(self.listener_text()):
+            address = (listener or {}).get("address") or {}
             socket = address.get("socket_address") or {}
             if socket:
                 found.add((str(socket.get("address")), int(socket.get("port_value", 0))))

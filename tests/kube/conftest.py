@@ -8,6 +8,7 @@ they fail: CI must prove the reconciler against a real API server.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -29,9 +30,16 @@ from meshgen.testenv import binaries, controlplane, istiod
 from meshgen.testenv.istiomesh import IstioMesh
 
 ROOT = Path(__file__).resolve().parents[2]
+REPORTS = pytest.StashKey[list[str]]()  # tables tests print at the end of the session (the corpus table)
 BOOKINFO = (ROOT / "examples" / "baseline" / "bookinfo.yaml").read_text()
 _counter = itertools.count()
 T = TypeVar("T")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for report in config.stash.get(REPORTS, []):
+        terminalreporter.write_sep("=", report.splitlines()[0])
+        terminalreporter.write_line("\n".join(report.splitlines()[1:]))
 
 
 def _binaries() -> binaries.Binaries:
@@ -160,13 +168,23 @@ class Cluster:
         return [c.summary for c in reconciler.changes(state, discovery.specs_of(state.stored), {})]
 
 
-class EditsFirst(Client):
-    """A client with which someone else edits ``ref`` (``admin`` adds ``timeout: 7s`` to its first route) right
-    before meshgen's first patch of it: the guarded patch then conflicts and must be recomputed."""
+def assert_restored(restored: dict[str, Any], original: dict[str, Any]) -> None:
+    """A user's routing object as it was before meshgen edited it: its spec byte for byte (order kept), its
+    annotations and labels."""
+    assert json.dumps(restored["spec"], sort_keys=False) == json.dumps(original["spec"], sort_keys=False)
+    assert restored["metadata"].get("annotations") == original["metadata"].get("annotations")
+    assert restored["metadata"].get("labels") == original["metadata"].get("labels")
 
-    def __init__(self, admin: Client, ref: kinds.Ref) -> None:
+
+class EditsFirst(Client):
+    """A client with which someone else edits ``ref`` (``admin`` adds ``value`` at ``path``: by default
+    ``timeout: 7s`` to a VirtualService's first route) right before meshgen's first patch of it: the guarded patch
+    then conflicts and must be recomputed."""
+
+    def __init__(self, admin: Client, ref: kinds.Ref, path: str = "/spec/http/0/timeout", value: Any = "7s") -> None:
         super().__init__(admin.api)
         self.admin, self.ref, self.edited = admin, ref, False
+        self.path, self.value = path, value
 
     def patch(self, target: kinds.Ref, operations: Any, dry_run: bool = False) -> dict[str, Any]:
         if target == self.ref and not self.edited:
@@ -174,7 +192,7 @@ class EditsFirst(Client):
             live = self.admin.get(self.ref)
             self.admin.patch(self.ref, [{"op": "test", "path": "/metadata/resourceVersion",
                                          "value": live["metadata"]["resourceVersion"]},
-                                        {"op": "add", "path": "/spec/http/0/timeout", "value": "7s"}])
+                                        {"op": "add", "path": self.path, "value": self.value}])
         return super().patch(target, operations, dry_run)
 
 

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -53,19 +54,26 @@ def test_concurrent_applies_of_different_sandboxes_on_one_host_lose_nothing(clus
     assert {o["metadata"]["name"] for o in listed} >= set(names)
 
 
-def test_concurrent_adds_and_deletes_converge(cluster: Cluster) -> None:
-    cluster.create_baseline()
-    old = [f"{cluster.namespace}-old{i}" for i in range(CONCURRENT // 2)]
-    new = [f"{cluster.namespace}-new{i}" for i in range(CONCURRENT // 2)]
-    setup = cluster.meshgen("apply", "-f", str(cluster.spec_file("---\n".join(sandbox(n) for n in old))))
+def adds_and_deletes(cluster: Cluster, sandbox_of: Callable[[str], str], count: int) -> list[str]:
+    """Apply ``count`` sandboxes, then delete each while applying a new one, every command its own process at
+    once; every command succeeds. The new sandboxes' names, sorted."""
+    old = [f"{cluster.namespace}-old{i}" for i in range(count)]
+    new = [f"{cluster.namespace}-new{i}" for i in range(count)]
+    setup = cluster.meshgen("apply", "-f", str(cluster.spec_file("---\n".join(sandbox_of(n) for n in old))))
     assert setup.returncode == 0, setup.stderr
     procs = []
     for gone, added in zip(old, new, strict=True):
         procs.append(cluster.spawn("delete", gone))
-        procs.append(cluster.spawn("apply", "-f", str(cluster.spec_file(sandbox(added)))))
+        procs.append(cluster.spawn("apply", "-f", str(cluster.spec_file(sandbox_of(added)))))
     results = run_all(procs)
     assert all(code == 0 for code, _, _ in results), [err for code, _, err in results if code]
-    assert meshgen_routes(cluster) == [f"meshgen-{n}-0" for n in sorted(new)]
+    return sorted(new)
+
+
+def test_concurrent_adds_and_deletes_converge(cluster: Cluster) -> None:
+    cluster.create_baseline()
+    new = adds_and_deletes(cluster, sandbox, CONCURRENT // 2)
+    assert meshgen_routes(cluster) == [f"meshgen-{n}-0" for n in new]
     assert owned(cluster, kinds.DEPLOYMENT) == sorted(f"reviews-v1-{n}" for n in new)
     assert owned(cluster, kinds.SERVICE) == sorted(f"reviews-{n}" for n in new)
     assert cluster.pending() == []

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from meshgen.kube import kinds
-from tests.kube.conftest import Cluster, EditsFirst
+from meshgen.kube.reconciling import DryRun
+from tests.kube.conftest import Cluster, EditsFirst, assert_restored
 
 pytestmark = pytest.mark.kube
 
@@ -84,9 +85,7 @@ def test_removing_the_last_sandbox_restores_the_user_virtual_service_exactly(clu
     result = cluster.meshgen("delete", *names)
     assert result.returncode == 0, result.stderr
     restored = cluster.get("VirtualService", "reviews")
-    assert json.dumps(restored["spec"], sort_keys=False) == json.dumps(original["spec"], sort_keys=False)
-    assert restored["metadata"].get("annotations") == original["metadata"].get("annotations")
-    assert restored["metadata"].get("labels") == original["metadata"].get("labels")
+    assert_restored(restored, original)
     assert not cluster.exists("Deployment", f"reviews-v1-{names[0]}")
 
 
@@ -109,6 +108,51 @@ def test_a_changed_sandbox_updates_only_its_own_objects(cluster: Cluster) -> Non
     assert client.counts["get"] <= unchanged.counts["get"] + 2 * (report.rounds + 1), (client.counts, report.rounds)
     env = cluster.get("Deployment", f"reviews-v1-{a}")["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "RANKING", "value": "newer"} in env
+
+
+VERSIONED_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-v1, namespace: bookinfo}
+spec:
+  selector: {app: reviews, version: v1}
+  ports: [{name: http, port: 9080}]
+"""
+
+
+def test_a_fork_whose_selector_must_change_is_recreated(cluster: Cluster) -> None:
+    """Found by the corpus (bookinfo-versions.yaml applied under live sandboxes): a Service that selects on one
+    more label (version) changes the fork's pod selector, which the API server never lets change in place (422
+    "field is immutable"); the next apply deletes the fork and creates it again instead of failing."""
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-s"
+    cluster.apply(sandbox(name))
+    fork = f"reviews-v1-{name}"
+    before = cluster.get("Deployment", fork)
+    assert before["spec"]["selector"]["matchLabels"]["version"] == "v1"  # no Service selected on it
+    cluster.create_baseline(VERSIONED_SERVICE)
+    report = cluster.apply(sandbox(name))
+    assert f"deployment.apps/{fork} -n {cluster.namespace} configured" in [c.summary for c in report.changes]
+    after = cluster.get("Deployment", fork)
+    assert after["spec"]["selector"]["matchLabels"]["version"] != "v1"  # no baseline Service selects the fork
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    assert cluster.pending() == []
+
+
+def test_a_server_dry_run_delete_deletes_nothing(cluster: Cluster) -> None:
+    """The API server reads a DELETE's options from its body, not from ``?dryRun=All`` beside one: a dry-run delete
+    that sent its options only in the query deleted for real (found through the corpus, by a recreated fork's dry
+    run)."""
+    cluster.create_baseline()
+    name = f"{cluster.namespace}-d"
+    cluster.apply(sandbox(name))
+    fork = kinds.Ref("Deployment", cluster.namespace, f"reviews-v1-{name}")
+    live = cluster.client().get(fork)
+    cluster.client().delete(fork, live["metadata"]["resourceVersion"], dry_run=True)
+    assert cluster.exists("Deployment", fork.name)
+    report = cluster.reconciler().delete("Sandbox", [name], dry_run=DryRun.SERVER)
+    assert f"deployment.apps/{fork.name} -n {cluster.namespace} deleted" in [c.summary for c in report.changes]
+    assert cluster.exists("Deployment", fork.name) and cluster.exists("Sandbox", name, "")
 
 
 def test_diff_exit_codes_json_and_server_dry_run(cluster: Cluster) -> None:

@@ -131,10 +131,19 @@ def test_ci_identities_neither_write_nor_choose_the_policy_and_the_api_server_en
             assert message in str(refused.value), str(refused.value)
         unlabelled = {"apiVersion": "meshgen.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": f"{ns}-raw{i}"},
                       "spec": good}
-        with pytest.raises(Invalid, match=re.escape(guardrails.missing_labels_message("platform", f"{ns}-raw{i}",
-                                                                                    "team"))):
+        with pytest.raises(Invalid, match=re.escape(guardrails.missing_labels_message("platform", "sandbox",
+                                                                                    f"{ns}-raw{i}", "team"))):
             client.create(unlabelled)
         assert not cluster.exists("Sandbox", f"{ns}-raw{i}", "")
+        group = {"apiVersion": "meshgen.dev/v1alpha1", "kind": "RouteGroup", "metadata": {"name": f"{ns}-rg{i}"},
+                 "spec": {"match": {"all": [{"label": {"key": "team", "value": "t"}}]}}}
+        with pytest.raises(Invalid) as refused:
+            client.create(group)
+        assert "ValidatingAdmissionPolicy 'meshgen-guardrails-route-groups'" in str(refused.value)
+        assert guardrails.missing_labels_message("platform", "route group", f"{ns}-rg{i}", "team") \
+            in str(refused.value), str(refused.value)
+        labelled = {**group, "metadata": {"name": f"{ns}-rg{i}", "labels": {"team": "t"}}}
+        client.create(labelled, dry_run=True)  # the same route group with the label is admitted
 
         # meshgen refuses the same thing first, with the same words, file:line and nothing written
         too_long = cluster.spec_file(sandbox(f"{ns}-ci{i}", extra="  ttl: {duration: 2d}\n"))

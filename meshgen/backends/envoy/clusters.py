@@ -65,6 +65,7 @@ class Destinations:
         self.subsets: dict[str, dict[str, tuple[dict[str, str], Mapping[str, Any], Resource]]] = {}
         self.hash_policies: dict[str, JsonObject] = {}
         self.accepted: dict[tuple[ObjectKey, tuple[str, ...]], Diagnostic] = {}
+        self.missing: dict[str, Diagnostic] = {}  # clusters routes name that do not exist, and why
         rules = sorted(plan.baseline.of_kind(DESTINATION_RULE), key=lambda r: r.key)
         for rule in rules:
             if "workloadSelector" in rule.spec:
@@ -79,28 +80,35 @@ class Destinations:
                                              rule)
 
     def cluster_of(self, destination: Destination, listener_port: int) -> str:
-        """The cluster for a destination, on a listener's port (istiod's rule: the destination's port, else the
-        listener's if the host has it, else its only port)."""
+        """The cluster for a destination, on a listener's port: istiod's ``GetDestinationCluster`` (the
+        destination's port, else the host's only port, else the listener's). A destination no cluster exists for
+        (a host that is not a Service, a port it lacks, a subset no DestinationRule defines) names a cluster
+        anyway, as istiod's does: Envoy answers a route to a missing cluster with 503 (no cluster), and a TCP proxy
+        closes the connection. Each is warned about once."""
         fqdn = destination.host
         host = self.addresses.hosts.get(fqdn)
-        if host is None:
-            raise ValueError(f"host {fqdn} is not a Service of the baseline (the local mesh has no external hosts)")
-        ports = [p.port for p in host.ports]
-        wanted = destination.port
-        if wanted is not None:
-            if wanted not in ports:
-                raise ValueError(f"{fqdn} has no port {wanted} (ports: {', '.join(map(str, ports))})")
-            port = wanted
-        elif listener_port in ports or len(ports) != 1:
-            if listener_port not in ports:
-                raise ValueError(f"{fqdn} has several ports and none is {listener_port}; set destination.port")
-            port = listener_port
-        else:
+        ports = [p.port for p in host.ports] if host is not None else []
+        if destination.port is not None:
+            port = destination.port
+        elif len(ports) == 1:
             port = ports[0]
+        else:
+            port = listener_port
         subset = destination.subset
-        if subset is not None and subset not in self.subsets.get(fqdn, {}):
-            raise ValueError(f"no DestinationRule defines subset {subset!r} for {fqdn}")
-        return cluster_name(fqdn, port, subset)
+        name = cluster_name(fqdn, port, subset)
+        if host is None:
+            self._missing(name, f"host {fqdn} is not a Service of the baseline (istioctl analyze: IST0101)")
+        elif port not in ports:
+            self._missing(name, f"{fqdn} has no port {port} (ports: {', '.join(map(str, ports))})")
+        elif subset is not None and subset not in self.subsets.get(fqdn, {}):
+            self._missing(name, f"no DestinationRule defines subset {subset!r} for {fqdn} (istioctl analyze: "
+                                "IST0101)")
+        return name
+
+    def _missing(self, cluster: str, why: str) -> None:
+        self.missing.setdefault(cluster, Diagnostic(
+            f"cluster {cluster}", f"{why}: a route there answers 503 and a TCP connection is closed, in istiod's "
+                                  "mesh as in the envoy backend's"))
 
     def clusters(self) -> tuple[list[JsonObject], list[Problem]]:
         """Every cluster, sorted by name, and the problems found in traffic policies. Fields accepted without
@@ -158,8 +166,9 @@ class Destinations:
 
     @property
     def warnings(self) -> tuple[Diagnostic, ...]:
-        """One warning per DestinationRule and field accepted without translation, in DestinationRule order."""
-        return tuple(self.accepted[k] for k in sorted(self.accepted))
+        """One warning per DestinationRule and field accepted without translation, in DestinationRule order, then
+        one per cluster a route names that does not exist."""
+        return (*(self.accepted[k] for k in sorted(self.accepted)), *(self.missing[k] for k in sorted(self.missing)))
 
     def _cluster(self, name: str, host: Host, selector: dict[str, str], fields: JsonObject) -> JsonObject:
         endpoints = [

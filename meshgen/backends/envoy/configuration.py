@@ -21,7 +21,9 @@ take exactly the sandbox-free list, and routing cost does not grow with the numb
 
 **The routing key** is normalised once per request by the same Lua program the Istio backend installs
 (:mod:`meshgen.backends.normaliser`), first in every listener's filter chain. It is there even without claims,
-so sandboxes coming and going never change an existing listener (only fork hosts add and remove their own).
+so sandboxes coming and going never change an existing listener (only fork hosts add and remove their own). A
+target without the normaliser (``MeshPolicy.spec.target``: ambient waypoints, Linkerd) gets neither it nor the edge
+filter, as istiod gives its proxies no EnvoyFilter there: the sandbox routes match each propagation source themselves.
 
 **The edge** plays the ingress gateway: one listener on the edge address, on the gateway's HTTP port
 (:data:`~meshgen.backends.localmesh.EDGE_PORT`), running the edge filter (:mod:`meshgen.backends.edge`: routing keys
@@ -53,7 +55,7 @@ from meshgen.backends.localmesh import DEFAULT_MESH, EDGE_PORT, Addresses, Local
 from meshgen.baseline.protocols import Protocol
 from meshgen.documents import JsonObject
 from meshgen.errors import InvalidInput
-from meshgen.plan import virtual_services
+from meshgen.plan import targets, virtual_services
 from meshgen.plan.model import Diagnostic, Plan, ServicePort
 from meshgen.plan.serving import Serving
 
@@ -131,16 +133,19 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
     http_ports = sorted({p.port for h in laid_out.hosts.values() for p in h.ports if p.mesh_protocol.routes_requests})
     views = callers.views(serving, laid_out)
     route_configs: list[JsonObject] = []
+    # validate_clusters off, as for every route configuration istiod sends over RDS: a route may name a cluster that
+    # does not exist (a destination that is not a Service, a subset no DestinationRule defines), and Envoy then
+    # answers it with 503 instead of refusing the whole table.
     for view in (callers.DEFAULT_VIEW, *views):
         viewed = VirtualHosts(plan, serving, laid_out, destinations, problems, view.caller) if view.caller else builder
         route_configs.extend(
-            {"@type": ROUTE_CONFIG_TYPE, "name": view.route_config(port),
+            {"@type": ROUTE_CONFIG_TYPE, "name": view.route_config(port), "validate_clusters": False,
              "virtual_hosts": [viewed.virtual_host(fqdn, host, port) for fqdn, host in laid_out.hosts.items()
                                if any(p.port == port and p.mesh_protocol.routes_requests for p in host.ports)]}
             for port in http_ports)
     # istiod's gateway route configuration matches Host without its port; the edge is its own caller.
     edge_builder = VirtualHosts(plan, serving, laid_out, destinations, problems, laid_out.edge_caller())
-    route_configs.append({"@type": ROUTE_CONFIG_TYPE, "name": EDGE_ROUTE_CONFIG,
+    route_configs.append({"@type": ROUTE_CONFIG_TYPE, "name": EDGE_ROUTE_CONFIG, "validate_clusters": False,
                           "virtual_hosts": edge_builder.edge_virtual_hosts(), "ignore_port_in_host_matching": True})
     domain = plan.policy.spec.cluster_domain
     tcp: dict[tuple[str, int], JsonObject] = {}
@@ -152,7 +157,8 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
                 tcp[(fqdn, port.port)] = envoy_tcp.tcp_proxy(fqdn, port, covering, cluster_of, problems)
     if problems:
         raise InvalidInput(problems)
-    mesh_lua = normaliser.lua_source(plan.policy)
+    filtered = targets.capabilities(plan.policy).normaliser
+    mesh_lua = normaliser.lua_source(plan.policy) if filtered else None
     listeners = [
         _service_listener(mesh, laid_out.listeners[fqdn], port, f"{fqdn}_{port.port}", mesh_lua,
                           tcp.get((fqdn, port.port)), views)
@@ -160,7 +166,8 @@ def build(plan: Plan, mesh: LocalMesh = DEFAULT_MESH) -> EnvoyConfig:
         if port.mesh_protocol is not Protocol.UDP  # istiod builds no listener for UDP: it is not proxied
     ]
     listeners.append(_listener(mesh, laid_out.edge, EDGE_PORT, EDGE_LISTENER,
-                               [_http_chain(mesh, edge.edge_source(plan.policy, plan.edge), EDGE_ROUTE_CONFIG,
+                               [_http_chain(mesh, edge.edge_source(plan.policy, plan.edge) if filtered else None,
+                                            EDGE_ROUTE_CONFIG,
                                             {"use_remote_address": True})]))
     listeners.sort(key=lambda x: str(x["name"]))
     return EnvoyConfig(tuple(listeners), tuple(clusters), tuple(route_configs), laid_out, destinations.warnings)
@@ -172,7 +179,7 @@ def _tcp_cluster(destinations: Destinations, domain: str, listener_port: int, wr
     return destinations.cluster_of(virtual_services.destination(written, namespace, domain), listener_port)
 
 
-def _service_listener(mesh: LocalMesh, address: str, port: ServicePort, name: str, lua: str,
+def _service_listener(mesh: LocalMesh, address: str, port: ServicePort, name: str, lua: str | None,
                       tcp_proxy: JsonObject | None, views: tuple[callers.View, ...]) -> JsonObject:
     """A Service port's listener, by its protocol (as istiod builds a sidecar's): HTTP, opaque TCP, or sniffed
     (``http_inspector`` picks the HTTP chain for HTTP, the TCP chain for anything else). An HTTP chain per caller
@@ -203,13 +210,15 @@ def _listener(mesh: LocalMesh, address: str, port: int, name: str, chains: list[
     }
 
 
-def _http_chain(mesh: LocalMesh, lua: str, route_config: str, options: JsonObject | None = None) -> JsonObject:
+def _http_chain(mesh: LocalMesh, lua: str | None, route_config: str, options: JsonObject | None = None) -> JsonObject:
+    """An HTTP connection manager taking ``route_config`` over RDS, running the Lua program ``lua`` first (None:
+    the target runs no routing-key filter)."""
     config_source = {
         "resource_api_version": "V3",
         "path_config_source": {"path": f"{mesh.config_dir}/{route_config_file(route_config)}",
                                "watched_directory": {"path": mesh.config_dir}},
     }
-    filters = [normaliser.lua_filter(lua),
+    filters = [*([normaliser.lua_filter(lua)] if lua is not None else []),
                *({"name": name, "typed_config": {"@type": kind}} for name, kind in _HTTP_FILTERS)]
     return {"filters": [{"name": _HCM, "typed_config": {
         "@type": _HCM_TYPE,

@@ -38,9 +38,12 @@ class Translated:
 
     baseline: list[JsonObject]
     keys: dict[str, list[JsonObject]] = field(default_factory=dict)
+    linear: list[JsonObject] | None = None  # without a normaliser: one list, each copy matching its key itself
 
     def place(self, vhost: JsonObject, routing_header: str) -> JsonObject:
         """``vhost`` with these routes: a plain list, or a matcher tree on the routing header."""
+        if self.linear is not None:
+            return {**vhost, "routes": self.linear}
         if not self.keys:
             return {**vhost, "routes": self.baseline}
         return {**vhost, "matcher": {
@@ -88,7 +91,8 @@ class VirtualHosts:
     def _translated(self, lists: RouteLists, port: int) -> Translated:
         memo: dict[int, list[JsonObject]] = {}
         return Translated(self._all(lists.baseline, port, memo),
-                          {key: self._all(routes, port, memo) for key, routes in lists.keys.items()})
+                          {key: self._all(routes, port, memo) for key, routes in lists.keys.items()},
+                          None if lists.linear is None else self._all(lists.linear, port, memo))
 
     def _all(self, routes: tuple[Route, ...], port: int, memo: dict[int, list[JsonObject]]) -> list[JsonObject]:
         out: list[JsonObject] = []
