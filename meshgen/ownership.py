@@ -42,6 +42,10 @@ MATCH_INDEX = "match.meshgen.dev"  # one key per sandbox label a route group mat
 # only if one of those hosts concerns it (meshgen.kube.sourcing).
 ANNOTATION_HOSTS = "meshgen.dev/hosts"
 ANNOTATION_HOSTS_GENERATION = "meshgen.dev/hosts-generation"
+# On a user's routing object while it carries meshgen routes (with ANNOTATION_ROUTES): a label, so the users'
+# objects meshgen has not edited, whose bodies are as small as the baseline, are listed apart from those it has,
+# whose bodies hold a copy of routes per sandbox (meshgen.kube.sourcing).
+LABEL_EDITED = "meshgen.dev/edited"
 
 
 def is_index_label(key: str) -> bool:

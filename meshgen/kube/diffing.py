@@ -34,6 +34,7 @@ from meshgen.ownership import (
     ANNOTATION_HOSTS,
     ANNOTATION_HOSTS_GENERATION,
     ANNOTATION_ROUTES,
+    LABEL_EDITED,
     ROUTE_LISTS,
     is_owned,
     meshgen_route_names,
@@ -184,7 +185,18 @@ def unchanged(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
         return user_part(desired) == user_part(live)
     if is_owned(desired):
         return annotation(live, ANNOTATION_DESIRED_HASH) == annotation(desired, ANNOTATION_DESIRED_HASH)
-    return live.get("spec") == desired.get("spec") and meshgen_annotations(live) == meshgen_annotations(desired)
+    return (live.get("spec") == desired.get("spec") and meshgen_annotations(live) == meshgen_annotations(desired)
+            and _edited_label(live) == edits(desired))
+
+
+def edits(body: Mapping[str, Any]) -> bool:
+    """Whether a user's routing object as meshgen writes it carries meshgen routes (then it has
+    :data:`~meshgen.ownership.LABEL_EDITED`)."""
+    return ANNOTATION_ROUTES in ((body.get("metadata") or {}).get("annotations") or {})
+
+
+def _edited_label(body: Mapping[str, Any]) -> bool:
+    return LABEL_EDITED in ((body.get("metadata") or {}).get("labels") or {})
 
 
 def updated(live: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
@@ -220,6 +232,13 @@ def updated(live: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
             meta["annotations"] = annotations
         else:
             meta.pop("annotations", None)
+        labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != LABEL_EDITED}
+        if edits(desired):
+            labels[LABEL_EDITED] = "true"
+        if labels:
+            meta["labels"] = labels
+        else:
+            meta.pop("labels", None)
     out["metadata"] = meta
     return out
 

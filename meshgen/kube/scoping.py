@@ -99,7 +99,7 @@ def observe(client: Client, seeds: Seeds, namespaces: Sequence[str],
     unindexed = selecting.unindexed(store)
     users = _baseline_objects(client, policy, namespaces, [k for k in discovery.BASELINE_KINDS
                                                            if k not in routing_kinds])
-    catalog.fetch(catalog.unknown())
+    catalog.read_unknown()
     closure = _Closure(store, catalog, users, policy)
     if closure.has_caller_routes():
         return None
