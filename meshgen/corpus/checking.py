@@ -1,7 +1,9 @@
 """Run the corpus through both local meshes and judge every answer, with no hand-written expectation.
 
-Baselines are packed into batches of baselines that cannot see each other (no namespace, edge or TCP port shared,
-a bounded number of proxies), and each batch is run twice:
+Each baseline runs with the corpus's MeshPolicy, its ``spec.backend`` ``gateway-api`` where it holds HTTPRoutes or
+GRPCRoutes, else ``istio`` (:func:`backend_of`). Baselines are packed into batches of baselines of one backend that
+cannot see each other (no namespace, edge or TCP port shared, a bounded number of proxies), and each batch is run
+twice:
 
 1. **baseline**: without any sandbox, in istiod's mesh and in an Envoy-backend mesh;
 2. **sandboxes**: with every generated sandbox and route group, in istiod's mesh and in a second Envoy-backend

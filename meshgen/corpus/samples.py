@@ -9,10 +9,12 @@ share a namespace never run side by side, and the others never see each other.
 :data:`GROUPS` is the small table of what belongs together, stated the way Istio's tasks apply the files: a
 *platform* (workloads and Services), *variants* applied on top of it one at a time (bookinfo's networking files),
 what a variant *needs* beside the platform (the subsets of ``destination-rule-all.yaml`` for every
-``virtual-service-*``, ``ratings-v2`` and mongodb for ``virtual-service-ratings-db``), *alternatives* (the same
+``virtual-service-*``, the per-version Services of ``bookinfo-versions.yaml`` for every Gateway API
+``route-*``, ``ratings-v2`` and mongodb for ``virtual-service-ratings-db``), *alternatives* (the same
 application written another way, each a baseline alone) and the calls between services (bookinfo's topology).
 Every other file is discovered: one holding workloads and Services is a platform of its own, with the files of its
-directory that hold only routing as its variants. A file that can make no baseline is :class:`Skipped`, with why.
+directory that hold only routing (Istio's or the Gateway API's) as its variants. A file that can make no baseline
+is :class:`Skipped`, with why (ambient waypoints among them: neither local mesh runs ambient).
 """
 
 from __future__ import annotations
