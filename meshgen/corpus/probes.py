@@ -231,7 +231,7 @@ def _edge_probes(baseline: Baseline, namespaces: Sequence[str], notes: list[str]
         if vs.namespace not in namespaces or not served_at_edge(vs, existing):
             continue
         for host in vs.spec.get("hosts") or []:
-            name = edge_host(str(host))
+            name = _edge_host(str(host))
             yield from _route_probes(vs, name, "edge", None, notes)
             if vs.spec.get("tcp") or vs.spec.get("tls"):
                 notes.append(f"VirtualService {vs.namespace}/{vs.name}: its tcp/tls routes at gateway "
@@ -243,7 +243,7 @@ def _edge_probes(baseline: Baseline, namespaces: Sequence[str], notes: list[str]
                 yield from _rule_probes(resource, route, name, "edge", None)
 
 
-def edge_host(host: str) -> str:
+def _edge_host(host: str) -> str:
     """The Host an edge request sends for a route's host: :data:`EDGE_HOST` for ``*``, a wildcard's first label
     made ``www``."""
     return EDGE_HOST if host == "*" else host.replace("*", "www", 1)
@@ -255,11 +255,11 @@ def _gateway_api_routes(baseline: Baseline, namespaces: Sequence[str]) -> list[R
 
 def _edge_names(resource: Resource, existing: Sequence[ObjectKey]) -> list[str]:
     """The Host names an edge request sends for a Gateway API route attached to a Gateway that exists (none, when
-    it is not): one per ``hostnames`` entry (:func:`edge_host`; none: every host)."""
+    it is not): one per ``hostnames`` entry (:func:`_edge_host`; none: every host)."""
     if not set(http_routes.parents(resource, DOMAIN).gateways) & set(existing):
         return []
     names = [str(h).lower() for h in resource.spec.get("hostnames") or []] or ["*"]
-    return [edge_host(h) for h in names]
+    return [_edge_host(h) for h in names]
 
 
 def _rule_probes(resource: Resource, route: Route, host: str, via: str, port: int | None) -> Iterator[Probe]:
@@ -406,7 +406,7 @@ def _destinations(baseline: Baseline, namespaces: Sequence[str]) -> dict[str, fr
                     if host == fqdn or (host.startswith("*") and fqdn.endswith(host[1:])) or host == "*":
                         found[fqdn] |= targets
             if vs.namespace in namespaces and served_at_edge(vs, existing):
-                edge = edge_host(host)
+                edge = _edge_host(host)
                 found.setdefault(f"edge:{edge}", set()).update(targets)
     existing_api = tuple(g.key for g in baseline.of_kind(KUBERNETES_GATEWAY))
     ports = {service_fqdn(s.namespace, s.name, DOMAIN): {int(p["port"]) for p in s.spec.get("ports") or []}
