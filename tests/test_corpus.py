@@ -15,6 +15,7 @@ from meshgen.baseline.loading import load_baseline
 from meshgen.corpus import answers, checking, probes, samples
 from meshgen.documents import parse_documents
 from meshgen.spec.loading import load_specs
+from meshgen.testenv import istiomesh
 from tests.conftest import BOOKINFO, istio_samples
 
 
@@ -46,8 +47,79 @@ def test_bookinfo_networking_files_run_one_at_a_time_over_the_platform_with_what
         platform, "bookinfo/networking/destination-rule-all.yaml")
     assert {e.namespace for e in corpus.entries if e.group == "bookinfo"} == {"bookinfo", "bookinfo-2", "bookinfo-3"}
     reasons = {s.path: s.reason for s in corpus.skipped}
-    assert reasons["bookinfo/gateway-api/route-reviews-v1.yaml"] == "holds no kind meshgen reads (it holds HTTPRoute)"
     assert "unchanged" in reasons["bookinfo/platform/kube/bookinfo-ratings-discovery.yaml"]
+
+
+def test_gateway_api_routes_run_over_the_services_they_send_to(corpus: samples.Corpus) -> None:
+    """The Gateway API task's routes send to per-version Services (bookinfo-versions.yaml), so each runs over
+    those; a route attached to a Gateway runs with its Gateway; a TCPRoute is not read, a waypoint not run."""
+    by_name = {e.name: e for e in corpus.entries}
+    versions = "bookinfo/platform/kube/bookinfo-versions.yaml"
+    assert by_name["bookinfo/gateway-api/route-reviews-90-10"].files == (
+        "bookinfo/platform/kube/bookinfo.yaml", versions, "bookinfo/gateway-api/route-reviews-90-10.yaml")
+    assert by_name["ambient-argo/application/route-reviews-90-10"].files[-2:] == (
+        "ambient-argo/application/bookinfo-versions.yaml", "ambient-argo/application/route-reviews-90-10.yaml")
+    assert by_name["helloworld/gateway-api/helloworld-route"].files[1:] == (
+        "helloworld/gateway-api/helloworld-versions.yaml", "helloworld/gateway-api/helloworld-gateway.yaml",
+        "helloworld/gateway-api/helloworld-route.yaml")
+    reasons = {s.path: s.reason for s in corpus.skipped}
+    assert reasons["tcp-echo/gateway-api/tcp-echo-20-v2.yaml"] == "holds no kind meshgen reads (it holds TCPRoute)"
+    assert "waypoint" in reasons["ambient-argo/application/reviews-waypoint.yaml"]
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus: samples.Corpus) -> tuple[list[checking.Case], dict[str, checking.Outcome]]:
+    return checking.prepare(corpus, istiomesh.refusal)
+
+
+def test_gamma_routes_are_baselines_of_the_gateway_api_backend_judged_through_istiod(
+        prepared: tuple[list[checking.Case], dict[str, checking.Outcome]]) -> None:
+    """Every baseline with an HTTPRoute compiles with spec.backend gateway-api (and nothing else does); those whose
+    routes attach to Services only run through istiod too, those with a Gateway API Gateway through the Envoy
+    backend only, the table saying why."""
+    cases, outcomes = prepared
+    assert not [f for o in outcomes.values() for f in o.failures]
+    gateway_api = {c.entry.name: c for c in cases if c.backend == checking.GATEWAY_API}
+    assert {n for n, c in gateway_api.items() if c.istio_refusal is None} == {
+        "bookinfo/gateway-api/route-all-v1", "bookinfo/gateway-api/route-reviews-50-v3",
+        "bookinfo/gateway-api/route-reviews-90-10", "bookinfo/gateway-api/route-reviews-v1",
+        "bookinfo/gateway-api/route-reviews-v3", "ambient-argo/application/route-reviews-90-10"}
+    assert {n for n, c in gateway_api.items() if c.istio_refusal is not None} == {
+        "bookinfo/gateway-api/bookinfo-gateway", "helloworld/gateway-api/helloworld-gateway",
+        "helloworld/gateway-api/helloworld-route", "httpbin/gateway-api/httpbin-gateway"}
+    assert all("(gateway.networking.k8s.io) is one the istio test environment cannot serve" in c.istio_refusal
+               for c in gateway_api.values() if c.istio_refusal is not None)
+    assert all(any(p.request.via == "edge" and p.origin.startswith("HTTPRoute") for p in c.generated.probes)
+               for n, c in gateway_api.items() if c.istio_refusal is not None)
+    # ambient-argo's ingress-gateway.yaml is bookinfo-gateway.yaml: compiled, and said to route as it.
+    notes = [n for o in outcomes.values() for n in o.notes]
+    assert any(n.startswith("ambient-argo/application/ingress-gateway: compiled, not run: it routes as "
+                            "bookinfo/gateway-api/bookinfo-gateway") for n in notes)
+    assert any(n.startswith("tcp-echo/gateway-api/tcp-echo-all-v1: TCPRoute tcp-echo not read") for n in notes)
+    # No baseline holds both a VirtualService and an HTTPRoute (meshgen refuses a host routed by both).
+    for case in cases:
+        held = {d.body.get("kind") for d in case.documents}
+        assert not {"VirtualService", "HTTPRoute"} <= held, case.entry.name
+    assert {c.backend for c in cases if c.entry.name.startswith("bookinfo/networking/")} == {"istio"}
+
+
+def test_a_gamma_catch_all_rule_takes_every_request_from_its_service(
+        prepared: tuple[list[checking.Case], dict[str, checking.Outcome]]) -> None:
+    """route-reviews-90-10.yaml sends every request for reviews to reviews-v1 or reviews-v2 (the Services): with
+    reviews-v3's key a hop through reviews stays as it was, though reviews-v3's fork takes over the reviews host
+    (a request to the reviews-v3 host would reach the fork)."""
+    cases, _ = prepared
+    case = next(c for c in cases if c.entry.name == "bookinfo/gateway-api/route-reviews-90-10")
+    generated = case.generated
+    reviews = "reviews.bookinfo.svc.cluster.local"
+    assert generated.destinations[reviews] == {"reviews-v1.bookinfo.svc.cluster.local",
+                                               "reviews-v2.bookinfo.svc.cluster.local"}
+    variant = next(v for v in generated.variants if v.name == "bookinfo-reviews-v3")
+    assert reviews in variant.forks
+    probe = next(p for p in generated.probes if p.request.host == reviews)
+    assert probe.origin == "HTTPRoute bookinfo/reviews rules[0]" and probe.request.port == 9080
+    answer = _canonical({"status": 200, "servedBy": "reviews-v2", "path": "/"})
+    assert answers.expected(answer, probe, variant, generated) == {answer}
 
 
 def test_a_later_file_replaces_what_an_earlier_one_defined(corpus: samples.Corpus) -> None:
@@ -138,7 +210,7 @@ def test_regex_samples_match_in_full(pattern: str, sample: str | None) -> None:
     assert probes.regex_sample(pattern) == sample
 
 
-def test_batches_never_share_a_namespace_an_edge_or_a_tcp_port(corpus: samples.Corpus) -> None:
+def test_batches_never_share_a_namespace_an_edge_a_tcp_port_or_two_backends(corpus: samples.Corpus) -> None:
     cases, _ = checking.prepare(corpus, lambda plan: None)
     packed = checking.batches(cases)
     assert sorted(i for b in packed for i in b) == list(range(len(cases)))
@@ -148,6 +220,7 @@ def test_batches_never_share_a_namespace_an_edge_or_a_tcp_port(corpus: samples.C
         assert len(namespaces) == len(set(namespaces))
         assert sum(any(p.request.via == "edge" for p in c.generated.probes) for c in members) <= 1
         assert sum(c.proxies for c in members) <= checking.MAX_PROXIES or len(members) == 1
+        assert len({c.backend for c in members}) == 1
 
 
 def test_the_table_sums_each_group() -> None:

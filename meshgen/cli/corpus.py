@@ -26,13 +26,16 @@ def corpus_command(names: tuple[str, ...], samples_dir: Path | None, via: str) -
     a route group over two forks) and requests (one per route, else per Service port), and is checked with no
     hand-written expectation: (a) without a key, every answer is the answer without sandboxes; (b) with a
     sandbox's key, it is that answer with each forked workload replaced by its fork; (c) istiod and the Envoy
-    backend answer alike. Files that make no baseline are listed with the reason. Exit code 2 on any disagreement.
+    backend answer alike. A baseline holding Gateway API routes (bookinfo's gateway-api/route-*.yaml, ...) runs
+    with spec.backend gateway-api; one with a Gateway API Gateway goes through the Envoy backend only (the istio
+    test environment cannot serve one), said in the table's notes. Files that make no baseline are listed with the
+    reason. Exit code 2 on any disagreement.
 
     NAMES limit the run to baselines whose name ends with one of them, or to whole groups.
 
     \b
     Examples:
-      meshgen corpus                                   # everything, ~N min
+      meshgen corpus                                   # everything, ~15 min on 2 cores
       meshgen corpus bookinfo                          # bookinfo's baselines only
       meshgen corpus virtual-service-reviews-90-10 --via envoy
     """

@@ -1,7 +1,9 @@
 """Run the corpus through both local meshes and judge every answer, with no hand-written expectation.
 
-Baselines are packed into batches of baselines that cannot see each other (no namespace, edge or TCP port shared,
-a bounded number of proxies), and each batch is run twice:
+Each baseline runs with the corpus's MeshPolicy, its ``spec.backend`` ``gateway-api`` where it holds HTTPRoutes or
+GRPCRoutes, else ``istio`` (:func:`backend_of`). Baselines are packed into batches of baselines of one backend that
+cannot see each other (no namespace, edge or TCP port shared, a bounded number of proxies), and each batch is run
+twice:
 
 1. **baseline**: without any sandbox, in istiod's mesh and in an Envoy-backend mesh;
 2. **sandboxes**: with every generated sandbox and route group, in istiod's mesh and in a second Envoy-backend
@@ -40,7 +42,7 @@ from meshgen import compiler, traffic
 from meshgen.backends import localmesh
 from meshgen.baseline import protocols
 from meshgen.baseline.loading import load_baseline
-from meshgen.baseline.model import DEPLOYMENT, SERVICE, Baseline
+from meshgen.baseline.model import DEPLOYMENT, GATEWAY_API_GROUP, GRPC_ROUTE, HTTP_ROUTE, SERVICE, Baseline
 from meshgen.corpus import answers, probes, samples
 from meshgen.documents import Document, JsonObject
 from meshgen.errors import InvalidInput, Location, MeshgenError
@@ -53,7 +55,12 @@ from meshgen.spec.models import MeshPolicy
 CAP = 200  # samples of one request on one side at most: a 10 % branch is missed with odds 1e-9
 FIRST_BASELINE = 6  # samples of each request without sandboxes, up front (the reference sets)
 MAX_PROXIES = 40  # proxies of one batch in istiod's mesh (workloads, forks, one client per namespace)
-POLICY = MeshPolicy.model_validate(probes.POLICY)
+GATEWAY_API = "gateway-api"
+# The corpus's MeshPolicy for each backend it runs with: Istio's (VirtualServices) for a baseline without Gateway
+# API routes, the Gateway API's (HTTPRoutes) for one with them, as a platform on either would set spec.backend.
+POLICIES = {backend: MeshPolicy.model_validate({**probes.POLICY, "spec": {**probes.POLICY["spec"],
+                                                                          "backend": backend}})
+            for backend in ("istio", GATEWAY_API)}
 Refusal = Callable[[Plan], str | None]
 BASELINE, SANDBOXES = "baseline", "sandboxes"
 ISTIOD, ENVOY = "istiod", "envoy"
@@ -88,6 +95,7 @@ class Case:
     documents: tuple[Document, ...]
     namespaces: frozenset[str]
     istio_refusal: str | None
+    backend: str = "istio"  # the MeshPolicy's spec.backend it runs with (:func:`backend_of`)
 
     @property
     def proxies(self) -> int:
@@ -110,6 +118,7 @@ class Outcome:
     agreements: int = 0
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    gateway_api: list[str] = field(default_factory=list)  # its baselines compiled with spec.backend gateway-api
 
 
 @dataclass(frozen=True)
@@ -228,16 +237,20 @@ def prepare(corpus: samples.Corpus, refusal: Refusal) -> tuple[list[Case], dict[
             continue
         namespaces = frozenset(r.namespace for r in baseline.resources)
         generated = probes.generate(baseline, sorted(namespaces), entry.namespace)
+        backend = backend_of(baseline)
         try:
-            plan = _plan(baseline, generated.specs)
-            for backend in ("istio", "envoy"):
-                compiler.rendering(plan, backend)
+            plan = _plan(baseline, generated.specs, backend)
+            for rendered in (backend, "envoy"):
+                compiler.rendering(plan, rendered)
         except MeshgenError as exc:
             detail = exc.render() if isinstance(exc, InvalidInput) else str(exc)
             outcome.failures.append(f"{entry.name}: meshgen refuses its sandboxes:\n{detail}")
             continue
         outcome.baselines += 1
         outcome.sandboxes += len(generated.specs)
+        if backend == GATEWAY_API:
+            outcome.gateway_api.append(entry.name)
+        outcome.notes += [f"{entry.name}: {n}" for n in _unread_gateway_api(documents)]
         same = views.setdefault(repr(samples.routing_view(documents, entry.namespace)), entry.name)
         if same != entry.name:
             outcome.notes.append(f"{entry.name}: compiled, not run: it routes as {same} (it differs in pod spec "
@@ -251,19 +264,37 @@ def prepare(corpus: samples.Corpus, refusal: Refusal) -> tuple[list[Case], dict[
         refused = refusal(plan)
         if refused:
             outcome.notes.append(f"{entry.name}: judged through the Envoy backend only (checks a, b): {refused}")
-        cases.append(Case(entry, generated, tuple(documents), namespaces, refused))
+        cases.append(Case(entry, generated, tuple(documents), namespaces, refused, backend))
     return cases, outcomes
 
 
-def _plan(baseline: Baseline, specs: Sequence[JsonObject]) -> Plan:
+def backend_of(baseline: Baseline) -> str:
+    """The backend a baseline runs with: ``gateway-api`` where it routes with HTTPRoutes or GRPCRoutes (meshgen
+    edits those only with the Gateway API backend), else ``istio``. A baseline with both kinds on one host is
+    refused by meshgen with either, and reported so."""
+    return GATEWAY_API if baseline.of_kind(HTTP_ROUTE) or baseline.of_kind(GRPC_ROUTE) else "istio"
+
+
+def _unread_gateway_api(documents: Sequence[Document]) -> list[str]:
+    """Gateway API objects of a baseline that meshgen does not read (a TCPRoute): what they route gets no
+    request."""
+    read = {HTTP_ROUTE, GRPC_ROUTE, "Gateway"}
+    return [f"{d.body.get('kind')} {d.body['metadata'].get('name')} not read (meshgen reads the Gateway API's "
+            "HTTPRoute, GRPCRoute and Gateway): what it routes gets no request"
+            for d in documents if str(d.body.get("apiVersion", "")).startswith(f"{GATEWAY_API_GROUP}/")
+            and d.body.get("kind") not in read]
+
+
+def _plan(baseline: Baseline, specs: Sequence[JsonObject], backend: str = "istio") -> Plan:
     documents = [Document(Location("corpus", i), s) for i, s in enumerate(specs)]
-    return build_plan(load_specs(documents) if documents else Specs(), baseline, POLICY)
+    return build_plan(load_specs(documents) if documents else Specs(), baseline, POLICIES[backend])
 
 
 def batches(cases: Sequence[Case]) -> list[list[int]]:
     """Cases (by index) packed in order into batches that cannot see each other: no namespace or edge shared, no
     port number that is not HTTP shared with any other port (istiod's mesh keeps one TCP service per port), at most
-    :data:`MAX_PROXIES` proxies; a case istiod's mesh cannot run, alone."""
+    :data:`MAX_PROXIES` proxies, one backend (a batch is one plan, of one MeshPolicy); a case istiod's mesh cannot
+    run, alone."""
     out: list[list[int]] = []
     for index, case in enumerate(cases):
         home = next((b for b in out if _fits([cases[i] for i in b], case)), None)
@@ -278,7 +309,8 @@ def _fits(batch: Sequence[Case], case: Case) -> bool:
     if batch[0].istio_refusal is not None or case.istio_refusal is not None:
         return False
     edge = any(p.request.via == "edge" for c in batch for p in c.generated.probes)
-    return (not set().union(*(c.namespaces for c in batch)) & case.namespaces
+    return (batch[0].backend == case.backend
+            and not set().union(*(c.namespaces for c in batch)) & case.namespaces
             and not (edge and any(p.request.via == "edge" for p in case.generated.probes))
             and not {p for c in batch for p in _opaque_ports(c)} & _ports(case)
             and not {p for c in batch for p in _ports(c)} & set(_opaque_ports(case))
@@ -384,7 +416,8 @@ def _batch(cases: Sequence[Case], indexes: Sequence[int], meshes: Meshes, outcom
     specs = tuple(s for i in indexes for s in cases[i].generated.specs)
     baseline = load_baseline(documents)
     calls = {k: v for i in indexes for k, v in cases[i].entry.calls.items()}
-    without, with_sandboxes = _plan(baseline, ()), _plan(baseline, specs)
+    backend = cases[indexes[0]].backend
+    without, with_sandboxes = _plan(baseline, (), backend), _plan(baseline, specs, backend)
     istio = meshes.istio is not None and cases[indexes[0]].istio_refusal is None
     shared = {BASELINE: _shared_tcp_ports(without), SANDBOXES: _shared_tcp_ports(with_sandboxes)}
     judged: dict[str, set[tuple[int, int]]] = {BASELINE: set(), SANDBOXES: set()}
@@ -520,6 +553,10 @@ def table(outcomes: Sequence[Outcome], skipped: Sequence[samples.Skipped]) -> st
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.insert(len(lines) - 1, lines[1])
     out = ["\n".join(lines)]
+    gateway_api = [n for o in outcomes for n in o.gateway_api]
+    if gateway_api:
+        out.append(f"compiled and applied with spec.backend {GATEWAY_API} ({len(gateway_api)} baselines, the rest "
+                   "istio):\n" + "\n".join(f"  {n}" for n in gateway_api))
     if skipped:
         out.append(f"skipped ({len(skipped)} files):\n" + "\n".join(f"  {s.path}: {s.reason}" for s in skipped))
     notes = [n for o in outcomes for n in o.notes]

@@ -9,10 +9,12 @@
   a fork takes over every Service host that selects the workload it forks, so an answer served through such a
   host comes from the fork instead; nothing else changes.
 - **Requests** (:class:`Probe`): one per match block of every http route of the VirtualService istiod uses for each
-  Service host (its path, headers, query, method and port), else one per Service port that routes requests; one
-  TCP connection per opaque port; and, through the edge, one per match block of every route bound to a Gateway
-  that exists. A match the request cannot meet (a ``sourceLabels`` the test client lacks, an ``authority`` other
-  than the host) is sent anyway and noted: the oracle compares answers, whichever route gives them.
+  Service host (its path, headers, query, method and port), else one per match of every rule of the HTTPRoutes and
+  GRPCRoutes attached to the Service (GAMMA), else one per Service port that routes requests; one TCP connection
+  per opaque port; and, through the edge, one per match block of every route bound to a Gateway that exists (an
+  Istio Gateway's VirtualServices, a Gateway API Gateway's HTTPRoutes, one per host name). A match the request
+  cannot meet (a ``sourceLabels`` the test client lacks, an ``authority`` other than the host) is sent anyway and
+  noted: the oracle compares answers, whichever route gives them.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ from meshgen.baseline import precedence, protocols
 from meshgen.baseline.model import (
     DEPLOYMENT,
     GATEWAY,
+    GRPC_ROUTE,
+    HTTP_ROUTE,
+    KUBERNETES_GATEWAY,
     SERVICE,
     VIRTUAL_SERVICE,
     Baseline,
+    ObjectKey,
     Resource,
     gateways,
     is_mesh_bound,
@@ -40,6 +46,8 @@ from meshgen.baseline.model import (
     service_fqdn,
 )
 from meshgen.documents import JsonObject
+from meshgen.plan import http_routes
+from meshgen.plan.routing import Match, MatchKind, Route, StringMatch
 from meshgen.spec.models import API_VERSION, DEFAULT_ROUTING_HEADER
 from meshgen.spec.names import SANDBOX_NAME_MAX, fit_name
 
@@ -191,6 +199,10 @@ def _spec(kind: str, name: str, spec: JsonObject, labels: Mapping[str, str] | No
 
 def _mesh_probes(baseline: Baseline, namespaces: Sequence[str], notes: list[str]) -> Iterator[Probe]:
     services = [s for s in baseline.of_kind(SERVICE) if s.namespace in namespaces and s.spec.get("ports")]
+    attached: dict[str, list[tuple[Resource, Route]]] = {}
+    for resource in _gateway_api_routes(baseline, namespaces):
+        for host in http_routes.parents(resource, DOMAIN).hosts:
+            attached.setdefault(host, []).extend((resource, r) for r in http_routes.routes_of(resource, DOMAIN))
     for service in services:
         fqdn = service_fqdn(service.namespace, service.name, DOMAIN)
         ordered = precedence.sidecar_order(baseline.of_kind(VIRTUAL_SERVICE), service.namespace)
@@ -198,6 +210,9 @@ def _mesh_probes(baseline: Baseline, namespaces: Sequence[str], notes: list[str]
         winner = precedence.http_winner(ordered, fqdn, None, DOMAIN) if http_ports else None
         if winner is not None:
             yield from _route_probes(winner, fqdn, "mesh", http_ports[0], notes)
+        elif http_ports and fqdn in attached:
+            for resource, route in attached[fqdn]:
+                yield from _rule_probes(resource, route, fqdn, "mesh", http_ports[0])
         else:
             for port in http_ports:
                 yield Probe(traffic.Request(host=fqdn, port=port), f"Service {service.namespace}/{service.name} "
@@ -216,11 +231,70 @@ def _edge_probes(baseline: Baseline, namespaces: Sequence[str], notes: list[str]
         if vs.namespace not in namespaces or not served_at_edge(vs, existing):
             continue
         for host in vs.spec.get("hosts") or []:
-            name = EDGE_HOST if host == "*" else str(host).replace("*", "www", 1)
+            name = _edge_host(str(host))
             yield from _route_probes(vs, name, "edge", None, notes)
             if vs.spec.get("tcp") or vs.spec.get("tls"):
                 notes.append(f"VirtualService {vs.namespace}/{vs.name}: its tcp/tls routes at gateway "
                              f"{', '.join(gateways(vs))} get no request: the test edge serves HTTP on one port")
+    existing_api = tuple(g.key for g in baseline.of_kind(KUBERNETES_GATEWAY))
+    for resource in _gateway_api_routes(baseline, namespaces):
+        for name in _edge_names(resource, existing_api):
+            for route in http_routes.routes_of(resource, DOMAIN):
+                yield from _rule_probes(resource, route, name, "edge", None)
+
+
+def _edge_host(host: str) -> str:
+    """The Host an edge request sends for a route's host: :data:`EDGE_HOST` for ``*``, a wildcard's first label
+    made ``www``."""
+    return EDGE_HOST if host == "*" else host.replace("*", "www", 1)
+
+
+def _gateway_api_routes(baseline: Baseline, namespaces: Sequence[str]) -> list[Resource]:
+    return [r for kind in (HTTP_ROUTE, GRPC_ROUTE) for r in baseline.of_kind(kind) if r.namespace in namespaces]
+
+
+def _edge_names(resource: Resource, existing: Sequence[ObjectKey]) -> list[str]:
+    """The Host names an edge request sends for a Gateway API route attached to a Gateway that exists (none, when
+    it is not): one per ``hostnames`` entry (:func:`_edge_host`; none: every host)."""
+    if not set(http_routes.parents(resource, DOMAIN).gateways) & set(existing):
+        return []
+    names = [str(h).lower() for h in resource.spec.get("hostnames") or []] or ["*"]
+    return [_edge_host(h) for h in names]
+
+
+def _rule_probes(resource: Resource, route: Route, host: str, via: str, port: int | None) -> Iterator[Probe]:
+    """One request per match of a Gateway API rule (read as istiod reads it: :mod:`meshgen.plan.http_routes`)."""
+    for number, match in enumerate(route.matches or (Match(),)):
+        fields: dict[str, Any] = {"host": host, "via": via}
+        if via == "mesh" and (match.port or port) is not None:
+            fields["port"] = int(match.port or port or 0)
+        fields.update(_neutral_matching(match))
+        where = f"{resource.key.kind} {resource.namespace}/{resource.name} rules[{route.origin.index}]" + (
+            f" matches[{number}]" if route.origin.body.get("matches") else "") + (" via edge" if via == "edge" else "")
+        yield Probe(traffic.Request.model_validate(fields), where)
+
+
+def _neutral_matching(match: Match) -> dict[str, Any]:
+    """Request fields that meet one neutral match: its path, headers, query and method."""
+    fields: dict[str, Any] = {}
+    path = _neutral_string(match.path, "/")
+    query = "&".join(f"{q.name}={_neutral_string(q.value, 'x')}" for q in match.query)
+    fields["path"] = (path if path.startswith("/") else f"/{path}") + (f"?{query}" if query else "")
+    headers = {h.name.lower(): _neutral_string(h.value, "corpus") for h in match.headers if not h.invert}
+    if headers:
+        fields["headers"] = headers
+    if match.method is not None:
+        fields["method"] = _neutral_string(match.method, "GET")
+    return fields
+
+
+def _neutral_string(match: StringMatch | None, default: str) -> str:
+    """A value that meets a neutral string match (exact, prefix, segment prefix, or a regex of common shapes)."""
+    if match is None:
+        return default
+    if match.kind is MatchKind.REGEX:
+        return regex_sample(match.value) or default
+    return match.value or default
 
 
 def _route_probes(vs: Resource, host: str, via: str, port: int | None, notes: list[str]) -> Iterator[Probe]:
@@ -332,9 +406,34 @@ def _destinations(baseline: Baseline, namespaces: Sequence[str]) -> dict[str, fr
                     if host == fqdn or (host.startswith("*") and fqdn.endswith(host[1:])) or host == "*":
                         found[fqdn] |= targets
             if vs.namespace in namespaces and served_at_edge(vs, existing):
-                edge = EDGE_HOST if host == "*" else host.replace("*", "www", 1)
+                edge = _edge_host(host)
                 found.setdefault(f"edge:{edge}", set()).update(targets)
+    existing_api = tuple(g.key for g in baseline.of_kind(KUBERNETES_GATEWAY))
+    ports = {service_fqdn(s.namespace, s.name, DOMAIN): {int(p["port"]) for p in s.spec.get("ports") or []}
+             for s in baseline.of_kind(SERVICE)}
+    gamma: dict[str, set[str]] = {}
+    caught: set[str] = set()
+    for resource in _gateway_api_routes(baseline, list(namespaces)):
+        routes = http_routes.routes_of(resource, DOMAIN)
+        targets = {d.host for r in routes for d in r.destinations}
+        for fqdn in http_routes.parents(resource, DOMAIN).hosts:
+            gamma.setdefault(fqdn, set()).update(targets)
+            # A rule that takes every request on every port of the Service: none reaches the Service itself
+            # unless a rule sends it there (a VirtualService's routes name the host itself, with a subset).
+            if any(_catches_all(m, ports.get(fqdn, set())) for r in routes for m in r.matches or (Match(),)):
+                caught.add(fqdn)
+        for name in _edge_names(resource, existing_api):
+            found.setdefault(f"edge:{name}", set()).update(targets)
+    for fqdn, targets in gamma.items():
+        found[fqdn] = targets | (found.get(fqdn, {fqdn}) - ({fqdn} if fqdn in caught else set()))
     return {host: frozenset(targets) for host, targets in found.items()}
+
+
+def _catches_all(match: Match, ports: set[int]) -> bool:
+    """Whether a neutral match takes every request to a Service with ``ports``: any path, nothing else matched."""
+    path = match.path is None or (match.path.kind is MatchKind.PREFIX and match.path.value == "/")
+    return path and not (match.headers or match.query or match.method) and (
+        match.port is None or ports <= {match.port})
 
 
 def _edited_headers(baseline: Baseline, namespaces: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
@@ -349,4 +448,10 @@ def _edited_headers(baseline: Baseline, namespaces: Sequence[str]) -> tuple[froz
                     edit = ((holder.get("headers") or {}).get(direction)) or {}
                     names.update(str(n).lower() for op in ("set", "add") for n in edit.get(op) or {})
                     names.update(str(n).lower() for n in edit.get("remove") or [])
+    for resource in _gateway_api_routes(baseline, namespaces):
+        for route in http_routes.routes_of(resource, DOMAIN):
+            for headers in (route.headers, *(d.headers for d in route.destinations)):
+                for direction, change in (("request", headers.request), ("response", headers.response)):
+                    edits[direction].update(n.lower() for n, _ in (*change.set, *change.add))
+                    edits[direction].update(n.lower() for n in change.remove)
     return frozenset(edits["request"]), frozenset(edits["response"])

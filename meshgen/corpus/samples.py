@@ -9,10 +9,12 @@ share a namespace never run side by side, and the others never see each other.
 :data:`GROUPS` is the small table of what belongs together, stated the way Istio's tasks apply the files: a
 *platform* (workloads and Services), *variants* applied on top of it one at a time (bookinfo's networking files),
 what a variant *needs* beside the platform (the subsets of ``destination-rule-all.yaml`` for every
-``virtual-service-*``, ``ratings-v2`` and mongodb for ``virtual-service-ratings-db``), *alternatives* (the same
+``virtual-service-*``, the per-version Services of ``bookinfo-versions.yaml`` for every Gateway API
+``route-*``, ``ratings-v2`` and mongodb for ``virtual-service-ratings-db``), *alternatives* (the same
 application written another way, each a baseline alone) and the calls between services (bookinfo's topology).
 Every other file is discovered: one holding workloads and Services is a platform of its own, with the files of its
-directory that hold only routing as its variants. A file that can make no baseline is :class:`Skipped`, with why.
+directory that hold only routing (Istio's or the Gateway API's) as its variants. A file that can make no baseline
+is :class:`Skipped`, with why (ambient waypoints among them: neither local mesh runs ambient).
 """
 
 from __future__ import annotations
@@ -23,12 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshgen.baseline.loading import flatten, load_baseline
-from meshgen.baseline.model import DEPLOYMENT, DESTINATION_RULE, GATEWAY, SERVICE, VIRTUAL_SERVICE
+from meshgen.baseline.model import (
+    DEPLOYMENT,
+    DESTINATION_RULE,
+    GATEWAY,
+    GRPC_ROUTE,
+    HTTP_ROUTE,
+    KUBERNETES_GATEWAY,
+    SERVICE,
+    VIRTUAL_SERVICE,
+)
 from meshgen.documents import MANIFEST_SUFFIXES, Document, read_documents
 from meshgen.errors import InvalidInput
 from meshgen.spec.names import fit_name
 
-_ROUTING_KINDS = frozenset({VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY})
+_ROUTING_KINDS = frozenset({VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY, HTTP_ROUTE, GRPC_ROUTE, KUBERNETES_GATEWAY})
+WAYPOINT_CLASS = "istio-waypoint"  # a Gateway API Gateway of this class is an ambient waypoint, not an edge
 
 
 @dataclass(frozen=True)
@@ -55,10 +67,16 @@ class Group:
 
 
 _BOOKINFO = "bookinfo/platform/kube/"
+_ARGO = "ambient-argo/application/"
+_HELLO_API = "helloworld/gateway-api/"
 GROUPS = (
     Group("bookinfo", (f"{_BOOKINFO}bookinfo.yaml",),
-          variants=("bookinfo/networking/*.yaml", f"{_BOOKINFO}bookinfo-*.yaml", f"{_BOOKINFO}productpage-*.yaml"),
+          variants=("bookinfo/networking/*.yaml", "bookinfo/gateway-api/*.yaml", f"{_BOOKINFO}bookinfo-*.yaml",
+                    f"{_BOOKINFO}productpage-*.yaml"),
+          # The Gateway API task's routes send to per-version Services (bookinfo-versions.yaml), as the
+          # VirtualServices send to the subsets of destination-rule-all.yaml.
           needs=(("bookinfo/networking/virtual-service-*.yaml", ("bookinfo/networking/destination-rule-all.yaml",)),
+                 ("bookinfo/gateway-api/route-*.yaml", (f"{_BOOKINFO}bookinfo-versions.yaml",)),
                  ("*/virtual-service-details-v2.yaml", (f"{_BOOKINFO}bookinfo-details-v2.yaml",)),
                  ("*/virtual-service-ratings-db.yaml", (f"{_BOOKINFO}bookinfo-ratings-v2.yaml",
                                                         f"{_BOOKINFO}bookinfo-db.yaml")),
@@ -67,14 +85,19 @@ GROUPS = (
                  ("*/virtual-service-ratings-mysql-vm.yaml", (f"{_BOOKINFO}bookinfo-ratings-v2-mysql-vm.yaml",))),
           alternatives=(f"{_BOOKINFO}bookinfo-psa.yaml", f"{_BOOKINFO}bookinfo-dualstack.yaml"),
           calls={"productpage": ("details", "reviews"), "reviews": ("ratings",)}, namespaces=3),
-    Group("bookinfo-argo", ("ambient-argo/application/details.yaml", "ambient-argo/application/productpage.yaml",
-                            "ambient-argo/application/ratings.yaml", "ambient-argo/application/reviews.yaml"),
-          variants=("ambient-argo/application/bookinfo-versions.yaml",),
+    Group("bookinfo-argo", (f"{_ARGO}details.yaml", f"{_ARGO}productpage.yaml", f"{_ARGO}ratings.yaml",
+                            f"{_ARGO}reviews.yaml"),
+          variants=(f"{_ARGO}bookinfo-versions.yaml", f"{_ARGO}route-reviews-90-10.yaml",
+                    f"{_ARGO}ingress-gateway.yaml"),
+          needs=((f"{_ARGO}route-*.yaml", (f"{_ARGO}bookinfo-versions.yaml",)),),
           calls={"productpage": ("details", "reviews"), "reviews": ("ratings",)}),
     Group("helloworld", ("helloworld/helloworld.yaml",),
-          variants=("helloworld/helloworld-gateway.yaml", "helloworld/gateway-api/helloworld-versions.yaml"),
+          variants=("helloworld/helloworld-gateway.yaml", f"{_HELLO_API}*.yaml"),
+          # helloworld-route.yaml replaces helloworld-gateway.yaml's route, splitting it over the version Services.
+          needs=((f"{_HELLO_API}helloworld-route.yaml", (f"{_HELLO_API}helloworld-versions.yaml",
+                                                          f"{_HELLO_API}helloworld-gateway.yaml")),),
           alternatives=("helloworld/helloworld-dual-stack.yaml",)),
-    Group("httpbin", ("httpbin/httpbin.yaml",), variants=("httpbin/httpbin-gateway.yaml",),
+    Group("httpbin", ("httpbin/httpbin.yaml",), variants=("httpbin/httpbin-gateway.yaml", "httpbin/gateway-api/*.yaml"),
           alternatives=("httpbin/httpbin-nodeport.yaml",)),
     Group("tcp-echo", ("tcp-echo/tcp-echo-services.yaml",),
           variants=("tcp-echo/tcp-echo-all-v1.yaml", "tcp-echo/tcp-echo-20-v2.yaml",
@@ -274,4 +297,9 @@ def _read(root: Path, path: str) -> _Reading:
                                              "output")
     kinds = frozenset(r.key.kind for r in baseline.resources)
     others = sorted({str(body["kind"]) for _, body in flatten(documents) if isinstance(body.get("kind"), str)} - kinds)
+    gateways = baseline.of_kind(KUBERNETES_GATEWAY)
+    if kinds == {KUBERNETES_GATEWAY} and all(g.spec.get("gatewayClassName") == WAYPOINT_CLASS for g in gateways):
+        return _Reading(kinds, tuple(others), problem=f"holds only waypoints (Gateways of class {WAYPOINT_CLASS}): "
+                                                      "ambient mode's proxies, which neither local mesh runs (both "
+                                                      "run sidecars)")
     return _Reading(kinds, tuple(others))
