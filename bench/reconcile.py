@@ -171,6 +171,9 @@ def scaling(plane: controlplane.ControlPlane, sizes: list[int], per_host: int, h
             measure("(c) one new sandbox", plane, [sandbox(f"new-{size}", 0)]),
         ]
         image = f"v{size}"
+        for r in results[size]:  # as measured, too (the tables follow at the end)
+            print(f"measured at {size}: {r['name']}: {r['wall']:.2f} s, client {fmt(r['client'])}, "
+                  f"audit {fmt(r['audit'])}", flush=True)
     print(f"\n{per_host} stored sandboxes per host; requests by verb (client counter | kube-apiserver audit log)")
     print("| stored | scenario                |   wall   | writes | client                            | audit log"
           "                         |")

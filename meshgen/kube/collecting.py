@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from meshgen.baseline.model import WORKLOAD_KINDS
-from meshgen.documents import JsonObject
 from meshgen.errors import ClusterError
 from meshgen.kube import indexes, kinds, scoping, sourcing, statuses, storing
 from meshgen.kube.client import Client, NotFound
@@ -40,13 +39,6 @@ class Batch:
     expired: tuple[str, ...] = ()
 
 
-def pending(body: JsonObject) -> bool:
-    """Whether a stored spec has not been reconciled at its current generation."""
-    condition = statuses.reconciled(body)
-    generation = int((body.get("metadata") or {}).get("generation") or 0)
-    return condition is None or int(condition.get("observedGeneration") or 0) != generation
-
-
 def batches(client: Client, choose: Callable[[StoredSpecs], MeshPolicy], now: datetime.datetime,
             namespaces: Sequence[str] = ()) -> Iterator[Batch]:
     """The batches of a gc at ``now``, a page of the store at a time (module docstring)."""
@@ -61,12 +53,12 @@ def batches(client: Client, choose: Callable[[StoredSpecs], MeshPolicy], now: da
         stored.update(o["metadata"]["name"] for o in page.items)
         expired = tuple(o["metadata"]["name"] for o in storing.expired(StoredSpecs(page.items, (), "", ()), now, limit))
         redo = [o["metadata"]["name"] for o in page.items if o["metadata"]["name"] not in expired
-                and (pending(o) or _lost(indexes.workloads(o), present, namespaces))]
+                and (statuses.pending(o) or _lost(indexes.workloads(o), present, namespaces))]
         if expired or redo:
             names = tuple(("Sandbox", n) for n in (*expired, *redo))
             yield Batch(scoping.Seeds(names=names), expired)
     for page in client.pages(kinds.ROUTE_GROUP):
-        redo = [o["metadata"]["name"] for o in page.items if pending(o)]
+        redo = [o["metadata"]["name"] for o in page.items if statuses.pending(o)]
         if redo:
             yield Batch(scoping.Seeds(names=tuple(("RouteGroup", n) for n in redo)))
     orphans = _orphans(client, stored)

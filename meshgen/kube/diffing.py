@@ -35,6 +35,7 @@ from meshgen.ownership import (
     ANNOTATION_HOSTS_GENERATION,
     ANNOTATION_ROUTES,
     LABEL_EDITED,
+    LABEL_SANDBOX,
     ROUTE_LISTS,
     is_owned,
     meshgen_route_names,
@@ -82,6 +83,14 @@ class Change:
             return self.desired
         assert self.live is not None and self.desired is not None
         return updated(self.live, self.desired)
+
+    @property
+    def sandbox(self) -> str:
+        """The sandbox the object belongs to ("" for shared objects: VirtualServices, the EnvoyFilter)."""
+        if self.ref.kind == "Sandbox":
+            return self.ref.name
+        body = self.desired or self.live or {}
+        return str(((body.get("metadata") or {}).get("labels") or {}).get(LABEL_SANDBOX, ""))
 
     @property
     def recreates(self) -> bool:

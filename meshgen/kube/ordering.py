@@ -9,15 +9,17 @@ backend's (:func:`meshgen.backends.backend.make_before_break`):
   VirtualService's, an HTTPRoute's) that sends traffic to them;
 - routes are removed before what they pointed to is deleted, and a fork's policies after its pods.
 
-The rules are checked for cycles (:func:`ranks` raises ``graphlib.CycleError``); within one rank, changes are
-ordered by kind, namespace and name, so the order is deterministic.
+The rules are checked for cycles (:func:`ranks` raises ``graphlib.CycleError``); within one rank, the objects of
+the command's own sandboxes come first, then by kind, namespace and name, so the order is deterministic. Own
+first: with many appliers on one host, each makes its own fork before anyone else's (which it makes too, should
+that applier stop), so they seldom race to create the same object.
 """
 
 from __future__ import annotations
 
 import functools
 import graphlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from meshgen.backends.backend import DELETE, UPSERT, Matcher, Rule
 from meshgen.kube.diffing import Action, Change
@@ -51,8 +53,9 @@ def _ranks(rules: tuple[Rule, ...]) -> Mapping[Matcher, int]:
     return order
 
 
-def ordered(changes: Iterable[Change], rules: Iterable[Rule]) -> list[Change]:
-    """Changes in make-before-break order (the backend's ``rules``)."""
+def ordered(changes: Iterable[Change], rules: Iterable[Rule], own: Collection[str] = ()) -> list[Change]:
+    """Changes in make-before-break order (the backend's ``rules``); within a rank, the objects of the sandboxes
+    in ``own`` first."""
     found = ranks(rules)
     last = max(found.values(), default=0) + 1
-    return sorted(changes, key=lambda c: (found.get(matcher(c), last), c.ref))
+    return sorted(changes, key=lambda c: (found.get(matcher(c), last), c.sandbox not in own, c.ref))

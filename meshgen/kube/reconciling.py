@@ -271,7 +271,8 @@ class Reconciler:
             left_out.update(foreign)
         excluded = sorted([*left_out.values(), *plan.excluded], key=lambda e: (e.kind.value, e.name))
         found = diffing.changes(desired, self._prunable(state, desired))
-        changes = ordering.ordered(self._whole(state, found), backend.order)
+        own = {name for kind, name in mine if kind == OwnerKind.SANDBOX.value}
+        changes = ordering.ordered(self._whole(state, found), backend.order, own)
         return Round(state, kept, plan, tuple(desired), tuple(changes), tuple(excluded), step)
 
     def _prunable(self, state: ClusterState, desired: list[JsonObject]) -> Mapping[Ref, JsonObject]:
@@ -401,12 +402,19 @@ class Reconciler:
                                             backends.of(current.state.policy), _ids(current.specs))
             outcomes = []
             refused_now = False
-            for change in current.changes:
-                owner = ("Sandbox", vetting.sandbox_of(change))
+            made: set[Ref] = set()
+            for i, change in enumerate(current.changes):
+                owner = ("Sandbox", change.sandbox)
                 if refused_now and (not owner[1] or owner in refusals or change.action is Action.DELETE):
                     continue  # shared objects and removals wait for the plan without the refused sandboxes
+                if change.ref in made:
+                    continue
                 try:
                     outcomes.append(self._write(change, revision, recompute, report))
+                    if change.action is Action.CREATE and outcomes[-1] is not patching.Outcome.WRITTEN:
+                        # Someone else made it: another applier is making the objects of the specs this one
+                        # sees. Read what it has made so far instead of racing it one object at a time.
+                        made |= self._made_meanwhile(current.changes[i + 1:])
                 except ClusterError as exc:
                     if not refused(exc) or not owner[1]:
                         raise
@@ -429,6 +437,25 @@ class Reconciler:
         raise ClusterError(f"the stored specs kept changing; not converged after {MAX_ROUNDS} rounds "
                            "(run the command again)")
 
+    def _made_meanwhile(self, changes: Sequence[Change]) -> set[Ref]:
+        """The objects of ``changes`` to create that exist by now as wanted (made by another command): one
+        metadata LIST per kind and namespace, selected by sandbox."""
+        creates = {c.ref: c for c in changes if c.action is Action.CREATE and c.sandbox and c.desired is not None
+                   and c.ref.kind not in storing.STORED_KINDS}
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for change in creates.values():
+            wanted.setdefault((change.ref.kind, change.ref.namespace), set()).add(change.sandbox)
+        made = set()
+        for (kind, namespace), sandboxes in sorted(wanted.items()):
+            for selector in indexes.owned_selectors(sandboxes):
+                listing = self.client.list(kinds.BY_NAME[kind], namespace or None, label_selector=selector,
+                                           metadata_only=True)
+                for live in listing.items:
+                    create = creates.get(Ref.of(live))
+                    if create is not None and create.desired is not None and diffing.unchanged(create.desired, live):
+                        made.add(create.ref)
+        return made
+
     def _write(self, change: Change, revision: int | None, recompute: patching.Recompute,
                report: Report) -> patching.Outcome:
         outcome, final = patching.write(self.client, change, revision, recompute)
@@ -441,15 +468,20 @@ class Reconciler:
 
     def _write_statuses(self, report: Report) -> None:
         """The status of every stored spec the final round planned, unless it changed since (then the command
-        that changed it writes it)."""
+        that changed it writes it), or it is another command's still under way: stored by meshgen and not yet
+        reconciled at its generation (that command writes it; should it stop, gc does). So with many appliers
+        on one host each writes its own status, not everyone's."""
         final = report.last
         if final is None:
             return
         seen = {(o["kind"], o["metadata"]["name"]): discovery.content_hash(o)
                 for o in (*final.state.stored.sandboxes, *final.state.stored.route_groups)}
+        own = None if self.seeds is None else {*self.seeds.names, *((c.ref.kind, c.ref.name) for c in report.changes
+                                                                   if c.ref.kind in storing.STORED_KINDS)}
         current = report.listed or final.state.stored
         targets = [o for o in (*current.sandboxes, *current.route_groups)
-                   if seen.get((o["kind"], o["metadata"]["name"])) == discovery.content_hash(o)]
+                   if seen.get(key := (o["kind"], o["metadata"]["name"])) == discovery.content_hash(o)
+                   and (own is None or key in own or not statuses.pending(o))]
         report.statuses = statuses.write(self.client, final.plan, list(final.desired), final.excluded, targets)
 
 

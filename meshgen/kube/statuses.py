@@ -113,6 +113,14 @@ def reconciled(stored: Mapping[str, Any]) -> JsonObject | None:
     return next((c for c in conditions if isinstance(c, dict) and c.get("type") == RECONCILED), None)
 
 
+def pending(stored: Mapping[str, Any]) -> bool:
+    """Whether a stored spec has not been reconciled at its current generation (its ``Reconciled`` condition is
+    missing or older)."""
+    condition = reconciled(stored)
+    generation = int((stored.get("metadata") or {}).get("generation") or 0)
+    return condition is None or int(condition.get("observedGeneration") or 0) != generation
+
+
 def _transition_time(stored: Mapping[str, Any], status: str, now: str) -> str:
     live = reconciled(stored)
     if live is not None and live.get("status") == status and live.get("lastTransitionTime"):

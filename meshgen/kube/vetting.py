@@ -18,7 +18,7 @@ from meshgen.errors import ClusterError, InvalidInput, Location, Problem
 from meshgen.kube import patching, storing
 from meshgen.kube.client import Client, refused
 from meshgen.kube.diffing import Change
-from meshgen.ownership import ANNOTATION_FORK_OF, LABEL_SANDBOX
+from meshgen.ownership import ANNOTATION_FORK_OF
 from meshgen.spec.loading import Specs
 
 _INVALID_PATH = re.compile(r" is invalid: ([A-Za-z0-9_.\[\]-]+):")
@@ -30,7 +30,7 @@ def vet(client: Client, changes: Iterable[Change], new: Specs, texts: dict[str, 
     sandboxes = {s.name for s in new.sandboxes}
     problems = []
     for change in changes:
-        if change.ref.kind not in storing.STORED_KINDS and sandbox_of(change) not in sandboxes:
+        if change.ref.kind not in storing.STORED_KINDS and change.sandbox not in sandboxes:
             continue
         try:
             patching.write(client, change, None, dry_run=True)
@@ -42,14 +42,6 @@ def vet(client: Client, changes: Iterable[Change], new: Specs, texts: dict[str, 
                                     "message); nothing was written"))
     if problems:
         raise locate_all(InvalidInput(problems), texts)
-
-
-def sandbox_of(change: Change) -> str:
-    """The sandbox an object belongs to ("" for shared objects: VirtualServices, the EnvoyFilter)."""
-    if change.ref.kind == "Sandbox":
-        return change.ref.name
-    body = change.desired or change.live or {}
-    return str(((body.get("metadata") or {}).get("labels") or {}).get(LABEL_SANDBOX, ""))
 
 
 def field_path(message: str) -> tuple[str | int, ...]:
@@ -66,7 +58,7 @@ def origin(change: Change, specs: Specs, message: str) -> Location | None:
     if change.ref.kind in storing.STORED_KINDS:
         found = specs.origin(change.ref.kind, change.ref.name)
         return found.at(*field_path(message)) if found is not None else None
-    sandbox = next((s for s in specs.sandboxes if s.name == sandbox_of(change)), None)
+    sandbox = next((s for s in specs.sandboxes if s.name == change.sandbox), None)
     found = specs.origin("Sandbox", sandbox.name) if sandbox is not None else None
     if sandbox is None or found is None:
         return found

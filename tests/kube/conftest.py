@@ -22,6 +22,7 @@ import pytest
 from meshgen.documents import parse_documents
 from meshgen.kube import discovery, installing, kinds
 from meshgen.kube.client import Client, NotFound
+from meshgen.kube.diffing import Change
 from meshgen.kube.reconciling import NewSpecs, Reconciler, Report
 from meshgen.ownership import is_owned
 from meshgen.spec.loading import load_specs
@@ -125,13 +126,16 @@ class Cluster:
         path.write_text(text.replace("NS", self.namespace))
         return path
 
-    def reconciler(self, client: Client | None = None) -> Reconciler:
-        return Reconciler(client or self.client(), DEFAULT_POLICY)
+    def reconciler(self, client: Client | None = None,
+                   on_change: Callable[[Change], None] | None = None) -> Reconciler:
+        return Reconciler(client or self.client(), DEFAULT_POLICY, on_change=on_change)
 
-    def apply(self, text: str, client: Client | None = None) -> Report:
-        """Apply specs in-process (so the test can count the client's requests)."""
+    def apply(self, text: str, client: Client | None = None,
+              on_change: Callable[[Change], None] | None = None) -> Report:
+        """Apply specs in-process (so the test can count the client's requests; ``on_change`` runs after each
+        write, before the next)."""
         docs = parse_documents(text.replace("NS", self.namespace), "test.yaml")
-        return self.reconciler(client).apply(NewSpecs(load_specs(docs), tuple(d.body for d in docs)))
+        return self.reconciler(client, on_change).apply(NewSpecs(load_specs(docs), tuple(d.body for d in docs)))
 
     def meshgen(self, *args: str, kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a new process, as CI jobs do."""
