@@ -5,7 +5,8 @@ changes the expired ones. What those changes can alter is closed under a few rel
 exactly that closure:
 
 - a sandbox concerns the hosts of the workloads it forks or claims (the baseline's Services that select them),
-  and those its status says it was last reconciled on (where its routes still are);
+  and those its status says it was last reconciled on (where its routes still are); a route group those its
+  status says too;
 - a host concerns every routing object that binds it or routes to it, and such an object every host it binds or
   routes to (its routes are rendered as one table from all of their claims);
 - a host concerns every sandbox claiming a workload behind it (the index, :mod:`meshgen.kube.indexes`), and that
@@ -287,11 +288,12 @@ class _Closure:
         """Hosts of the workloads in view, closed under the routing objects concerning them; then the workloads
         behind those hosts."""
         before = (len(self.hosts), len(self.workloads))
-        for key, body in self.view.items():
+        for body in self.view.values():
             # The hosts it was last reconciled on (its status): where its routes are, even when its workload has
-            # gone from the baseline since (then it is left out, and those routes must go with its forks).
+            # gone from the baseline since (then it is left out, and those routes must go with its forks), or, for
+            # a route group, when a member has left it by a label changed around meshgen.
             status = body.get("status")
-            hosts = status.get("hosts") if key[0] == "Sandbox" and isinstance(status, dict) else None
+            hosts = status.get("hosts") if isinstance(status, dict) else None
             self.hosts.update(h for h in (hosts if isinstance(hosts, list) else []) if isinstance(h, str))
         for workload in self.workloads:
             found = self.baseline.get(*workload)
