@@ -62,6 +62,11 @@ ADMISSION_POLICY = Kind("ValidatingAdmissionPolicy", "admissionregistration.k8s.
                         "validatingadmissionpolicies", namespaced=False)
 ADMISSION_BINDING = Kind("ValidatingAdmissionPolicyBinding", "admissionregistration.k8s.io", "v1",
                          "validatingadmissionpolicybindings", namespaced=False)
+# The index kept honest (meshgen.kube.admission): an edit around meshgen unindexes the spec it edits.
+MUTATING_POLICY = Kind("MutatingAdmissionPolicy", "admissionregistration.k8s.io", "v1",
+                       "mutatingadmissionpolicies", namespaced=False)
+MUTATING_BINDING = Kind("MutatingAdmissionPolicyBinding", "admissionregistration.k8s.io", "v1",
+                        "mutatingadmissionpolicybindings", namespaced=False)
 # Not written by meshgen; the istiod test environment (meshgen.testenv.istiomesh) creates them for its proxies.
 WORKLOAD_ENTRY = Kind("WorkloadEntry", "networking.istio.io", "v1", "workloadentries")
 SIDECAR = Kind("Sidecar", "networking.istio.io", "v1", "sidecars")

@@ -256,7 +256,8 @@ def test_ci_reads_the_policy_and_only_the_platform_writes_it() -> None:
     assert {"create", "patch", "delete"} <= {v for v, g, r in platform if r == "meshpolicies"}
     assert ci < platform, "install reconciles every host, so the platform can do what CI does"
     admission = {r for v, g, r in platform if g == "admissionregistration.k8s.io"}
-    assert admission == {"validatingadmissionpolicies", "validatingadmissionpolicybindings"}
+    assert admission == {"validatingadmissionpolicies", "validatingadmissionpolicybindings",
+                         "mutatingadmissionpolicies", "mutatingadmissionpolicybindings"}
     assert not {r for v, g, r in ci if g in ("admissionregistration.k8s.io", "apiextensions.k8s.io")}
     assert crds.rbac(platform=True)[1]["subjects"][0]["name"] == "meshgen-appliers", "the group is the caller's"
 

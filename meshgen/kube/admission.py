@@ -28,6 +28,7 @@ from meshgen.documents import JsonObject
 from meshgen.errors import ClusterError
 from meshgen.kube import kinds
 from meshgen.kube.client import Client, Invalid
+from meshgen.ownership import LABEL_INDEXED
 from meshgen.plan import guardrails
 from meshgen.spec import images
 from meshgen.spec.models import API_VERSION, Guardrails, MeshPolicy
@@ -286,3 +287,36 @@ def wait_enforced(client: Client, policy: MeshPolicy, timeout: float = 30.0) -> 
                 raise ClusterError(f"the API server does not enforce ValidatingAdmissionPolicy {name} after "
                                    f"{timeout:.0f}s (is the admission plugin ValidatingAdmissionPolicy enabled?)")
             time.sleep(0.2)
+
+
+# -- the index kept honest ----------------------------------------------------------------------------------------
+
+INDEX_NAME = "meshgen-index"
+
+
+def index_objects() -> list[JsonObject]:
+    """The MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA since Kubernetes 1.36) that unindexes a
+    spec edited around meshgen, and its binding (:mod:`meshgen.kube.indexes`): an update of a Sandbox or RouteGroup
+    that changes its spec and leaves ``meshgen.dev/indexed`` as it was loses that label. meshgen's own writes
+    change the label with the spec (its value holds the spec's hash), so they pass as written; ``kubectl edit``
+    or ``kubectl apply`` over a stored spec keep labels they do not mention, so the spec becomes one every
+    command lists (``!meshgen.dev/indexed``) and re-indexes. The status subresource is not matched."""
+    label = literal(LABEL_INDEXED)
+    kept = (f"has(object.metadata.labels) && {label} in object.metadata.labels && "
+            f"has(oldObject.metadata.labels) && {label} in oldObject.metadata.labels && "
+            f"object.metadata.labels[{label}] == oldObject.metadata.labels[{label}]")
+    spec = {
+        "failurePolicy": "Fail",
+        "reinvocationPolicy": "Never",
+        "matchConstraints": {"resourceRules": [{
+            "apiGroups": [kinds.SANDBOX.group], "apiVersions": [kinds.SANDBOX.version], "operations": ["UPDATE"],
+            "resources": [kinds.SANDBOX.plural, kinds.ROUTE_GROUP.plural]}]},
+        "matchConditions": [{"name": "spec-edited-around-meshgen",
+                             "expression": f"{kept} && object.spec != oldObject.spec"}],
+        "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": (
+            f"[JSONPatch{{op: \"remove\", path: \"/metadata/labels/\" + jsonpatch.escapeKey({label})}}]")}}],
+    }
+    meta = {"name": INDEX_NAME, "labels": {"app.kubernetes.io/part-of": "meshgen"}}
+    return [{"apiVersion": ADMISSION_V1, "kind": kinds.MUTATING_POLICY.kind, "metadata": meta, "spec": spec},
+            {"apiVersion": ADMISSION_V1, "kind": kinds.MUTATING_BINDING.kind, "metadata": meta,
+             "spec": {"policyName": INDEX_NAME}}]

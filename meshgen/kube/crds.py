@@ -160,7 +160,8 @@ def _platform_rules(policy: MeshPolicy) -> list[dict[str, Any]]:
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
          "verbs": ["get", "list", "create", "patch"]},
         {"apiGroups": ["admissionregistration.k8s.io"],
-         "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+         "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings",
+                       "mutatingadmissionpolicies", "mutatingadmissionpolicybindings"],
          "verbs": ["get", "create", "patch"]},
         *rules,
     ]

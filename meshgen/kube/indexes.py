@@ -4,9 +4,14 @@ meshgen writes these labels on every Sandbox and RouteGroup it stores, in the sa
 user's own labels (which they never replace; a spec may not set them,
 :func:`meshgen.spec.names.spec_label_key_problem`):
 
-- ``meshgen.dev/indexed: v1``: the spec carries the index. A spec stored around meshgen (kubectl) or by an older
-  meshgen lacks it; every command lists those (``!meshgen.dev/indexed``, nothing when there are none) and indexes
-  them before it reads anything else (:mod:`meshgen.kube.selecting`);
+- ``meshgen.dev/indexed: v1-<hash of the spec>``: the spec carries the index, computed from this spec. A spec
+  stored around meshgen (kubectl) or by an older meshgen lacks it; every command lists those
+  (``!meshgen.dev/indexed``, nothing when there are none) and indexes them before it reads anything else
+  (:mod:`meshgen.kube.selecting`). A spec *edited* around meshgen (``kubectl edit``, ``kubectl apply`` over a
+  stored one: both keep the labels they do not mention) would keep an index of its old content; the API server
+  drops ``meshgen.dev/indexed`` from any update that changes the spec and leaves that label as it was
+  (:mod:`meshgen.kube.admission`, a MutatingAdmissionPolicy), which meshgen never does: each of its writes of a
+  spec carries the hash of that spec. So an edited spec is unindexed, and found as one;
 - ``workload.meshgen.dev/<hash>``, one per workload a sandbox forks or claims virtually: kind, namespace and name,
   hashed into the key's name (a label key's name is at most 63 characters; its value is the workload's name, cut
   to a label value, for people). Workloads and not hosts: which hosts a workload is behind is the baseline's
@@ -24,6 +29,7 @@ Everything here is pure: labels from a stored body, selectors from what a comman
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -119,9 +125,16 @@ def match_terms(body: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     return mode, terms
 
 
+def indexed_value(body: Mapping[str, Any]) -> str:
+    """The value of ``meshgen.dev/indexed`` meshgen writes with a spec: the index version and the spec's hash (it
+    changes whenever the spec does, which is how the API server tells meshgen's writes from edits around it)."""
+    spec = json.dumps(body.get("spec") or {}, sort_keys=True, separators=(",", ":"))
+    return f"{VERSION}-{_hash(spec)}"
+
+
 def labels(body: Mapping[str, Any]) -> dict[str, str]:
     """The index labels of a stored Sandbox or RouteGroup (its user labels not included)."""
-    out = {LABEL_INDEXED: VERSION, LABEL_ROUTING_KEY: key_value(routing_key(body))}
+    out = {LABEL_INDEXED: indexed_value(body), LABEL_ROUTING_KEY: key_value(routing_key(body))}
     if body.get("kind") == "Sandbox":
         for workload in workloads(body):
             out[workload_key(workload)] = _as_value(workload[2])
@@ -139,8 +152,11 @@ def with_index(body: Mapping[str, Any]) -> dict[str, str]:
 def is_current(body: Mapping[str, Any]) -> bool:
     """Whether a stored spec carries exactly the index its content calls for (not: stored around meshgen, or
     edited since with kubectl)."""
-    stored = _mapping(body.get("metadata")).get("labels") or {}
-    return {k: v for k, v in stored.items() if is_index_label(k)} == labels(body)
+    stored = {k: v for k, v in (_mapping(body.get("metadata")).get("labels") or {}).items() if is_index_label(k)}
+    wanted = labels(body)
+    # The spec's hash is not checked: whoever wrote it, the API server keeps it only with the spec it came with.
+    return (str(stored.pop(LABEL_INDEXED, "")).startswith(VERSION)
+            and stored == {k: v for k, v in wanted.items() if k != LABEL_INDEXED})
 
 
 # -- selectors ------------------------------------------------------------------------------------------------

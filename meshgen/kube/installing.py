@@ -1,5 +1,5 @@
 """``meshgen install``: the platform's step. CRDs, the one stored MeshPolicy, the admission policy generated from
-it, then every host reconciled with it.
+it and the one that keeps the index honest, then every host reconciled with it.
 
 Run by the platform's identity (``meshgen install --print-rbac --platform``), the only one allowed to write the
 MeshPolicy. Changing the policy is running it again with the new file: the admission policy follows (and is
@@ -41,7 +41,7 @@ def install(client: Client, policy: MeshPolicy | None, dry_run: bool = False,
         trial.plan_round(trial.observe(), Specs(), set(), {})
     for line in policies.store(client, chosen, stored, dry_run):
         on_line(line)
-    for body in admission.objects(chosen):
+    for body in [*admission.objects(chosen), *admission.index_objects()]:
         on_line(crds.upsert(client, body, dry_run))
     if dry_run:
         return Report()

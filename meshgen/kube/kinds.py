@@ -21,6 +21,8 @@ from meshgen.apis import (
     HTTP_ROUTE,
     KUBERNETES_GATEWAY,
     MESH_POLICY,
+    MUTATING_BINDING,
+    MUTATING_POLICY,
     NAMESPACE,
     NETWORK_POLICY,
     OPTIONAL,
@@ -43,7 +45,8 @@ from meshgen.apis import (
 # order they are read: every kind meshgen may create, change or delete.
 RENDERED = backends.rendered_kinds()
 BY_NAME = {k.kind: k for k in (*RENDERED, *OPTIONAL, NAMESPACE, SECRET, SANDBOX, ROUTE_GROUP, CRD, WORKLOAD_ENTRY,
-                                     SIDECAR, GATEWAY, MESH_POLICY, ADMISSION_POLICY, ADMISSION_BINDING, GATEWAY_CLASS)}
+                                     SIDECAR, GATEWAY, MESH_POLICY, ADMISSION_POLICY, ADMISSION_BINDING, GATEWAY_CLASS,
+                                     MUTATING_POLICY, MUTATING_BINDING)}
 
 
 def qualified(kind: Kind) -> str:
@@ -111,6 +114,8 @@ __all__ = [
     "HTTP_ROUTE",
     "KUBERNETES_GATEWAY",
     "MESH_POLICY",
+    "MUTATING_BINDING",
+    "MUTATING_POLICY",
     "NAMESPACE",
     "NETWORK_POLICY",
     "OPTIONAL",

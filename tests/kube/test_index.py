@@ -101,6 +101,19 @@ def test_route_groups_follow_their_members_as_labels_and_matches_change(cluster:
     assert status["sandboxes"] == [a]
     assert cluster.pending() == []
 
+    # A member relabelled around meshgen (`kubectl label`): the index needs nothing (labels are selected live), and
+    # a command on the group's other host alone removes the group's route from the member's host, which only
+    # the group's status still names.
+    cluster.apply(group(flow, "gamma"))
+    cluster.apply(sandbox(b, "ratings-v1", team="gamma"))
+    assert routed(cluster, key(flow)) == {"reviews", "ratings"}
+    cluster.client().patch(kinds.Ref("Sandbox", "", b), [{"op": "replace", "path": "/metadata/labels/team",
+                                                          "value": "delta"}])
+    cluster.apply(sandbox(f"{cluster.namespace}-gc", "reviews-v1", team="omega"))  # reviews only
+    assert routed(cluster, key(flow)) == {"reviews"}, "no stale route of the group on the old member's host"
+    assert stored(cluster, "RouteGroup", flow)["status"]["sandboxes"] == [a]
+    assert cluster.pending() == []
+
 
 def test_specs_stored_without_the_index_are_found_and_indexed(cluster: Cluster) -> None:
     """A store written by kubectl (or a meshgen before the index): a scoped command still finds those specs."""
@@ -120,16 +133,32 @@ def test_specs_stored_without_the_index_are_found_and_indexed(cluster: Cluster) 
     assert stored(cluster, "Sandbox", old)["metadata"]["labels"]["team"] == "checkout", "user labels kept"
     assert cluster.pending() == []
 
-    # Edited around meshgen to fork another workload: its index labels still name the old one. A command on the
-    # new host's other sandbox must still find it (by the old host, which it shares with the seed) and re-index.
+    # Edited around meshgen to fork another workload (`kubectl edit`; `kubectl apply` over it likewise keeps the
+    # labels it does not mention): its workload labels still name the old one, but the API server drops its
+    # indexed label (meshgen's MutatingAdmissionPolicy). So a command on the new host alone, which shares nothing
+    # with the stale index, finds it (unindexed), re-indexes it and removes its route from the old host (its
+    # status says it was reconciled there).
     live = stored(cluster, "Sandbox", old)
-    admin.patch(kinds.Ref("Sandbox", "", old), [
+    edited = admin.patch(kinds.Ref("Sandbox", "", old), [
         {"op": "replace", "path": "/spec/forks/0/forkOf/name", "value": "ratings-v1"},
         {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]}])
-    cluster.apply(sandbox(new, "reviews-v1", "ratings-v1"))
-    assert routed(cluster, key(old)) == {"ratings"}
+    assert LABEL_INDEXED not in edited["metadata"]["labels"], "unindexed by the API server"
+    assert indexes.workload_key(("Deployment", cluster.namespace, "reviews-v1")) in edited["metadata"]["labels"]
+    third = f"{cluster.namespace}-t"
+    cluster.apply(sandbox(third, "ratings-v1"))
+    assert routed(cluster, key(old)) == {"ratings"}, "no stale route on the old host"
+    assert not cluster.exists("Deployment", f"reviews-v1-{old}") and cluster.exists("Deployment", f"ratings-v1-{old}")
     assert indexes.is_current(stored(cluster, "Sandbox", old))
+    assert stored(cluster, "Sandbox", old)["status"]["hosts"] == [f"ratings.{cluster.namespace}.svc.cluster.local"]
     assert cluster.pending() == []
+
+    # meshgen's own write of a changed spec keeps its index (the label's value changes with the spec), and a
+    # label edited around meshgen (no spec change) leaves it too.
+    cluster.apply(sandbox(third, "ratings-v1", "details-v1"))
+    assert indexes.is_current(stored(cluster, "Sandbox", third))
+    relabelled = admin.patch(kinds.Ref("Sandbox", "", third), [
+        {"op": "add", "path": "/metadata/labels/owner", "value": "someone"}])
+    assert indexes.is_current(relabelled)
 
 
 def test_concurrent_moves_leave_no_stale_route(cluster: Cluster) -> None:
