@@ -75,8 +75,8 @@ def _excluded(report: Report) -> None:
 @click.command("install")
 @click.option("--kubeconfig", default=None, metavar="FILE", envvar="KUBECONFIG", help="Path to the kubeconfig file.")
 @click.option("--context", default=None, help="The kubeconfig context to use.")
-@click.option("--print-only", is_flag=True, help="Print the CRDs, the MeshPolicy, the admission policy and the RBAC "
-                                                 "instead of installing.")
+@click.option("--print-only", is_flag=True, help="Print the CRDs, the MeshPolicy, the admission policies and the "
+                                                 "RBAC instead of installing.")
 @click.option("--print-rbac", is_flag=True, help="Only print the RBAC (no cluster access): the CI identity's, or "
                                                  "with --platform the platform's.")
 @click.option("--platform", is_flag=True, help="The RBAC of the platform's identity (install, the MeshPolicy).")
@@ -88,9 +88,10 @@ def _excluded(report: Report) -> None:
 def install_command(kubeconfig: str | None, context: str | None, print_only: bool, print_rbac: bool,
                     platform: bool, group: str | None, policy_path: str | None) -> None:
     """Install meshgen on a cluster, as the platform: the CRDs (Sandbox, RouteGroup, MeshPolicy in meshgen.dev),
-    the MeshPolicy every cluster command compiles with, and a ValidatingAdmissionPolicy that makes the API server
-    itself refuse a Sandbox breaking the policy's guardrails. Then every host is reconciled with the policy (a new
-    routing header goes make-before-break).
+    the MeshPolicy every cluster command compiles with, a ValidatingAdmissionPolicy that makes the API server
+    itself refuse a Sandbox breaking the policy's guardrails, and a MutatingAdmissionPolicy that unindexes a spec
+    edited around meshgen (kubectl edit), so every command still finds it. Then every host is reconciled with the
+    policy (a new routing header goes make-before-break).
 
     Run it again with another --policy to change the policy. Progress goes to stderr; stdout is the RBAC for CI
     jobs (a ClusterRole and ClusterRoleBinding for --group with exactly what apply/diff/delete/get/gc use:
@@ -112,7 +113,8 @@ def install_command(kubeconfig: str | None, context: str | None, print_only: boo
     if print_only:
         chosen = policy or DEFAULT_POLICY
         stored = {**policies.document(chosen), "metadata": {"name": chosen.metadata.name}}
-        click.echo(dump_yaml([*crds.definitions(), stored, *admission.objects(chosen), *rbac]), nl=False)
+        click.echo(dump_yaml([*crds.definitions(), stored, *admission.objects(chosen),
+                                     *admission.index_objects(), *rbac]), nl=False)
         return
     report = installing.install(Client.from_kubeconfig(kubeconfig, context), policy,
                                 on_line=lambda line: click.echo(line, err=True))
