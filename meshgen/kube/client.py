@@ -62,6 +62,10 @@ class Unreachable(ClusterError):
     """No answer (connection refused, timeout, 5xx)."""
 
 
+class NoAnswer(Unreachable):
+    """A request sent whose answer never came (read timeout): it may or may not have been carried out."""
+
+
 _BY_STATUS: Mapping[int, type[ClusterError]] = {
     400: Invalid, 401: Forbidden, 403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid,
 }
@@ -197,6 +201,9 @@ class Client:
         try:
             response = self.api.call_api(*request, _request_timeout=TIMEOUT_SECONDS)
             raw = response.read()  # type: ignore[no-untyped-call]
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise NoAnswer(f"{what}: no answer from the API server at {self.api.configuration.host} in "
+                           f"{TIMEOUT_SECONDS} s: {type(exc).__name__}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unreachable(f"{what}: cannot reach the API server at {self.api.configuration.host}: "
                               f"{type(exc).__name__}") from exc

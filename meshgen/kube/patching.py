@@ -13,6 +13,10 @@
 
 On conflict the live object is re-read and the desired object recomputed from it (``recompute``): for a user's
 VirtualService that replans from the fresh object, so a foreign edit made meanwhile is kept.
+
+A write whose answer never came (a read timeout: an API server busy with many appliers) may or may not have been
+carried out; it is re-read and continued from what is there, like a conflict (its preconditions make that safe),
+at most :data:`LOST_ANSWERS` times. If what is there is what was wanted, it counts as written.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from collections.abc import Callable
 
 from meshgen.documents import JsonObject
 from meshgen.kube import diffing
-from meshgen.kube.client import Client, Conflict, Invalid, NotFound
+from meshgen.kube.client import Client, Conflict, Invalid, NoAnswer, NotFound
 from meshgen.kube.diffing import Action, Change
 
 ATTEMPTS = 8
+LOST_ANSWERS = 2
 # Recompute the desired object for a ref from a fresh live object (None live: it is gone).
 Recompute = Callable[[Change, JsonObject | None], JsonObject | None]
 
@@ -47,9 +52,12 @@ def write(client: Client, change: Change, my_revision: int | None, recompute: Re
           dry_run: bool = False) -> tuple[Outcome, Change]:
     """Carry out ``change``; returns what happened and the change finally written (after any re-reads)."""
     current: Change | None = change
+    lost = 0
     for attempt in range(ATTEMPTS):
         if current is None:
-            return Outcome.SETTLED, change
+            # Nothing left to do; after a lost answer, maybe because the write was carried out: say so, so the
+            # caller re-reads after its round as after any write.
+            return (Outcome.WRITTEN if lost else Outcome.SETTLED), change
         if current.live is not None and diffing.is_newer(current.live, my_revision):
             return Outcome.FENCED, current
         fresh: tuple[JsonObject | None] | None = None  # the object, when an error already made us re-read it
@@ -58,6 +66,10 @@ def write(client: Client, change: Change, my_revision: int | None, recompute: Re
             return Outcome.WRITTEN, current
         except Conflict:  # includes AlreadyExists on create
             pass
+        except NoAnswer:
+            lost += 1
+            if lost > LOST_ANSWERS or dry_run:
+                raise
         except NotFound:
             if current.action is Action.DELETE:
                 return Outcome.SETTLED, current
